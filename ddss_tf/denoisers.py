@@ -1,0 +1,116 @@
+"""Turn any diffusion network into one canonical denoiser.
+
+A `Denoiser` maps (x_t [B, H, W, C], t [B] real-valued model time) to
+(x0_hat, eps_hat), whatever the network predicts. The conversion happens once,
+here, so samplers never branch on the parametrisation:
+
+  eps-prediction: x0_hat = (x_t - sigma(t) eps_hat) / alpha(t)
+  x-prediction:   eps_hat = (x_t - alpha(t) x0_hat) / sigma(t)
+  v-prediction:   x0_hat = alpha(t) x_t - sigma(t) v,  eps_hat = sigma(t) x_t + alpha(t) v
+                  (Salimans & Ho 2022, with alpha^2 + sigma^2 = 1)
+
+With clip_x0=True, x0_hat is clipped to the data range and eps_hat is
+recomputed from the clipped x0_hat so the pair stays consistent with x_t.
+"""
+
+import tensorflow as tf
+
+__all__ = ["Denoiser", "from_eps_fn", "from_fn", "from_keras_model", "predictions"]
+
+_PREDICTIONS = ("eps", "x", "v")
+
+
+def predictions():
+    """What a wrapped network may predict."""
+    return _PREDICTIONS
+
+
+def append_dims(v, x):
+    """Reshape a per-example vector v [B] (or a scalar) to broadcast against x [B, ...]."""
+    v = tf.convert_to_tensor(v, dtype=x.dtype)
+    if v.shape.rank == 0:
+        return v
+    return tf.reshape(v, tf.concat([tf.shape(v), tf.ones([x.shape.rank - 1], tf.int32)], 0))
+
+
+class Denoiser:
+    """Canonical denoiser over a network fn(x_t, t) -> eps | x0 | v.
+
+    Args:
+      fn: callable (x_t float32 [B, H, W, C], t float32 [B]) -> prediction [B, H, W, C].
+      schedule: a `schedules.Schedule` (answers alpha, sigma at real t).
+      prediction: "eps", "x" or "v": what `fn` returns.
+      clip_x0: clip x0_hat to `data_range` (and recompute eps_hat from it).
+      data_range: (low, high) of the data, default (-1, 1).
+      network: the underlying Keras model when there is one (for export and
+        stateless calls); None for a plain function.
+    """
+
+    def __init__(self, fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0),
+                 network=None):
+        if prediction not in _PREDICTIONS:
+            raise ValueError(
+                f"unknown prediction {prediction!r}; accepted: {', '.join(_PREDICTIONS)}")
+        if not callable(fn):
+            raise ValueError(f"the model must be callable (x_t, t) -> prediction, got {type(fn)}")
+        low, high = (float(v) for v in data_range)
+        if not low < high:
+            raise ValueError(f"data_range must be (low, high) with low < high, got {data_range}")
+        self.fn = fn
+        self.schedule = schedule
+        self.prediction = prediction
+        self.clip_x0 = bool(clip_x0)
+        self.data_range = (low, high)
+        self.network = network
+
+    def __call__(self, x_t, t):
+        """Returns (x0_hat, eps_hat), each shaped like x_t.
+
+        x_t: float [B, H, W, C]; t: float [B] (or scalar) real-valued model time.
+        """
+        x_t = tf.convert_to_tensor(x_t)
+        t = tf.cast(tf.convert_to_tensor(t), x_t.dtype)
+        if t.shape.rank == 0:
+            t = tf.fill(tf.shape(x_t)[:1], t)
+        out = tf.cast(self.fn(x_t, t), x_t.dtype)
+        return self.from_prediction(out, x_t, t)
+
+    def from_prediction(self, out, x_t, t):
+        """Convert a raw network output at (x_t, t) into (x0_hat, eps_hat)."""
+        alpha = append_dims(self.schedule.alpha(t), x_t)
+        sigma = append_dims(self.schedule.sigma(t), x_t)
+        if self.prediction == "eps":
+            eps, x0 = out, (x_t - sigma * out) / alpha
+        elif self.prediction == "x":
+            x0, eps = out, (x_t - alpha * out) / sigma
+        else:
+            x0, eps = alpha * x_t - sigma * out, sigma * x_t + alpha * out
+        if self.clip_x0:
+            x0 = tf.clip_by_value(x0, *self.data_range)
+            eps = (x_t - alpha * x0) / sigma
+        return x0, eps
+
+
+def from_fn(fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):
+    """Wrap a plain function fn(x_t, t) -> eps | x0 | v."""
+    return Denoiser(fn, schedule, prediction, clip_x0, data_range)
+
+
+def from_eps_fn(eps_fn, schedule, clip_x0=False, data_range=(-1.0, 1.0)):
+    """Wrap eps_fn(x_t [B, H, W, C] float32, t [B] float32) -> eps (DESIGN section 5)."""
+    return Denoiser(eps_fn, schedule, "eps", clip_x0, data_range)
+
+
+def from_keras_model(model, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):
+    """Wrap a Keras model called as model([x_t, t]) -> eps | x0 | v.
+
+    The model is frozen (trainable=False): samplers never train its weights.
+    """
+    if not hasattr(model, "trainable_variables"):
+        raise ValueError(f"expected a Keras model (x_t, t) -> prediction, got {type(model)}")
+    model.trainable = False
+
+    def fn(x_t, t):
+        return model([x_t, t], training=False)
+
+    return Denoiser(fn, schedule, prediction, clip_x0, data_range, network=model)

@@ -1,0 +1,278 @@
+"""Noise schedules: the one owner of the diffusion noise algebra.
+
+Notation (Ho et al. 2020): model time t in {0, ..., T-1}, betas beta_t,
+alpha_bar_t = prod_{s<=t} (1 - beta_s), and the forward marginal
+x_t = alpha(t) x_0 + sigma(t) eps with alpha = sqrt(alpha_bar) and
+sigma = sqrt(1 - alpha_bar).
+
+Learned samplers query the model at *real-valued* t. A `Schedule` answers every
+quantity for any real t in [0, T-1] by interpolating the log-SNR
+lambda = log(alpha_bar / (1 - alpha_bar)) linearly between integer steps; at
+integer t it equals the discrete table. All other quantities are derived from
+lambda with numerically stable maps (alpha_bar = sigmoid(lambda)), so nothing
+else in the package computes sqrt(1 - alpha_bar) by hand.
+
+Every query accepts a numpy array / Python scalar (answered in float64 numpy)
+or a tf.Tensor (answered in the tensor's dtype, differentiable in t).
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+        "Schedule",
+        "linear_beta",
+        "cosine",
+        "from_config",
+        "names",
+        "stride",
+        "stride_names",
+        "posterior",
+]
+
+
+def _is_tensor(x):
+    return isinstance(x, (tf.Tensor, tf.Variable)) or tf.is_tensor(x)
+
+
+class Schedule:
+    """A discrete noise schedule with continuous-time queries.
+
+    Args:
+        betas: float array [T], every entry in (0, 1).
+        config: dict that `from_config` turns back into this schedule.
+    """
+
+    def __init__(self, betas, config):
+        betas = np.asarray(betas, dtype=np.float64)
+        if betas.ndim != 1 or betas.shape[0] < 2:
+            raise ValueError(f"betas must be a 1-D array of length >= 2, got shape {betas.shape}")
+        if not np.all((betas > 0) & (betas < 1)):
+            raise ValueError("every beta must lie in the open interval (0, 1)")
+        self._betas = betas
+        self._alpha_bars = np.cumprod(1.0 - betas)
+        self._log_snrs = np.log(self._alpha_bars) - np.log1p(-self._alpha_bars)
+        self._config = dict(config)
+
+    # ---- discrete tables (float64 numpy) ----
+    @property
+    def num_timesteps(self):
+        """T, the number of discrete steps the model was trained on."""
+        return int(self._betas.shape[0])
+
+    @property
+    def betas(self):
+        return self._betas.copy()
+
+    @property
+    def alpha_bars(self):
+        """alpha_bar_t for t = 0..T-1, float64 [T]."""
+        return self._alpha_bars.copy()
+
+    @property
+    def log_snrs(self):
+        """lambda_t for t = 0..T-1, float64 [T], strictly decreasing."""
+        return self._log_snrs.copy()
+
+    def get_config(self):
+        return dict(self._config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config.items() if k != "kind")
+        return f"schedules.{self._config.get('kind', 'Schedule')}({args})"
+
+    # ---- continuous-time queries ----
+    def log_snr(self, t):
+        """lambda(t), linear between integer steps; t is clipped to [0, T-1]."""
+        table = self._log_snrs
+        last = self.num_timesteps - 1
+        if _is_tensor(t):
+            t = tf.convert_to_tensor(t)
+            dtype = t.dtype if t.dtype.is_floating else tf.float32
+            t = tf.clip_by_value(tf.cast(t, dtype), 0.0, float(last))
+            i0 = tf.clip_by_value(tf.floor(t), 0.0, float(last - 1))
+            frac = t - i0
+            i0 = tf.cast(i0, tf.int32)
+            lo = tf.gather(tf.constant(table, dtype), i0)
+            hi = tf.gather(tf.constant(table, dtype), i0 + 1)
+            return lo + frac * (hi - lo)
+        t = np.clip(np.asarray(t, dtype=np.float64), 0.0, last)
+        return np.interp(t, np.arange(self.num_timesteps, dtype=np.float64), table)
+
+    def t_from_log_snr(self, lam):
+        """Inverse of `log_snr`: the real t in [0, T-1] with log_snr(t) = lam (clipped)."""
+        table = self._log_snrs
+        last = self.num_timesteps - 1
+        if _is_tensor(lam):
+            lam = tf.convert_to_tensor(lam)
+            dtype = lam.dtype if lam.dtype.is_floating else tf.float32
+            lam = tf.cast(lam, dtype)
+            neg = tf.constant(-table, dtype)  # ascending
+            lam = tf.clip_by_value(lam, float(table[-1]), float(table[0]))
+            flat = tf.reshape(-lam, [-1])
+            idx = tf.searchsorted(neg, flat, side="right")
+            i0 = tf.clip_by_value(idx - 1, 0, last - 1)
+            lo = tf.gather(neg, i0)
+            hi = tf.gather(neg, i0 + 1)
+            t = tf.cast(i0, dtype) + (flat - lo) / (hi - lo)
+            return tf.reshape(tf.clip_by_value(t, 0.0, float(last)), tf.shape(lam))
+        lam = np.asarray(lam, dtype=np.float64)
+        return np.interp(-lam, -table, np.arange(self.num_timesteps, dtype=np.float64))
+
+    def alpha_bar(self, t):
+        """alpha_bar(t) = sigmoid(lambda(t))."""
+        lam = self.log_snr(t)
+        return tf.sigmoid(lam) if _is_tensor(lam) else _np_sigmoid(lam)
+
+    def alpha(self, t):
+        """sqrt(alpha_bar(t)): the signal coefficient of x_t."""
+        lam = self.log_snr(t)
+        return tf.sqrt(tf.sigmoid(lam)) if _is_tensor(lam) else np.sqrt(_np_sigmoid(lam))
+
+    def sigma(self, t):
+        """sqrt(1 - alpha_bar(t)): the noise standard deviation of x_t."""
+        lam = self.log_snr(t)
+        return tf.sqrt(tf.sigmoid(-lam)) if _is_tensor(lam) else np.sqrt(_np_sigmoid(-lam))
+
+    def posterior(self, t, s=None):
+        """Coefficients of q(x_s | x_t, x_0) for real s < t (Ho et al. eq. 6-7, respaced).
+
+        With s=None the step goes to data (alpha_bar_s = 1) when t is the first
+        query, i.e. the "previous" time is t - 1 on the discrete grid; pass s
+        explicitly for respaced chains. Returns (coef_x0, coef_xt, variance).
+        """
+        if s is None:
+            s = t - 1
+        ab_t = self.alpha_bar(t)
+        ab_s = self._alpha_bar_or_one(s)
+        return posterior(ab_t, ab_s)
+
+    def _alpha_bar_or_one(self, s):
+        """alpha_bar(s) with alpha_bar = 1 for s < 0 ("data")."""
+        ab = self.alpha_bar(s)
+        if _is_tensor(ab):
+            s = tf.cast(tf.convert_to_tensor(s), ab.dtype)
+            return tf.where(s < 0, tf.ones_like(ab), ab)
+        return np.where(np.asarray(s) < 0, 1.0, ab)
+
+
+def posterior(alpha_bar_t, alpha_bar_s):
+    """DDPM posterior q(x_s | x_t, x_0) between two marginals, s < t.
+
+    With beta' = 1 - alpha_bar_t / alpha_bar_s (Nichol & Dhariwal's respacing):
+        mean = sqrt(alpha_bar_s) beta' / (1 - alpha_bar_t) x_0
+                  + sqrt(1 - beta') (1 - alpha_bar_s) / (1 - alpha_bar_t) x_t
+        variance = (1 - alpha_bar_s) / (1 - alpha_bar_t) beta'   (beta_tilde)
+    Works on numpy arrays or tensors. Returns (coef_x0, coef_xt, beta_tilde).
+    """
+    if _is_tensor(alpha_bar_t) or _is_tensor(alpha_bar_s):
+        alpha_bar_t = tf.convert_to_tensor(alpha_bar_t)
+        alpha_bar_s = tf.cast(alpha_bar_s, alpha_bar_t.dtype)
+        sqrt = tf.sqrt
+    else:
+        alpha_bar_t = np.asarray(alpha_bar_t, np.float64)
+        alpha_bar_s = np.asarray(alpha_bar_s, np.float64)
+        sqrt = np.sqrt
+    beta = 1.0 - alpha_bar_t / alpha_bar_s
+    coef_x0 = sqrt(alpha_bar_s) * beta / (1.0 - alpha_bar_t)
+    coef_xt = sqrt(1.0 - beta) * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
+    variance = (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * beta
+    return coef_x0, coef_xt, variance
+
+
+def _np_sigmoid(x):
+    x = np.asarray(x, np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+# ---- constructors ----
+def linear_beta(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
+    """Ho et al.'s linear beta schedule (T=1000, 1e-4..0.02 by default)."""
+    _check_num_timesteps(num_timesteps)
+    if not 0.0 < beta_start <= beta_end < 1.0:
+        raise ValueError(
+                f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
+    betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+    return Schedule(betas, dict(kind="linear_beta", num_timesteps=int(num_timesteps),
+                                                            beta_start=float(beta_start), beta_end=float(beta_end)))
+
+
+def cosine(num_timesteps=1000, s=0.008, max_beta=0.999):
+    """Nichol & Dhariwal's cosine schedule: alpha_bar(t) = f(t) / f(0),
+
+    f(t) = cos(((t / T) + s) / (1 + s) * pi / 2)^2, betas clipped at max_beta.
+    Step t of the table is the marginal after t + 1 forward steps.
+    """
+    _check_num_timesteps(num_timesteps)
+    if not 0.0 < max_beta < 1.0 or s < 0:
+        raise ValueError(f"need s >= 0 and 0 < max_beta < 1, got s={s}, max_beta={max_beta}")
+    f = lambda u: math.cos((u / num_timesteps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = [min(1.0 - f(i + 1) / f(i), max_beta) for i in range(num_timesteps)]
+    return Schedule(np.array(betas), dict(kind="cosine", num_timesteps=int(num_timesteps),
+                                                                                s=float(s), max_beta=float(max_beta)))
+
+
+_SCHEDULES = {"linear_beta": linear_beta, "cosine": cosine}
+
+
+def names():
+    """Names accepted by `from_config` (the "kind" key)."""
+    return sorted(_SCHEDULES)
+
+
+def from_config(config):
+    """Rebuild a schedule from `Schedule.get_config()` (e.g. read back from JSON)."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; accepted: {', '.join(names())}")
+    return _SCHEDULES[kind](**config)
+
+
+def _check_num_timesteps(num_timesteps):
+    if int(num_timesteps) != num_timesteps or num_timesteps < 2:
+        raise ValueError(f"num_timesteps must be an integer >= 2, got {num_timesteps!r}")
+
+
+# ---- strides ----
+def _linear_stride(num_timesteps, num_steps):
+    # DDIM reference code: range(0, T, T // K); truncated to K entries when K does not divide T.
+    return np.arange(0, num_timesteps, num_timesteps // num_steps)[:num_steps]
+
+
+def _quadratic_stride(num_timesteps, num_steps):
+    # DDIM reference code: int(linspace(0, sqrt(0.8 T), K) ** 2).
+    seq = np.linspace(0, np.sqrt(num_timesteps * 0.8), num_steps) ** 2
+    return np.array([int(s) for s in seq])
+
+
+def _trailing_stride(num_timesteps, num_steps):
+    # Evenly spaced with the first query at T - 1 (Lin et al. 2023, diffusers "trailing").
+    return np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps)).astype(np.int64)[::-1] - 1
+
+
+_STRIDES = {"linear": _linear_stride, "quadratic": _quadratic_stride, "trailing": _trailing_stride}
+
+
+def stride_names():
+    return sorted(_STRIDES)
+
+
+def stride(kind, num_timesteps, num_steps):
+    """The K model times a K-step sampler visits, as an ascending int64 array.
+
+    kind: "linear" (range(0, T, T // K)), "quadratic" (int(linspace(0, sqrt(0.8 T), K)^2)),
+    both as in the DDIM reference code, or "trailing" (evenly spaced, last entry T - 1).
+    """
+    if kind not in _STRIDES:
+        raise ValueError(f"unknown stride {kind!r}; accepted: {', '.join(stride_names())}")
+    if int(num_steps) != num_steps or not 1 <= num_steps <= num_timesteps:
+        raise ValueError(f"num_steps must be an integer in [1, {num_timesteps}], got {num_steps!r}")
+    seq = np.asarray(_STRIDES[kind](int(num_timesteps), int(num_steps)), dtype=np.int64)
+    if len(np.unique(seq)) != num_steps:
+        raise ValueError(
+                f"the {kind} stride repeats time steps at num_steps={num_steps} with T={num_timesteps}; "
+                "use fewer steps or the linear / trailing stride")
+    return seq
