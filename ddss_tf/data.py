@@ -1,0 +1,61 @@
+"""Datasets behind one small registry.
+
+`load(name, split)` returns float32 images [N, H, W, C] in the data range [-1, 1].
+
+Built in:
+  "digits": the 1,797 handwritten digits that scikit-learn ships (8x8, grey
+  levels 0..16, mapped to [-1, 1] as x / 8 - 1). Fixed split: a permutation of
+  all indices drawn with numpy's default_rng(0); the first 297 form "heldout",
+  the remaining 1,500 form "train". "all" is every image in the original order.
+  Labels come with `load_labeled`.
+
+Later issues register tfds names and image folders / .npz files through
+`register`.
+"""
+
+import numpy as np
+
+__all__ = ["load", "load_labeled", "names", "register", "DIGITS_HELDOUT"]
+
+DIGITS_HELDOUT = 297
+_SPLITS = ("train", "heldout", "all")
+_REGISTRY = {}
+
+
+def register(name, loader):
+    """Register loader(split) -> (images float32 [N, H, W, C] in [-1, 1], labels int [N] or None)."""
+    _REGISTRY[name] = loader
+
+
+def names():
+    return sorted(_REGISTRY)
+
+
+def load_labeled(name="digits", split="train"):
+    """(images [N, H, W, C] float32 in [-1, 1], labels int64 [N] or None)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(names())}")
+    return _REGISTRY[name](split)
+
+
+def load(name="digits", split="train"):
+    """Images [N, H, W, C] float32 in [-1, 1]."""
+    return load_labeled(name, split)[0]
+
+
+def _digits(split):
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r} for digits; accepted: {', '.join(_SPLITS)}")
+    from sklearn.datasets import load_digits  # the data ships inside scikit-learn
+
+    bunch = load_digits()
+    images = (bunch.images.astype(np.float32) / 8.0 - 1.0)[..., None]
+    labels = bunch.target.astype(np.int64)
+    if split != "all":
+        order = np.random.default_rng(0).permutation(len(images))
+        idx = np.sort(order[:DIGITS_HELDOUT] if split == "heldout" else order[DIGITS_HELDOUT:])
+        images, labels = images[idx], labels[idx]
+    return images, labels
+
+
+register("digits", _digits)

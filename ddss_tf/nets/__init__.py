@@ -1,0 +1,1 @@
+"""Keras networks: the diffusion UNet and the small feature classifier."""

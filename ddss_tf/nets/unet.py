@@ -1,0 +1,196 @@
+"""The diffusion UNet of Ho et al. (2020) in Keras 3.
+
+(x_t [B, H, W, C], t [B] real-valued model time) -> prediction [B, H, W, C].
+
+Sinusoidal embedding of a real t (so learned, non-integer query times work),
+residual blocks with group norm and dropout, optional self-attention at chosen
+resolutions, a middle block, and skip connections. Sized by config, from the
+bundled 8x8 digits model up to Ho et al.'s CIFAR-10 model
+(`CIFAR10_CONFIG`: ch 128, mult 1,2,2,2, 2 res blocks, attention at 16x16).
+Every layer is registered as Keras-serializable.
+"""
+
+import math
+
+import keras
+from keras import layers, ops
+
+__all__ = ["build_unet", "DEFAULT_CONFIG", "CIFAR10_CONFIG", "DIGITS_CONFIG"]
+
+DEFAULT_CONFIG = dict(
+    image_shape=(32, 32, 3),
+    ch=128,
+    ch_mult=(1, 2, 2, 2),
+    num_res_blocks=2,
+    attn_resolutions=(16,),
+    dropout=0.1,
+    norm_groups=32,
+)
+CIFAR10_CONFIG = dict(DEFAULT_CONFIG)
+DIGITS_CONFIG = dict(
+    image_shape=(8, 8, 1),
+    ch=32,
+    ch_mult=(1, 2),
+    num_res_blocks=2,
+    attn_resolutions=(4,),
+    dropout=0.0,
+    norm_groups=8,
+)
+
+_PKG = "ddss_tf"
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class TimestepEmbedding(layers.Layer):
+    """Sinusoidal embedding of real-valued t [B] -> [B, dim] (Vaswani et al.; Ho et al.)."""
+
+    def __init__(self, dim, max_period=10000.0, **kwargs):
+        super().__init__(**kwargs)
+        if dim % 2:
+            raise ValueError(f"embedding dim must be even, got {dim}")
+        self.dim = int(dim)
+        self.max_period = float(max_period)
+
+    def call(self, t):
+        half = self.dim // 2
+        freqs = ops.exp(-math.log(self.max_period) * ops.arange(half, dtype="float32") / (half - 1))
+        args = ops.cast(ops.reshape(t, (-1, 1)), "float32") * freqs[None, :]
+        return ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.dim)
+
+    def get_config(self):
+        return dict(super().get_config(), dim=self.dim, max_period=self.max_period)
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class ResBlock(layers.Layer):
+    """GroupNorm-swish-conv, + time embedding, GroupNorm-swish-dropout-conv, + skip."""
+
+    def __init__(self, out_ch, dropout=0.0, norm_groups=32, **kwargs):
+        super().__init__(**kwargs)
+        self.out_ch, self.dropout_rate, self.norm_groups = int(out_ch), float(dropout), int(norm_groups)
+
+    def build(self, input_shapes):
+        x_shape, _ = input_shapes
+        in_ch = x_shape[-1]
+        self.norm1 = layers.GroupNormalization(_groups(in_ch, self.norm_groups), name="norm1")
+        self.conv1 = layers.Conv2D(self.out_ch, 3, padding="same", name="conv1")
+        self.temb_proj = layers.Dense(self.out_ch, name="temb_proj")
+        self.norm2 = layers.GroupNormalization(_groups(self.out_ch, self.norm_groups), name="norm2")
+        self.drop = layers.Dropout(self.dropout_rate)
+        # Ho et al. zero-initialise the last conv of each block so it starts as the identity.
+        self.conv2 = layers.Conv2D(self.out_ch, 3, padding="same", kernel_initializer="zeros",
+                                   name="conv2")
+        self.skip = layers.Conv2D(self.out_ch, 1, name="skip") if in_ch != self.out_ch else None
+        # Build the children here so that weights exist before a saved model is loaded.
+        out_shape = tuple(x_shape[:-1]) + (self.out_ch,)
+        for layer, shape in ((self.norm1, x_shape), (self.conv1, x_shape), (self.norm2, out_shape),
+                             (self.conv2, out_shape), (self.skip, x_shape)):
+            if layer is not None:
+                layer.build(shape)
+        self.temb_proj.build(input_shapes[1])
+
+    def call(self, inputs, training=None):
+        x, temb = inputs
+        h = self.conv1(ops.silu(self.norm1(x)))
+        h = h + self.temb_proj(ops.silu(temb))[:, None, None, :]
+        h = self.conv2(self.drop(ops.silu(self.norm2(h)), training=training))
+        return (self.skip(x) if self.skip is not None else x) + h
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0][:-1]) + (self.out_ch,)
+
+    def get_config(self):
+        return dict(super().get_config(), out_ch=self.out_ch, dropout=self.dropout_rate,
+                    norm_groups=self.norm_groups)
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class AttnBlock(layers.Layer):
+    """Single-head self-attention over the H*W positions, with a residual connection."""
+
+    def __init__(self, norm_groups=32, **kwargs):
+        super().__init__(**kwargs)
+        self.norm_groups = int(norm_groups)
+
+    def build(self, x_shape):
+        ch = x_shape[-1]
+        self.norm = layers.GroupNormalization(_groups(ch, self.norm_groups), name="norm")
+        self.qkv = layers.Dense(3 * ch, name="qkv")
+        self.proj = layers.Dense(ch, kernel_initializer="zeros", name="proj")
+        self.norm.build(x_shape)
+        self.qkv.build((None, None, ch))
+        self.proj.build((None, None, ch))
+
+    def call(self, x):
+        shape = ops.shape(x)
+        ch = x.shape[-1]
+        h = ops.reshape(self.norm(x), (shape[0], -1, ch))
+        q, k, v = ops.split(self.qkv(h), 3, axis=-1)
+        w = ops.softmax(ops.einsum("bic,bjc->bij", q, k) / math.sqrt(ch), axis=-1)
+        h = self.proj(ops.einsum("bij,bjc->bic", w, v))
+        return x + ops.reshape(h, shape)
+
+    def compute_output_shape(self, x_shape):
+        return x_shape
+
+    def get_config(self):
+        return dict(super().get_config(), norm_groups=self.norm_groups)
+
+
+def _groups(ch, norm_groups):
+    """Largest group count <= norm_groups that divides ch."""
+    g = min(norm_groups, ch)
+    while ch % g:
+        g -= 1
+    return g
+
+
+def build_unet(config=None, name="unet"):
+    """Functional Keras model [x_t, t] -> prediction; see module docstring for config keys."""
+    cfg = dict(DEFAULT_CONFIG, **(config or {}))
+    height, width, channels = cfg["image_shape"]
+    ch, mult, groups = cfg["ch"], tuple(cfg["ch_mult"]), cfg["norm_groups"]
+    if height % (2 ** (len(mult) - 1)) or width % (2 ** (len(mult) - 1)):
+        raise ValueError(f"image size {height}x{width} must be divisible by 2^{len(mult) - 1}")
+    res_kw = dict(dropout=cfg["dropout"], norm_groups=groups)
+
+    x_in = keras.Input(shape=(height, width, channels), name="x_t")
+    t_in = keras.Input(shape=(), name="t")
+    temb = TimestepEmbedding(ch, name="temb")(t_in)
+    temb = layers.Dense(4 * ch, activation="silu", name="temb_dense0")(temb)
+    temb = layers.Dense(4 * ch, name="temb_dense1")(temb)
+
+    h = layers.Conv2D(ch, 3, padding="same", name="conv_in")(x_in)
+    skips, res = [h], height
+    for level, m in enumerate(mult):
+        for i in range(cfg["num_res_blocks"]):
+            h = ResBlock(ch * m, **res_kw, name=f"down{level}_res{i}")([h, temb])
+            if res in cfg["attn_resolutions"]:
+                h = AttnBlock(groups, name=f"down{level}_attn{i}")(h)
+            skips.append(h)
+        if level != len(mult) - 1:
+            h = layers.Conv2D(h.shape[-1], 3, strides=2, padding="same", name=f"down{level}_ds")(h)
+            res //= 2
+            skips.append(h)
+
+    h = ResBlock(h.shape[-1], **res_kw, name="mid_res0")([h, temb])
+    h = AttnBlock(groups, name="mid_attn")(h)
+    h = ResBlock(h.shape[-1], **res_kw, name="mid_res1")([h, temb])
+
+    for level, m in reversed(list(enumerate(mult))):
+        for i in range(cfg["num_res_blocks"] + 1):
+            h = layers.Concatenate(name=f"up{level}_cat{i}")([h, skips.pop()])
+            h = ResBlock(ch * m, **res_kw, name=f"up{level}_res{i}")([h, temb])
+            if res in cfg["attn_resolutions"]:
+                h = AttnBlock(groups, name=f"up{level}_attn{i}")(h)
+        if level != 0:
+            h = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}_us")(h)
+            h = layers.Conv2D(h.shape[-1], 3, padding="same", name=f"up{level}_us_conv")(h)
+            res *= 2
+
+    h = ops.silu(layers.GroupNormalization(_groups(h.shape[-1], groups), name="norm_out")(h))
+    out = layers.Conv2D(channels, 3, padding="same", kernel_initializer="zeros", name="conv_out")(h)
+    return keras.Model([x_in, t_in], out, name=name)
