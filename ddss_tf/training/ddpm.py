@@ -1,0 +1,201 @@
+"""Train a base DDPM with L_simple (Ho et al. 2020, Algorithm 1).
+
+loss = E_{x_0, t ~ U{0..T-1}, eps ~ N(0, I)} || eps - eps_theta(alpha_t x_0 + sigma_t eps, t) ||^2
+
+Adam with linear warm-up then cosine decay, global-norm gradient clipping, an
+exponential moving average (EMA) of the weights (the EMA weights are what gets
+exported), XLA. Every batch is drawn with stateless RNG keyed on (seed, step),
+so a run resumed from a checkpoint continues the exact same sequence.
+
+Work directory: config.json, checkpoints/, tensorboard/, model/ (the export:
+config.json + model.weights.h5, loadable with `ddss_tf.pretrained.load_ddpm`).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf import data, interrupt, progress, schedules, summaries
+from ddss_tf.nets import unet
+
+__all__ = ["TrainConfig", "train", "export_model", "heldout_loss"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    dataset: str = "digits"
+    net: dict = dataclasses.field(default_factory=lambda: dict(unet.DIGITS_CONFIG))
+    schedule: dict = dataclasses.field(
+        default_factory=lambda: schedules.linear_beta().get_config())
+    batch_size: int = 128
+    train_steps: int = 12000
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    xla: bool = True
+    checkpoint_every: int = 1000
+    log_every: int = 100
+
+    def validate(self):
+        checks = [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.train_steps >= 1, f"train_steps must be >= 1, got {self.train_steps}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (0 <= self.warmup_steps < self.train_steps,
+             f"warmup_steps must be in [0, train_steps), got {self.warmup_steps}"),
+            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        schedules.from_config(self.schedule)
+        if self.dataset not in data.names():
+            raise ValueError(f"unknown dataset {self.dataset!r}; accepted: {', '.join(data.names())}")
+
+
+def _make_optimizer(cfg):
+    lr = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if cfg.warmup_steps else cfg.learning_rate,
+        decay_steps=cfg.train_steps - cfg.warmup_steps,
+        warmup_target=cfg.learning_rate if cfg.warmup_steps else None,
+        warmup_steps=cfg.warmup_steps)
+    return keras.optimizers.Adam(lr, global_clipnorm=cfg.grad_clip)
+
+
+def _make_train_step(cfg, model, optimizer, ema, images, sched):
+    n = images.shape[0]
+    images = tf.constant(images)
+    num_t = sched.num_timesteps
+
+    @tf.function(jit_compile=cfg.xla)
+    def train_step(step):
+        key = tf.stack([tf.cast(cfg.seed, tf.int64), tf.cast(step, tf.int64)])
+        k_idx, k_t, k_eps = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+        idx = tf.random.stateless_uniform([cfg.batch_size], k_idx, 0, n, tf.int32)
+        x0 = tf.gather(images, idx)
+        t = tf.cast(tf.random.stateless_uniform([cfg.batch_size], k_t, 0, num_t, tf.int32),
+                    tf.float32)
+        eps = tf.random.stateless_normal(tf.shape(x0), k_eps)
+        x_t = sched.alpha(t)[:, None, None, None] * x0 + sched.sigma(t)[:, None, None, None] * eps
+        with tf.GradientTape() as tape:
+            pred = model([x_t, t], training=True)
+            loss = tf.reduce_mean(tf.square(pred - eps))
+        grads = tape.gradient(loss, model.trainable_variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        for e, v in zip(ema, model.trainable_variables):
+            e.assign(cfg.ema_decay * e + (1.0 - cfg.ema_decay) * v)
+        return loss, grad_norm
+
+    return train_step
+
+
+def _check_resume_config(workdir, cfg):
+    path = os.path.join(workdir, "config.json")
+    current = dataclasses.asdict(cfg)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        keys = ("dataset", "net", "schedule", "batch_size", "seed")
+        diff = [k for k in keys if json.dumps(saved.get(k), sort_keys=True)
+                != json.dumps(current[k], sort_keys=True)]
+        if diff:
+            raise ValueError(f"{workdir} holds a run with a different {', '.join(diff)}; "
+                             "use a new --workdir or the same settings to resume")
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(current, f, indent=2)
+
+
+def train(cfg, workdir):
+    """Train (or resume) a DDPM in workdir; returns the path of the exported model directory."""
+    cfg.validate()
+    _check_resume_config(workdir, cfg)
+    images = data.load(cfg.dataset, "train")
+    sched = schedules.from_config(cfg.schedule)
+    keras.utils.set_random_seed(cfg.seed)
+    model = unet.build_unet(dict(cfg.net, image_shape=images.shape[1:]))
+    optimizer = _make_optimizer(cfg)
+    optimizer.build(model.trainable_variables)
+    ema = [tf.Variable(v.value if hasattr(v, "value") else v, trainable=False, name="ema")
+           for v in model.trainable_variables]
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    ckpt = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer, ema=ema)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=3)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
+    train_step = _make_train_step(cfg, model, optimizer, ema, images, sched)
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    bar = progress.Progress(cfg.train_steps, initial=int(step), desc="train")
+    losses = []
+    with interrupt.Catch() as stop, writer.as_default():
+        while int(step) < cfg.train_steps and not stop:
+            loss, grad_norm = train_step(step)
+            step.assign_add(1)
+            s = int(step)
+            losses.append(float(loss))
+            if not np.isfinite(losses[-1]):
+                raise FloatingPointError(f"loss became {losses[-1]} at step {s}; "
+                                         f"last good checkpoint: {manager.latest_checkpoint}")
+            if s % cfg.log_every == 0 or s == cfg.train_steps:
+                mean_loss = float(np.mean(losses[-cfg.log_every:]))
+                summaries.scalar("loss", mean_loss, step=s)
+                summaries.scalar("grad_norm", grad_norm, step=s)
+                summaries.scalar("learning_rate", optimizer.learning_rate, step=s)
+                bar.update(s, loss=mean_loss)
+            if s % cfg.checkpoint_every == 0:
+                manager.save(checkpoint_number=s)
+        manager.save(checkpoint_number=int(step))
+    bar.close()
+    if stop:
+        print(f"stopped by {stop.received} at step {int(step)}; checkpoint saved, rerun to resume")
+        return None
+    for e, v in zip(ema, model.trainable_variables):
+        v.assign(e)
+    held = heldout_loss(model, sched, data.load(cfg.dataset, "heldout"))
+    print(f"held-out L_simple of the EMA weights: {held:.5f}")
+    return export_model(model, cfg, os.path.join(workdir, "model"),
+                        extra=dict(heldout_loss=held, heldout_loss_seed=0, heldout_loss_repeats=8))
+
+
+def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512):
+    """L_simple on images with fixed t and eps (stateless RNG from seed), averaged over repeats.
+
+    Deterministic for a given model, so it is recorded at export and re-checked by the tests.
+    """
+    images = tf.constant(images, tf.float32)
+    n = int(images.shape[0])
+    total = 0.0
+    for r in range(repeats):
+        k_t, k_eps = tf.unstack(tf.random.experimental.stateless_split([seed, r], 2))
+        t = tf.cast(tf.random.stateless_uniform([n], k_t, 0, sched.num_timesteps, tf.int32),
+                    tf.float32)
+        eps = tf.random.stateless_normal(tf.shape(images), k_eps)
+        x_t = sched.alpha(t)[:, None, None, None] * images + sched.sigma(t)[:, None, None, None] * eps
+        for i in range(0, n, batch_size):
+            pred = model([x_t[i:i + batch_size], t[i:i + batch_size]], training=False)
+            total += float(tf.reduce_sum(tf.square(pred - eps[i:i + batch_size])))
+    return total / (repeats * int(tf.size(images)))
+
+
+def export_model(model, cfg, out_dir, extra=None):
+    """Write out_dir/config.json + out_dir/model.weights.h5 (what `pretrained` loads)."""
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_weights(os.path.join(out_dir, "model.weights.h5"))
+    meta = dict(kind="ddpm", prediction="eps", net=dict(cfg.net, image_shape=list(model.input_shape[0][1:])),
+                schedule=cfg.schedule, dataset=cfg.dataset, train_config=dataclasses.asdict(cfg),
+                data_range=[-1.0, 1.0], exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta.update(extra or {})
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return out_dir
