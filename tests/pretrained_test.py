@@ -1,0 +1,63 @@
+"""The bundled models load as DESIGN section 5 spells it and reproduce their recorded numbers."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ddss_tf import data, pretrained, schedules
+from ddss_tf.training import classifier as classifier_training
+from ddss_tf.training import ddpm
+
+
+@pytest.mark.parametrize("load,name", [
+    (pretrained.digits_classifier, "digits_classifier"),
+    (pretrained.digits_heldout_classifier, "digits_classifier_heldout"),
+])
+def test_classifiers_reproduce_recorded_heldout_accuracy(load, name):
+    model = load()
+    meta = pretrained.load_config(pretrained.asset_dir(name))
+    x, y = data.load_labeled("digits", "heldout")
+    acc, loss = classifier_training.evaluate(model, x, y)
+    assert acc == pytest.approx(meta["heldout_accuracy"], abs=1e-9)
+    assert loss == pytest.approx(meta["heldout_loss"], rel=1e-4)
+    assert model.output_shape == (None, 10)
+
+
+def test_default_classifier_is_accurate_and_features_are_penultimate():
+    x, y = data.load_labeled("digits", "heldout")
+    acc, _ = classifier_training.evaluate(pretrained.digits_classifier(), x, y)
+    assert acc >= 0.97
+    feats = np.asarray(pretrained.digits_features()(x[:5]))
+    assert feats.shape == (5, 128) and np.all(np.isfinite(feats))
+    assert np.asarray(pretrained.digits_heldout_features()(x[:5])).shape == (5, 64)
+
+
+def test_digits_ddpm_loads_and_reproduces_recorded_heldout_loss():
+    model, sched = pretrained.digits_ddpm()
+    assert isinstance(sched, schedules.Schedule) and sched.num_timesteps == 1000
+    assert model.trainable is False
+    meta = pretrained.load_config(pretrained.asset_dir("digits_ddpm"))
+    loss = ddpm.heldout_loss(model, sched, data.load("digits", "heldout"),
+                             seed=meta["heldout_loss_seed"], repeats=meta["heldout_loss_repeats"])
+    assert loss == pytest.approx(meta["heldout_loss"], rel=1e-4)
+    assert loss < 0.2  # far below the 1.0 of a model that predicts nothing
+
+
+def test_missing_and_corrupt_files_give_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.weights.h5 in"):
+        pretrained.load_classifier(str(tmp_path))
+    bad = tmp_path / "bad"
+    shutil.copytree(pretrained.asset_dir("digits_classifier"), bad)
+    with open(bad / "model.weights.h5", "wb") as f:
+        f.write(b"not an h5 file")
+    with pytest.raises(ValueError, match="corrupt"):
+        pretrained.load_classifier(str(bad))
+    with open(bad / "config.json", "w") as f:
+        f.write("{")
+    with pytest.raises(ValueError, match="corrupt"):
+        pretrained.load_classifier(str(bad))
+    with pytest.raises(ValueError, match="does not hold a diffusion model"):
+        pretrained.load_ddpm(pretrained.asset_dir("digits_classifier"))
+    assert os.path.isdir(pretrained.asset_dir("digits_classifier"))
