@@ -18,7 +18,7 @@ and `ddss_train_classifier` write).
 import json
 import os
 
-from ddss_tf import schedules
+from ddss_tf import metrics, schedules
 from ddss_tf.nets import classifier as classifier_net
 from ddss_tf.nets import unet
 
@@ -94,8 +94,11 @@ def digits_classifier():
 
 
 def digits_features():
-    """images [B, 8, 8, 1] in [-1, 1] -> penultimate features [B, 128] of `digits_classifier`."""
-    return classifier_net.feature_model(digits_classifier())
+    """images [B, 8, 8, 1] in [-1, 1] -> penultimate features [B, 128] of `digits_classifier`.
+
+    A metrics.FeatureExtractor: callable, differentiable, with `features_and_logits`.
+    """
+    return metrics.from_keras_classifier(digits_classifier(), name="digits")
 
 
 def digits_heldout_classifier():
@@ -104,5 +107,5 @@ def digits_heldout_classifier():
 
 
 def digits_heldout_features():
-    """images -> penultimate features [B, 64] of `digits_heldout_classifier`."""
-    return classifier_net.feature_model(digits_heldout_classifier())
+    """images -> penultimate features [B, 64] of `digits_heldout_classifier` (a FeatureExtractor)."""
+    return metrics.from_keras_classifier(digits_heldout_classifier(), name="digits_heldout")
