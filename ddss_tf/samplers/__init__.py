@@ -1,0 +1,23 @@
+"""K-step diffusion samplers as Keras layers (DESIGN sections 3 and 5).
+
+    layer = samplers.create("ddim", denoiser, num_steps=10, stride="quadratic", eta=0.0)
+    x_T, noise = samplers.draw_noise(seed, layer.num_steps, [B, H, W, C])
+    x0 = layer(x_T, noise)          # noise [K, B, H, W, C]; optional when deterministic
+    layer.query_times()             # descending float64 [K], model time units
+    layer.coefficients()            # dict of float64 numpy arrays after the constraint maps
+    samplers.names()                # families create() accepts
+    samplers.from_config(layer.get_config(), denoiser)   # the denoiser is not config
+
+Training-free: "ddpm", "ddim", "dpm_solver_pp_2m", "unipc". Learnable (DDSS,
+Watson et al. 2022): "ddim_sigma", "vars", "rddim", "ggdm" (pred=True: +PRED); any
+family with time=True learns its query times (+TIME). Learnable layers hold only
+their own float32 variables (`layer.trainable_variables`); the network stays frozen
+and untracked.
+"""
+
+from ddss_tf.samplers.base import Sampler
+from ddss_tf.samplers.noise import draw_noise
+from ddss_tf.samplers.registry import create, family, from_config, names
+from ddss_tf.samplers.times import stride_names
+
+__all__ = ["Sampler", "create", "draw_noise", "family", "from_config", "names", "stride_names"]

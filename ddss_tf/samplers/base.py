@@ -1,0 +1,335 @@
+"""The sampler layer and its one loop.
+
+`Sampler` is the Keras layer every family derives from. It owns what all families
+share: the query times (a stride, or +TIME variables), the frozen, rematerialised
+call of the denoiser, input checks, the config, and the loop
+
+    x = x_T
+    for i = 0 .. K-1 (query time tau_{K-i}, noisiest first):
+        x0_hat, eps_hat = denoiser(x_i, tau)         # network call in tf.recompute_grad
+        x0_hat = family.predict_x0(...)              # GGDM / VARS use their own marginals
+        if i == K-1: return x0_hat                   # the last step returns x0_hat
+        x_i = family.correct(...)                    # UniPC's corrector; others: x_i
+        x_{i+1} = family.step(i, chain, noise[i], coefficients)
+
+A family overrides `_build_family` (create its variables), `_coefficients`
+(every coefficient as a tensor, from the marginals at the query times and the
+constraint maps of its variables), `_step`, and optionally `_predict_x0` and
+`_correct`. Step functions are pure in (states, coefficients, noise slice); the
+coefficients are computed once per call, outside the loop.
+
+Frozen network: the denoiser's Keras network (if any) is not tracked by the
+layer, and its weights are read once per call as stop-gradient tensors and fed
+to the network through `keras.StatelessScope`, so no network variable is ever
+watched by a tape or by `tf.recompute_grad`: the backward pass computes no weight
+gradients for it, and `layer.trainable_variables` holds only sampler variables.
+"""
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ddss_tf.samplers import times as times_lib
+
+__all__ = ["Sampler", "Chain"]
+
+
+class Chain:
+    """The states and predictions of one sampling run, in visiting order.
+
+    xs: states x_0 = x_T, x_1, ... (one per visited query time);
+    x0s, eps: x0_hat and eps_hat at each visited time.
+    """
+
+    def __init__(self, x_T):
+        self.xs = [x_T]
+        self.x0s = []
+        self.eps = []
+
+
+def _constant(value):
+    value = np.asarray(value, np.float32)
+
+    def initializer(shape, dtype=None):
+        return tf.cast(tf.reshape(value, shape), dtype or tf.float32)
+
+    return initializer
+
+
+class Sampler(keras.layers.Layer):
+    """A K-step sampler over a canonical denoiser (see `samplers.create`).
+
+    Args:
+      denoiser: a `denoisers.Denoiser` (x_t, t) -> (x0_hat, eps_hat).
+      num_steps: K, number of network evaluations, in [1, T].
+      stride: initial query times, one of `times.stride_names()`; None picks the
+        family's default.
+      time: learn the query times (+TIME).
+      remat: wrap every network call in tf.recompute_grad.
+      **kwargs: Keras layer arguments (name, dtype, trainable).
+    """
+
+    family = None
+    default_stride = "quadratic"
+
+    def __init__(self, denoiser, num_steps=10, stride=None, time=False, remat=True, **kwargs):
+        super().__init__(**kwargs)
+        if not (callable(denoiser) and hasattr(denoiser, "schedule")):
+            raise ValueError(
+                "denoiser must be a denoisers.Denoiser (from_eps_fn / from_keras_model), "
+                f"got {type(denoiser).__name__}")
+        self._denoiser = denoiser
+        self.schedule = denoiser.schedule
+        times_lib.check_num_steps(num_steps, self.schedule.num_timesteps)
+        self.num_steps = int(num_steps)
+        self.stride = self.default_stride if stride is None else stride
+        self.initial_times = times_lib.initial_times(self.schedule, self.stride, self.num_steps)
+        self.time = _check_bool("time", time)
+        self.remat = _check_bool("remat", remat)
+        self._fixed = None
+        self.build()
+
+    # ---- variables ----
+    def build(self, input_shape=None):
+        """Create the +TIME logits and the family's variables; precompute fixed coefficients."""
+        with tf.init_scope():
+            if self.time:
+                self.time_logits = self.add_logits("time_logits", times_lib.learned_times_inverse(
+                    self.initial_times, self.schedule.num_timesteps))
+            self._build_family()
+            if not self.weights:
+                marg = times_lib.marginals(self.schedule, self.initial_times, tf.float64)
+                coefs = dict(self._coefficients(marg), query_times=self.initial_times)
+                self._fixed = {k: np.asarray(v, np.float64) for k, v in coefs.items()}
+
+    def _build_family(self):
+        """Create the family's variables (none for training-free families)."""
+
+    def add_logits(self, name, value):
+        """A trainable float32 variable initialised to `value` (float64 numpy)."""
+        value = np.asarray(value, np.float64)
+        return self.add_weight(name=name, shape=value.shape, initializer=_constant(value))
+
+    # ---- public queries ----
+    @property
+    def denoiser(self):
+        return self._denoiser
+
+    @property
+    def stochastic(self):
+        """Whether the sampler draws noise (deterministic ones accept noise=None)."""
+        return True
+
+    def query_times(self):
+        """The K query times, descending, float64 numpy, model time units."""
+        if not self.time:
+            return self.initial_times.copy()
+        with tf.init_scope():
+            t = times_lib.learned_times(self.time_logits, self.schedule.num_timesteps)
+            return np.asarray(t, np.float64)
+
+    def coefficients(self):
+        """Every coefficient the sampler uses, after the constraint maps.
+
+        Returns a dict of float64 numpy arrays whose first axis has K entries in
+        visiting order: per step (entry i describes the step leaving tau_{K-i}; the
+        last one, the step to data) or, for GGDM's mu / sigma / marginals, per state.
+        Always holds "query_times" [K] (descending). The family modules document
+        their keys.
+        """
+        with tf.init_scope():
+            return {k: np.asarray(v, np.float64) for k, v in self._coefficient_tensors().items()}
+
+    def _coefficient_tensors(self):
+        if self._fixed is not None:
+            return {k: tf.constant(v, self.compute_dtype) for k, v in self._fixed.items()}
+        if self.time:
+            t = times_lib.learned_times(self.time_logits, self.schedule.num_timesteps)
+            t = tf.cast(t, self.compute_dtype)
+        else:
+            t = self.initial_times
+        marg = times_lib.marginals(self.schedule, t, self.compute_dtype)
+        coefs = dict(self._coefficients(marg))
+        coefs["query_times"] = t if self.time else tf.constant(t, self.compute_dtype)
+        return coefs
+
+    def _coefficients(self, marg):
+        """dict of coefficient tensors [K, ...] from `times.Marginals` at the query times."""
+        raise NotImplementedError
+
+    # ---- the loop ----
+    def call(self, x_T, noise=None):
+        """x_T [B, H, W, C]; noise [K, B, H, W, C] (None for deterministic samplers) -> x0."""
+        x_T, noise = self._check_inputs(x_T, noise)
+        coefs = self._coefficient_tensors()
+        t = coefs["query_times"]
+        denoise = self._denoise_fn()
+        chain = Chain(x_T)
+        for i in range(self.num_steps):
+            x0, eps = denoise(chain.xs[i], t[i])
+            x0 = self._predict_x0(i, chain.xs[i], x0, eps, coefs)
+            chain.x0s.append(x0)
+            chain.eps.append(eps)
+            if i == self.num_steps - 1:
+                return x0
+            chain.xs[i] = self._correct(i, chain, coefs)
+            z = None if noise is None else noise[i]
+            chain.xs.append(self._step(i, chain, z, coefs))
+        raise AssertionError("unreachable")
+
+    def _predict_x0(self, i, x, x0, eps, coefs):
+        """x0_hat at step i; the denoiser's by default."""
+        return x0
+
+    def _correct(self, i, chain, coefs):
+        """The state x_i after seeing x0_hat at it (UniPC's corrector); x_i by default."""
+        return chain.xs[i]
+
+    def _step(self, i, chain, z, coefs):
+        """x_{i+1} from the chain after step i; z [B, H, W, C] or None."""
+        raise NotImplementedError
+
+    def clip_x0(self, x0):
+        """Apply the denoiser's data-range clip (when it has one) to a family's own x0_hat."""
+        if getattr(self._denoiser, "clip_x0", False):
+            return tf.clip_by_value(x0, *self._denoiser.data_range)
+        return x0
+
+    def _denoise_fn(self):
+        """(x [B,H,W,C], t scalar) -> (x0_hat, eps_hat), frozen, rematerialised if remat.
+
+        Only the network call fn(x_t, t) -> prediction is rematerialised; the cheap
+        conversion to (x0_hat, eps_hat) (`Denoiser.from_prediction`) stays outside.
+        This matters in graph mode and under XLA: tf.recompute_grad delays the
+        recomputation until the gradient of its *first* output arrives, and a
+        (x0_hat, eps_hat) pair whose x0_hat is unused (GGDM, VARS) would receive a
+        constant zero gradient there, letting every recomputation run at once.
+        """
+        den = self._denoiser
+        network = getattr(den, "network", None)
+        if network is not None and getattr(network, "weights", None):
+            values = [tf.stop_gradient(tf.convert_to_tensor(v.value)) for v in network.weights]
+            call = _stateless(den.fn, network.weights) if _in_xla_context() else self._network_call()
+
+            def predict(x, t):
+                return tf.cast(call(x, t, values), x.dtype)
+        else:
+            def predict(x, t):
+                return tf.cast(den.fn(x, t), x.dtype)
+
+        if self.remat:
+            predict = tf.recompute_grad(predict)
+
+        def denoise(x, t):
+            t = tf.fill(tf.shape(x)[:1], tf.cast(t, x.dtype))
+            return den.from_prediction(predict(x, t), x, t)
+
+        return denoise
+
+    def _network_call(self):
+        """The frozen network as one tf.function (x, t, weight values) -> prediction, cached.
+
+        The weights come in as arguments and reach the Keras model through
+        `keras.StatelessScope`, so no network variable is watched or tracked. Being
+        one function, the network is traced once per input shape and every step of
+        the chain calls the same graph: a K-step chain traces in seconds instead of
+        tracing the network K times (2K times with remat), and eager sampling runs
+        the compiled network at each step. Under XLA the network is inlined instead
+        (`_in_xla_context`): called through a nested function there, XLA recompiled the
+        chain whenever the input values changed.
+        """
+        if getattr(self, "_network_fn", None) is None:
+            den = self._denoiser
+            self._network_fn = tf.function(_stateless(den.fn, den.network.weights), autograph=False)
+        return self._network_fn
+
+    def _check_inputs(self, x_T, noise):
+        x_T = tf.convert_to_tensor(x_T)
+        if not x_T.dtype.is_floating or x_T.shape.rank != 4:
+            raise ValueError(
+                f"x_T must be a float tensor [B, H, W, C], got {x_T.dtype.name} of shape {x_T.shape}")
+        x_T = tf.cast(x_T, self.compute_dtype)
+        if noise is None:
+            if self.stochastic:
+                raise ValueError(
+                    f"the {self.family} sampler draws noise: pass noise of shape "
+                    f"[num_steps={self.num_steps}, B, H, W, C] (see samplers.draw_noise)")
+            return x_T, None
+        noise = tf.convert_to_tensor(noise)
+        expected = tf.TensorShape([self.num_steps]).concatenate(x_T.shape)
+        if noise.shape.rank != 5 or not expected.is_compatible_with(noise.shape):
+            raise ValueError(
+                f"noise must have shape [num_steps, B, H, W, C] = {expected.as_list()}, "
+                f"got {noise.shape.as_list() if noise.shape.rank is not None else noise.shape}")
+        return x_T, tf.cast(noise, self.compute_dtype)
+
+    # ---- config ----
+    def _family_config(self):
+        """The family's constructor options (eta, pred, init, variance)."""
+        return {}
+
+    def get_config(self):
+        """Constructor arguments; the denoiser is not part of it (see `from_config`)."""
+        config = super().get_config()
+        config.update(family=self.family, num_steps=self.num_steps, stride=self.stride,
+                      time=self.time, remat=self.remat)
+        config.update(self._family_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config, denoiser=None):
+        """Rebuild from `get_config()`; the denoiser (a model, not config) is a second argument.
+
+        Variables are initialised as the constructor does; copy trained values with
+        `set_weights(other.get_weights())` or by assigning the named variables.
+        """
+        if denoiser is None:
+            raise ValueError(
+                "a sampler's config does not hold the model: call from_config(config, denoiser)")
+        config = dict(config)
+        family = config.pop("family", cls.family)
+        if family != cls.family:
+            raise ValueError(f"config is for family {family!r}, not {cls.family!r}")
+        return cls(denoiser, **config)
+
+
+def _stateless(fn, weights):
+    """(x, t, values) -> fn(x, t) with the network's weights replaced by `values`."""
+    weights = list(weights)
+
+    def call(x, t, values):
+        with keras.StatelessScope(state_mapping=list(zip(weights, values))):
+            return fn(x, t)
+
+    return call
+
+
+def _in_xla_context():
+    """True while tracing inside a jit_compile=True function (or a TPU computation)."""
+    from tensorflow.python.ops import control_flow_util  # no public equivalent
+
+    graph = tf.compat.v1.get_default_graph()
+    return tf.inside_function() and control_flow_util.GraphOrParentsInXlaContext(graph)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def with_final(values, final):
+    """Append the last step's (step to data) entry `final` to per-transition values [K-1]."""
+    values = tf.convert_to_tensor(values)
+    return tf.concat([values, tf.constant([final], values.dtype)], 0)
+
+
+def transitions(marg):
+    """(t, s) pairs of consecutive query times: each of alpha, sigma, log_snr split into
+
+    values at t = tau_i and at s = tau_{i+1} for the K - 1 transitions i = 0 .. K-2.
+    """
+    cur = times_lib.Marginals(*(m[:-1] for m in marg))
+    nxt = times_lib.Marginals(*(m[1:] for m in marg))
+    return cur, nxt
+

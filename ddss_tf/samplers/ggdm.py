@@ -1,0 +1,134 @@
+"""GGDM: generalised Gaussian diffusion samplers (Watson et al. 2022, sections 3-4).
+
+Non-Markovian: every step may use all earlier (noisier) states of the chain. In the
+paper's indexing (x_K noisiest, x_0 data) the process is
+    x_{k-1} = mu_{k-1,0} x0_hat + sum_{u=k..K} mu_{k-1,u} x_u + sigma_{k-1} z,
+with every mu and sigma a sigmoid of a trainable variable. Here states are indexed in
+visiting order (state i is x at tau_{K-i}; state 0 = x_T):
+    x^(i+1) = mu_x0[i+1] x0_hat_i + sum_{l<=i} mu[i+1, l] x^(l) + sigma[i+1] z_i,
+and the last step returns x0_hat. mu_x0[0] and sigma[0] describe the top marginal
+q(x^(0) | x_0) = N(mu_x0[0] x_0, sigma[0]^2 I) that starts the forward process.
+Variables: `mu_x0_logits` [K], `mu_logits` [K(K-1)/2] (the strictly lower triangle
+of mu, row by row), `sigma_logits` [K].
+
+x0_hat at state i is (x^(i) - sqrt(v_i) eps_hat) / a_i with the GGDM's own marginals
+q(x^(i) | x_0) = N(a_i x_0, v_i I) from Theorem 1 (`theorem1`), computed in-graph.
+
++PRED (pred=True): x0_hat_i = pred_a[i] x^(i) - pred_b[i] eps_hat with
+pred_a = 1 + softplus(.), pred_b = softplus(.) learned per step (`pred_a_logits`,
+`pred_b_logits`, [K] each). Our reading of the paper's "the marginal coefficients
+are also learned (with the VARS parametrisation) instead of Theorem 1": in a GGDM the
+marginals (a_i, v_i) enter sampling *only* through x0_hat = x / a_i - sqrt(v_i) / a_i
+eps_hat, so learning the marginals and learning (pred_a, pred_b) = (1 / a_i,
+sqrt(v_i) / a_i) are the same degrees of freedom. We keep one parametrisation, the
+paper's 1 + softplus / softplus (a_i <= 1 and v_i > 0 imply pred_a >= 1, pred_b > 0);
+separate cumsum(softmax) marginals would be variables that no output depends on
+(zero gradients). Theorem 1's marginals are still reported by `coefficients()`.
+
+init="ddpm" / "ddim": the Markov chain of that baseline (mu[i+1, i] and mu_x0[i+1] its
+x_t and x0_hat coefficients, the non-Markov weights at `constraints.BOUNDARY`), top
+marginal (alpha, sigma) of the schedule at tau_K; +PRED starts at (1 / alpha, sigma /
+alpha) of the schedule, which is what Theorem 1 gives at init.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf.samplers import constraints
+from ddss_tf.samplers import learnable
+
+__all__ = ["GGDM", "theorem1", "lower_triangle_indices"]
+
+
+def lower_triangle_indices(num_steps):
+    """Row-major (i, l) indices of the strictly lower triangle of a [K, K] matrix."""
+    return [(i, l) for i in range(num_steps) for l in range(i)]
+
+
+def theorem1(mu_x0, mu, sigma):
+    """Marginals q(x^(i) | x_0) = N(a_i x_0, v_i I) of a GGDM (Watson et al. 2022, Theorem 1).
+
+    Args (visiting order): mu_x0 [K]; mu [K, K] strictly lower triangular (mu[i, l]
+      weighs state l in state i); sigma [K]. Tensors.
+    Returns (a [K], v [K]).
+
+    With state 0 = the noisiest, Theorem 1's a^(1)_{tu} = mu_{tu}, v^(1)_t = sigma_t^2,
+      a^(n+1)_{tu} = a^(n)_{tu} + a^(n)_{t,t+n} mu_{t+n,u},
+      v^(n+1)_t   = v^(n)_t + (a^(n)_{t,t+n} sigma_{t+n})^2
+    reads, for state i and its n-th earlier state i - n (the paper's t + n),
+      A[i] += A[i, i-n] mu[i-n],   v[i] += (A[i, i-n] sigma[i-n])^2,   n = 1 .. K-1,
+    where A[i] = (coefficient of x_0, coefficients of states 0..K-1); a_i = A[i, x_0].
+    Each n updates all rows at once.
+    """
+    k = int(mu_x0.shape[0])
+    base_rows = tf.concat([mu_x0[:, None], mu], axis=1)          # [K, K + 1]
+    rows, v = base_rows, tf.square(sigma)
+    for n in range(1, k):
+        idx = [[i, 1 + i - n] for i in range(n, k)]
+        c = tf.concat([tf.zeros([n], rows.dtype), tf.gather_nd(rows, idx)], 0)
+        shifted = tf.concat([tf.zeros([n, k + 1], rows.dtype), base_rows[:k - n]], 0)
+        rows = rows + c[:, None] * shifted
+        shifted_sigma = tf.concat([tf.zeros([n], rows.dtype), sigma[:k - n]], 0)
+        v = v + tf.square(c * shifted_sigma)
+    return rows[:, 0], v
+
+
+class GGDM(learnable.LearnableSampler):
+    """Generalised Gaussian diffusion sampler, optionally with +PRED."""
+
+    family = "ggdm"
+
+    def __init__(self, denoiser, num_steps=10, stride=None, pred=False, **kwargs):
+        if not isinstance(pred, (bool, np.bool_)):
+            raise ValueError(f"pred must be True or False, got {pred!r}")
+        self.pred = bool(pred)
+        super().__init__(denoiser, num_steps, stride, **kwargs)
+
+    def _family_config(self):
+        return dict(super()._family_config(), pred=self.pred)
+
+    def _build_family(self):
+        k = self.num_steps
+        marg = self.initial_marginals()
+        alpha, sigma = np.asarray(marg.alpha), np.asarray(marg.sigma)
+        coef_x0, coef_xt, std = self.baseline_transitions()
+        mu = np.zeros([k, k])
+        for i in range(k - 1):
+            mu[i + 1, i] = coef_xt[i]
+        tri = np.array([mu[i, l] for i, l in lower_triangle_indices(k)])
+        inv = constraints.unit_interval_inverse
+        self.mu_x0_logits = self.add_logits("mu_x0_logits", inv(np.r_[alpha[0], coef_x0]))
+        self.mu_logits = self.add_logits("mu_logits", inv(tri))
+        self.sigma_logits = self.add_logits("sigma_logits", inv(np.r_[sigma[0], std]))
+        if self.pred:
+            self.pred_a_logits = self.add_logits("pred_a_logits", constraints.above_one_inverse(1 / alpha))
+            self.pred_b_logits = self.add_logits("pred_b_logits", constraints.positive_inverse(sigma / alpha))
+
+    def _coefficients(self, marg):
+        k = self.num_steps
+        mu_x0 = constraints.unit_interval(self.mu_x0_logits)[0]
+        sigma = constraints.unit_interval(self.sigma_logits)[0]
+        tri = constraints.unit_interval(self.mu_logits)[0]
+        mu = tf.zeros([k, k], tri.dtype)
+        if k > 1:
+            mu = tf.scatter_nd(lower_triangle_indices(k), tri, [k, k])
+        a, v = theorem1(mu_x0, mu, sigma)
+        if self.pred:
+            pred_a = constraints.above_one(self.pred_a_logits)
+            pred_b = constraints.positive(self.pred_b_logits)
+        else:
+            pred_a, pred_b = 1.0 / a, tf.sqrt(v) / a
+        return {"mu_x0": mu_x0, "mu": mu, "sigma": sigma, "marginal_a": a, "marginal_v": v,
+                "pred_a": pred_a, "pred_b": pred_b}
+
+    def _predict_x0(self, i, x, x0, eps, coefs):
+        return self.clip_x0(coefs["pred_a"][i] * x - coefs["pred_b"][i] * eps)
+
+    def _step(self, i, chain, z, coefs):
+        """x^(i+1) = mu_x0[i+1] x0_hat_i + sum_{l<=i} mu[i+1, l] x^(l) + sigma[i+1] z_i."""
+        x = coefs["mu_x0"][i + 1] * chain.x0s[i]
+        for l in range(i + 1):
+            x = x + coefs["mu"][i + 1, l] * chain.xs[l]
+        if z is not None:
+            x = x + coefs["sigma"][i + 1] * z
+        return x

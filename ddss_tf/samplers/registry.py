@@ -1,0 +1,87 @@
+"""Family names -> sampler layers, with the options each family accepts.
+
+    samplers.create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None,
+                    time=False, init=None, variance=None, remat=True)
+
+Options that do not apply to a family raise ValueError rather than being ignored:
+  eta       "ddim" only (default 0.0)
+  variance  "ddpm" only: "small" (beta_tilde, default) | "large" (beta')
+  pred      "ggdm" only (+PRED)
+  init      learnable families: "ddim_sigma", "rddim", "ggdm" take "ddpm" (default) |
+            "ddim"; "vars" takes "ddpm"
+  time      every family (+TIME: learn the query times)
+  stride    every family; None = the family's default ("quadratic", or
+            "logsnr_uniform" for "dpm_solver_pp_2m" and "unipc")
+"""
+
+from ddss_tf.samplers import ddim
+from ddss_tf.samplers import ddim_sigma
+from ddss_tf.samplers import ddpm
+from ddss_tf.samplers import dpm_solver
+from ddss_tf.samplers import ggdm
+from ddss_tf.samplers import rddim
+from ddss_tf.samplers import unipc
+from ddss_tf.samplers import variances
+
+__all__ = ["create", "names", "family", "from_config"]
+
+_FAMILIES = {
+    "ddpm": (ddpm.DDPM, ("variance",)),
+    "ddim": (ddim.DDIM, ("eta",)),
+    "ddim_sigma": (ddim_sigma.DDIMSigma, ("init",)),
+    "vars": (variances.VARS, ("init",)),
+    "rddim": (rddim.RDDIM, ("init",)),
+    "ggdm": (ggdm.GGDM, ("init", "pred")),
+    "dpm_solver_pp_2m": (dpm_solver.DPMSolverPP2M, ()),
+    "unipc": (unipc.UniPC, ()),
+}
+
+
+def names():
+    """Every family name `create` accepts."""
+    return sorted(_FAMILIES)
+
+
+def family(name):
+    """The layer class of a family name."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown sampler family {name!r}; accepted: {', '.join(names())}")
+    return _FAMILIES[name][0]
+
+
+def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=False,
+           init=None, variance=None, remat=True, **layer_kwargs):
+    """Build a K-step sampler layer of family `name` over a canonical denoiser.
+
+    Args:
+      name: one of `names()`.
+      denoiser: a `denoisers.Denoiser`.
+      num_steps: K in [1, T], the number of network evaluations.
+      stride: initial query times (`times.stride_names()`), None for the family default.
+      eta, pred, init, variance: family options (None = not given; see module doc).
+      time: learn the query times (+TIME).
+      remat: wrap every network call in tf.recompute_grad (memory flat in K).
+      **layer_kwargs: Keras layer arguments (name is taken by the family: use `layer_name`).
+    Returns:
+      A `base.Sampler` Keras layer: layer(x_T, noise) -> x0.
+    """
+    cls = family(name)
+    options = {"eta": eta, "pred": pred, "init": init, "variance": variance}
+    accepted = _FAMILIES[name][1]
+    for key, value in options.items():
+        if value is not None and key not in accepted and not (key == "pred" and value is False):
+            raise ValueError(
+                f"option {key}={value!r} does not apply to the {name} family; "
+                f"{name} accepts: {', '.join(accepted + ('num_steps', 'stride', 'time', 'remat'))}")
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    if "layer_name" in layer_kwargs:
+        layer_kwargs["name"] = layer_kwargs.pop("layer_name")
+    return cls(denoiser, num_steps=num_steps, stride=stride, time=time, remat=remat,
+               **kwargs, **layer_kwargs)
+
+
+def from_config(config, denoiser):
+    """Rebuild a sampler from `layer.get_config()` (e.g. read back from JSON) and its denoiser."""
+    if not isinstance(config, dict) or "family" not in config:
+        raise ValueError("config must be a dict from Sampler.get_config() with a 'family' key")
+    return family(config["family"]).from_config(config, denoiser)
