@@ -1,0 +1,125 @@
+"""A sampler over a (tiny) Keras eps-model: the network stays frozen and out of the layer."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddss_tf import denoisers
+from ddss_tf import samplers
+from ddss_tf import schedules
+
+K = 4
+SHAPE = [3, 4, 4, 1]
+
+
+def _tiny_eps_model(seed=0):
+    """(x_t [B, 4, 4, 1], t [B]) -> eps, with a sinusoidal time embedding."""
+    keras.utils.set_random_seed(seed)
+    x_in = keras.Input((4, 4, 1), name="x_t")
+    t_in = keras.Input((), name="t")
+    freqs = np.exp(-np.log(1000.0) * np.arange(4) / 4).astype(np.float32)
+    angles = keras.layers.Lambda(lambda t: t[:, None] * freqs)(t_in)
+    emb = keras.layers.Concatenate()([keras.ops.sin(angles), keras.ops.cos(angles)])
+    emb = keras.layers.Dense(8, activation="swish")(emb)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="swish")(x_in)
+    h = h + keras.layers.Reshape((1, 1, 8))(emb)
+    out = keras.layers.Conv2D(1, 3, padding="same")(h)
+    return keras.Model([x_in, t_in], out)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    sched = schedules.linear_beta(1000)
+    model = _tiny_eps_model()
+    return model, denoisers.from_keras_model(model, sched)
+
+
+def _loss(layer, x_T, noise):
+    return tf.reduce_mean(tf.square(layer(x_T, noise)))
+
+
+def test_network_is_frozen_and_not_tracked(setup):
+    model, den = setup
+    layer = samplers.create("ggdm", den, num_steps=K, pred=True, time=True)
+    own = {"time_logits", "mu_x0_logits", "mu_logits", "sigma_logits", "pred_a_logits", "pred_b_logits"}
+    assert {v.name for v in layer.trainable_variables} == own
+    assert len(layer.weights) == len(own) and not layer._layers
+    network_ids = {id(v) for v in model.weights}
+    assert not network_ids & {id(v) for v in layer.weights}
+    x_T, noise = samplers.draw_noise(0, K, SHAPE)
+    before = [w.copy() for w in model.get_weights()]
+    optimizer = keras.optimizers.Adam(1e-2)
+    for _ in range(2):
+        with tf.GradientTape(persistent=True) as tape:
+            loss = _loss(layer, x_T, noise)
+        # The network's weights enter as stop-gradient values: no gradient reaches them.
+        assert all(g is None for g in tape.gradient(loss, model.weights))
+        grads = tape.gradient(loss, layer.trainable_variables)
+        del tape
+        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+    for b, a in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_keras_model_gradients_with_and_without_remat(setup):
+    _, den = setup
+    x_T, noise = samplers.draw_noise(1, K, SHAPE)
+    grads = {}
+    for remat in (True, False):
+        layer = samplers.create("ddim_sigma", den, num_steps=K, time=True, remat=remat)
+        with tf.GradientTape() as tape:
+            loss = _loss(layer, x_T, noise)
+        grads[remat] = [g.numpy() for g in tape.gradient(loss, layer.trainable_variables)]
+    for g_r, g_n in zip(grads[True], grads[False]):
+        assert np.all(np.isfinite(g_r)) and np.any(g_r != 0)
+        np.testing.assert_allclose(g_r, g_n, rtol=1e-5, atol=1e-7 * np.abs(g_n).max())
+
+
+def test_keras_model_under_xla_and_baseline_reproduction(setup):
+    _, den = setup
+    x_T, noise = samplers.draw_noise(2, K, SHAPE)
+    layer = samplers.create("rddim", den, num_steps=K)
+    eager = layer(x_T, noise).numpy()
+    xla = tf.function(lambda x, z: layer(x, z), jit_compile=True)(x_T, noise).numpy()
+    np.testing.assert_allclose(xla, eager, atol=1e-5)
+    ddpm = samplers.create("ddpm", den, num_steps=K)(x_T, noise).numpy()
+    np.testing.assert_allclose(eager, ddpm, atol=1e-5)
+
+
+def _conv_eps_model(channels=64, depth=3):
+    x_in = keras.Input((16, 16, 1))
+    t_in = keras.Input(())
+    emb = keras.layers.Dense(channels)(keras.layers.Reshape((1,))(t_in))
+    h = x_in
+    for _ in range(depth):
+        h = keras.layers.Conv2D(channels, 3, padding="same", activation="swish")(h)
+        h = h + keras.layers.Reshape((1, 1, channels))(emb)
+    return keras.Model([x_in, t_in], keras.layers.Conv2D(1, 3, padding="same")(h))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_remat_saves_memory_in_graph_mode(jit_compile):
+    """Remat must hold in tf.function / XLA too, where op scheduling is dataflow-driven.
+
+    (Peak from the CPU allocator; bin/bench_remat_memory.py measures the full picture.)
+    """
+    den = denoisers.from_keras_model(_conv_eps_model(), schedules.linear_beta(1000))
+    k = 8
+    x_T, noise = samplers.draw_noise(0, k, [8, 16, 16, 1])
+    peaks = {}
+    for remat in (True, False):
+        layer = samplers.create("ggdm", den, num_steps=k, pred=True, remat=remat)
+
+        @tf.function(jit_compile=jit_compile)
+        def grads(x, z):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(layer(x, z)))
+            return tape.gradient(loss, layer.trainable_variables)
+
+        grads(x_T, noise)
+        start = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        grads(x_T, noise)
+        peaks[remat] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - start
+    assert peaks[True] < peaks[False] / 3, peaks
