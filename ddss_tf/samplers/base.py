@@ -140,6 +140,15 @@ class Sampler(keras.layers.Layer):
         with tf.init_scope():
             return {k: np.asarray(v, np.float64) for k, v in self._coefficient_tensors().items()}
 
+    def coefficient_tensors(self):
+        """`coefficients()` as tensors in the compute dtype, computed in the current context.
+
+        Inside a tf.function the learnable ones read the layer's variables in the
+        graph (what a SavedModel's `coefficients` signature returns); eagerly they
+        are the same values as `coefficients()`, before the float64 cast.
+        """
+        return self._coefficient_tensors()
+
     def _coefficient_tensors(self):
         if self._fixed is not None:
             return {k: tf.constant(v, self.compute_dtype) for k, v in self._fixed.items()}
