@@ -23,7 +23,7 @@ from ddss_tf.nets import classifier as classifier_net
 from ddss_tf.nets import unet
 
 __all__ = [
-    "asset_dir", "load_config", "load_ddpm", "load_classifier",
+    "asset_dir", "load_config", "load_ddpm", "load_classifier", "load_model",
     "digits_ddpm", "digits_classifier", "digits_features",
     "digits_heldout_classifier", "digits_heldout_features",
 ]
@@ -109,3 +109,13 @@ def digits_heldout_classifier():
 def digits_heldout_features():
     """images -> penultimate features [B, 64] of `digits_heldout_classifier` (a FeatureExtractor)."""
     return metrics.from_keras_classifier(digits_heldout_classifier(), name="digits_heldout")
+
+
+def load_model(model="digits"):
+    """(Keras eps-model, schedule) for "digits" (the bundled DDPM) or a ddss_train_model directory."""
+    if model == "digits":
+        return digits_ddpm()
+    if os.path.isdir(model):
+        return load_ddpm(model)
+    raise ValueError(f"unknown model {model!r}; accepted: digits (the bundled DDPM) or a directory "
+                     "written by ddss_train_model (config.json + model.weights.h5)")

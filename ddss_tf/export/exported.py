@@ -1,0 +1,96 @@
+"""Use an exported sampler from Python: inputs checked here, with one clear error each.
+
+    sampler = export.load_sampler("workdir/export")     # base dir (latest version) or <n>/
+    uint8 = sampler.sample(16, seed=0)                    # serving_default
+    images, uint8 = sampler.from_noise(x_T, noise)        # from_noise
+    sampler.coefficients()                                # dict of float32 numpy arrays
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf.export import ops
+from ddss_tf.export import saved_model as saved_model_lib
+
+__all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler"]
+
+
+def resolve_version_dir(path):
+    """A SavedModel directory: `path` itself, or its highest integer version subdirectory."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"exported sampler {path} does not exist")
+    latest = saved_model_lib.next_version(path) - 1
+    if latest < 1 or not os.path.isfile(os.path.join(path, str(latest), "saved_model.pb")):
+        raise ValueError(f"{path} holds no exported sampler (expected saved_model.pb in it or in "
+                         "an integer version subdirectory, as export_sampler writes)")
+    return os.path.join(path, str(latest))
+
+
+def load_sampler(path):
+    """An `ExportedSampler` over the SavedModel at `path` (base or version directory)."""
+    return ExportedSampler(resolve_version_dir(path))
+
+
+class ExportedSampler:
+    """A loaded export: metadata from assets.extra/coefficients.json, signatures checked."""
+
+    def __init__(self, version_dir):
+        meta_path = os.path.join(version_dir, saved_model_lib.METADATA_PATH)
+        try:
+            with open(meta_path) as f:
+                self.metadata = json.load(f)
+            self.num_steps = int(self.metadata["num_steps"])
+            self.image_shape = list(self.metadata["model"]["image_shape"])
+            self.data_range = tuple(self.metadata["model"]["data_range"])
+            self.max_num_samples = int(self.metadata["export"]["max_num_samples"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{version_dir} is not a ddss_tf export ({meta_path}: "
+                             f"{type(e).__name__}: {e})") from e
+        self.path = version_dir
+        self._loaded = tf.saved_model.load(version_dir)
+        self._signatures = self._loaded.signatures
+
+    def sample(self, num_samples, seed):
+        """uint8 [N, H, W, C] from serving_default; seed: an int in [0, 2**63) or an int pair."""
+        n = self._check_num_samples(num_samples)
+        pair = ops.seed_pair(seed) if np.ndim(seed) == 0 else _check_pair(seed)
+        out = self._signatures["serving_default"](
+            num_samples=tf.constant(n, tf.int32), seed=tf.constant(pair, tf.int32))
+        return out["images"].numpy()
+
+    def from_noise(self, x_T, noise):
+        """(float32 images in the data range, uint8 images) [N, H, W, C] from x_T and noise."""
+        x_T = np.asarray(x_T, np.float32)
+        noise = np.asarray(noise, np.float32)
+        want = [self.num_steps, x_T.shape[0] if x_T.ndim == 4 else "N", *self.image_shape]
+        if x_T.ndim != 4 or list(x_T.shape[1:]) != self.image_shape:
+            raise ValueError(f"x_T must be [N, {', '.join(map(str, self.image_shape))}], got "
+                             f"{list(x_T.shape)}")
+        if list(noise.shape) != want:
+            raise ValueError(f"noise must be [K, N, H, W, C] = {want}, got {list(noise.shape)}")
+        self._check_num_samples(x_T.shape[0])
+        out = self._signatures["from_noise"](x_T=tf.constant(x_T), noise=tf.constant(noise))
+        return out["images"].numpy(), out["images_uint8"].numpy()
+
+    def coefficients(self):
+        """Every coefficient and "query_times", as the SavedModel computes them (float32)."""
+        return {k: v.numpy() for k, v in self._signatures["coefficients"]().items()}
+
+    def _check_num_samples(self, n):
+        if isinstance(n, (bool, np.bool_)) or int(n) != n or not 1 <= n <= self.max_num_samples:
+            raise ValueError(f"num_samples must be an integer in [1, {self.max_num_samples}] "
+                             f"(the export's max_num_samples), got {n!r}")
+        return int(n)
+
+
+def _check_pair(seed):
+    pair = np.asarray(seed)
+    if pair.shape != (2,) or not np.issubdtype(pair.dtype, np.integer) \
+            or np.any(pair < -2 ** 31) or np.any(pair >= 2 ** 31):
+        raise ValueError(f"seed must be an integer or an int32 pair [hi, lo], got {seed!r}")
+    return [int(v) for v in pair]

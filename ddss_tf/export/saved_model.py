@@ -1,0 +1,167 @@
+"""Export a sampler with its frozen model as a versioned SavedModel that TF Serving loads.
+
+    version_dir = export.export_sampler(layer, "workdir/export")   # -> workdir/export/<n>/
+
+Signatures (K = layer.num_steps, [H, W, C] = the model's image shape, N <= max_num_samples):
+  serving_default  (num_samples int32 [], seed int32 [2]) -> {"images": uint8 [N, H, W, C]}
+                   seed (hi, lo) draws exactly samplers.draw_noise(hi * 2**32 + lo, K, [N, H, W, C])
+                   (lo read as unsigned), so [0, s] is seed s; num_samples outside
+                   [1, max_num_samples] fails with an InvalidArgument naming the bound.
+                   The signature declares seed as int32 [-1] and checks its 2 entries at
+                   run time: with a static [2], Grappler folds any shape check away and
+                   TF Serving (which does not check shapes) would accept [hi, lo, junk].
+  from_noise       (x_T float32 [N, H, W, C], noise float32 [K, N, H, W, C])
+                   -> {"images": float32 in the data range, "images_uint8": uint8}
+  coefficients     () -> {name: float32 array} for every coefficient and "query_times"
+
+`<n>/assets.extra/coefficients.json` describes the export (the coefficients.json
+schema plus an "export" entry); TF Serving ignores that directory.
+
+Keras 3 and the TF1 session loader (TF Serving, saved_model_cli): a SavedModel that
+reaches its variables through Keras objects reloads in TF2 Python but fails in the
+TF1 loader with "Could not find variable" (tensorflow issue 72963). Here the
+signatures are plain tf.functions on a bare tf.Module that tracks the underlying
+tf.Variables every signature captures (as keras.export.ExportArchive does), and no
+Keras object is tracked at all.
+"""
+
+import os
+
+import tensorflow as tf
+
+from ddss_tf import samplers
+from ddss_tf.export import _files
+from ddss_tf.export import coefficients as coefficients_lib
+from ddss_tf.export import ops
+
+__all__ = ["export_sampler", "next_version", "SIGNATURES", "DEFAULT_MAX_NUM_SAMPLES",
+           "METADATA_PATH"]
+
+DEFAULT_MAX_NUM_SAMPLES = 256
+METADATA_PATH = os.path.join("assets.extra", "coefficients.json")
+SIGNATURES = {
+    "serving_default": ("num_samples", "seed"),
+    "from_noise": ("x_T", "noise"),
+    "coefficients": (),
+}
+
+
+def next_version(base_dir):
+    """The next TF Serving version number in base_dir: 1 + the largest integer subdirectory."""
+    try:
+        names = os.listdir(base_dir)
+    except FileNotFoundError:
+        return 1
+    versions = [int(n) for n in names
+                if n.isdigit() and os.path.isdir(os.path.join(base_dir, n))]
+    return max(versions, default=0) + 1
+
+
+def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, image_shape=None,
+                   model_fingerprint=None):
+    """Write `layer` and its frozen model as SavedModel `base_dir/<next version>/`.
+
+    Args:
+      layer: a `samplers.Sampler` whose denoiser wraps a Keras model (or a
+        TF-traceable function, then image_shape and model_fingerprint are needed).
+      base_dir: the model's directory as TF Serving sees it (--model_base_path).
+      max_num_samples: the largest num_samples / batch a signature accepts.
+      image_shape: [H, W, C]; default: the Keras model's input shape.
+      model_fingerprint: default `model_fingerprint(network)`.
+    Returns:
+      The new version directory. It appears complete or not at all (written to a
+      temporary sibling and renamed).
+    """
+    if not isinstance(layer, samplers.Sampler):
+        raise ValueError("export_sampler needs a samplers.Sampler layer, got "
+                         f"{type(layer).__name__}")
+    if isinstance(max_num_samples, bool) or int(max_num_samples) != max_num_samples \
+            or max_num_samples < 1:
+        raise ValueError(f"max_num_samples must be a positive integer, got {max_num_samples!r}")
+    network = getattr(layer.denoiser, "network", None)
+    if image_shape is None and network is not None:
+        image_shape = coefficients_lib.image_shape_of(network)
+    if image_shape is None or len(image_shape) != 3:
+        raise ValueError("cannot tell the image shape [H, W, C] of the model; pass image_shape")
+    if model_fingerprint is None:
+        if network is None:
+            raise ValueError("a denoiser without a Keras network needs model_fingerprint")
+        model_fingerprint = coefficients_lib.model_fingerprint(network)
+    image_shape = [int(s) for s in image_shape]
+    doc = coefficients_lib.coefficients_document(layer, model_fingerprint, image_shape)
+    doc["export"] = {"max_num_samples": int(max_num_samples),
+                     "signatures": {k: list(v) for k, v in SIGNATURES.items()}}
+    module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples))
+    with _files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
+        tf.saved_model.save(module, out.tmp, signatures=signatures)
+        _files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
+                           coefficients_lib.dumps(doc).encode())
+    return out.path
+
+
+def _inference_copy(layer):
+    """The same sampler without rematerialisation (a SavedModel never takes gradients)."""
+    copy = samplers.from_config(dict(layer.get_config(), remat=False), layer.denoiser)
+    copy.set_weights(layer.get_weights())
+    return copy
+
+
+def _build_module(layer, image_shape, max_num_samples):
+    """(tf.Module, {name: concrete function}) for the three signatures."""
+    k = layer.num_steps
+    data_range = layer.denoiser.data_range
+    image = tf.TensorSpec([None, *image_shape], tf.float32)
+    noise_spec = tf.TensorSpec([k, None, *image_shape], tf.float32)
+
+    def from_noise(x_T, noise):
+        n = _check_batch(tf.shape(x_T)[0], max_num_samples, "the batch of x_T")
+        same_batch = tf.debugging.assert_equal(
+            tf.shape(noise)[1], n, message="noise must be [K, N, H, W, C] with N = x_T's batch")
+        with tf.control_dependencies([same_batch]):
+            x0 = ops.clip_to_range(tf.cast(layer(x_T, noise), tf.float32), data_range)
+        return {"images": x0, "images_uint8": ops.to_uint8(x0, data_range)}
+
+    def serving_default(num_samples, seed):
+        n = _check_batch(num_samples, max_num_samples, "num_samples")
+        pair = tf.debugging.assert_equal(
+            tf.size(seed), 2, message="seed must be an int32 pair [hi, lo] (2 entries)")
+        with tf.control_dependencies([pair]):
+            x_T, noise = ops.draw_noise(tf.identity(seed), n, k, image_shape)
+        return {"images": from_noise(x_T, noise)["images_uint8"]}
+
+    def coefficients():
+        return {key: tf.cast(v, tf.float32) for key, v in layer.coefficient_tensors().items()}
+
+    fns = {
+        "serving_default": tf.function(serving_default, input_signature=[
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([None], tf.int32)], autograph=False),
+        "from_noise": tf.function(from_noise, input_signature=[image, noise_spec],
+                                  autograph=False),
+        "coefficients": tf.function(coefficients, input_signature=[], autograph=False),
+    }
+    concrete = {name: fn.get_concrete_function() for name, fn in fns.items()}
+    module = tf.Module()
+    for name, fn in fns.items():
+        setattr(module, name, fn)
+    module.captured_variables = _captured_variables(concrete.values())
+    return module, concrete
+
+
+def _check_batch(n, max_num_samples, what):
+    """n (int32 scalar) after asserting 1 <= n <= max_num_samples, with the bound in the message."""
+    message = f"{what} must be in [1, {max_num_samples}] (this export's max_num_samples)"
+    checks = [tf.debugging.assert_greater_equal(n, 1, message=message),
+              tf.debugging.assert_less_equal(n, max_num_samples, message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(n)
+
+
+def _captured_variables(concrete_fns):
+    """Every tf.Variable the traced signatures read, each once (to be tracked by the module)."""
+    seen, out = set(), []
+    for fn in concrete_fns:
+        for v in fn.variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
