@@ -11,7 +11,7 @@ import os
 from setuptools import find_packages, setup
 
 _TF = ">=2.20,<2.22"
-_BINARIES = ["ddss_train_model", "ddss_train_classifier"]
+_BINARIES = ["ddss_train_model", "ddss_train_classifier", "ddss_sample"]
 
 
 def _version():

@@ -1,0 +1,78 @@
+"""Draw samples from an exported sampler, a coefficients.json, or any family by name.
+
+    ddss_sample --sampler=ddss_runs/ggdm_pred_time_k10/export --num_samples=64 --out=/tmp/s.npz
+    ddss_sample --coefficients=ddss_runs/ggdm_pred_time_k10/coefficients.json --out=/tmp/s.npz
+    ddss_sample --family=ddim --num_steps=10 --stride=quadratic --out=/tmp/ddim.npz
+
+Writes --out (.npz with `images`, float32 NHWC in the data range) and a PNG grid
+beside it. The same flags give the same bytes (noise: see ddss_tf.sampling).
+"""
+
+from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow loads)
+
+from absl import flags
+
+from ddss_tf import progress, samplers, sampling
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("sampler", None, "An exported SavedModel directory (ddss_search's "
+                    "<workdir>/export, or one version directory in it).")
+flags.DEFINE_string("coefficients", None, "A coefficients.json to rebuild on --model.")
+flags.DEFINE_enum("family", None, samplers.names(), "A sampler family by name (untrained).")
+flags.DEFINE_string("model", "digits", "'digits' (the bundled DDPM) or a ddss_train_model "
+                    "directory (with --coefficients or --family).")
+flags.DEFINE_integer("num_steps", 10, "K, network evaluations per sample (--family).",
+                     lower_bound=1)
+flags.DEFINE_enum("stride", None, samplers.stride_names(), "Query times (--family); default: "
+                  "the family's.")
+flags.DEFINE_float("eta", None, "DDIM eta (--family=ddim).", lower_bound=0)
+flags.DEFINE_enum("variance", None, ["small", "large"], "DDPM variance (--family=ddpm).")
+flags.DEFINE_integer("num_samples", 64, "Number of samples.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the noise.", lower_bound=0, upper_bound=sampling.MAX_SEED)
+flags.DEFINE_integer("batch_size", 256, "Samples per sampler call (part of the noise seeding).",
+                     lower_bound=1)
+flags.DEFINE_string("out", "samples.npz", "Output .npz; the PNG grid is written beside it.")
+
+_FAMILY_ONLY = ("num_steps", "stride", "eta", "variance")
+
+
+def _source():
+    given = [n for n in ("sampler", "coefficients", "family") if FLAGS[n].value is not None]
+    if len(given) != 1:
+        raise cli.UsageError("give exactly one of --sampler (an export), --coefficients (a "
+                             f"coefficients.json) or --family ({'|'.join(samplers.names())}); "
+                             f"got {', '.join('--' + n for n in given) or 'none'}")
+    mode = given[0]
+    stray = [n for n in _FAMILY_ONLY if FLAGS[n].present and mode != "family"]
+    stray += ["model"] if FLAGS["model"].present and mode == "sampler" else []
+    if stray:
+        raise cli.UsageError(f"{', '.join('--' + n for n in stray)} do not apply with --{mode} "
+                             "(the sampler is fixed by it)")
+    if mode == "sampler":
+        return sampling.from_export(FLAGS.sampler)
+    if mode == "coefficients":
+        return sampling.from_coefficients(FLAGS.coefficients, FLAGS.model)
+    options = {n: FLAGS[n].value for n in ("stride", "eta", "variance")
+               if FLAGS[n].value is not None}
+    return sampling.from_family(FLAGS.family, FLAGS.model, FLAGS.num_steps, **options)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    if not FLAGS.out.endswith(".npz"):
+        raise cli.UsageError(f"--out must name a .npz file, got {FLAGS.out!r}")
+    source = _source()
+    bar = progress.Progress(FLAGS.num_samples, desc="sample")
+    images, uint8 = sampling.draw(source, FLAGS.num_samples, FLAGS.seed, FLAGS.batch_size, bar)
+    bar.close()
+    npz, png = sampling.write(FLAGS.out, images, uint8)
+    print(f"{len(images)} samples written to {npz} and {png}")
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,122 @@
+"""Draw N samples in batches and write them: the library side of `ddss_sample`.
+
+    source = sampling.from_export("workdir/export")                 # a SavedModel export
+    source = sampling.from_coefficients("coefficients.json", "digits")
+    source = sampling.from_family("ddim", "digits", num_steps=10, stride="quadratic")
+    images, uint8 = sampling.draw(source, num_samples=64, seed=0, batch_size=256)
+    sampling.write("samples.npz", images, uint8)                    # + samples.png beside it
+
+Seeds: batch b (of `batch_size` samples, the last one shorter) uses the seed pair
+[seed, b], i.e. samplers.draw_noise(seed * 2**32 + b, K, [n_b, H, W, C]); the first
+batch is what the export's serving_default returns for seed [seed, 0]. Every source
+runs the same noise and uint8 ops, so one seed gives the same bytes whether the
+sampler is exported, rebuilt from JSON or in memory (for the same batch_size).
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf import denoisers, images as images_lib, pretrained, samplers
+from ddss_tf.export import _files, ops
+from ddss_tf.export import coefficients as coefficients_lib
+from ddss_tf.export import exported
+
+__all__ = ["LayerSource", "from_export", "from_coefficients", "from_family", "load_model", "draw",
+           "write", "MAX_SEED"]
+
+MAX_SEED = 2 ** 31 - 1
+
+
+class LayerSource:
+    """An in-memory sampler layer with the interface of `export.ExportedSampler`."""
+
+    max_num_samples = None
+
+    def __init__(self, layer, image_shape=None):
+        network = getattr(layer.denoiser, "network", None)
+        image_shape = image_shape or (coefficients_lib.image_shape_of(network) if network else None)
+        if image_shape is None:
+            raise ValueError("cannot tell the model's image shape [H, W, C]")
+        self.layer = layer
+        self.num_steps = layer.num_steps
+        self.image_shape = list(image_shape)
+        self.data_range = layer.denoiser.data_range
+
+    def from_noise(self, x_T, noise):
+        """(float32 images clipped to the data range, uint8 images), as the export computes them."""
+        x0 = ops.clip_to_range(tf.cast(self.layer(x_T, noise), tf.float32), self.data_range)
+        return x0.numpy(), ops.to_uint8(x0, self.data_range).numpy()
+
+
+load_model = pretrained.load_model
+
+
+def from_export(path):
+    """An exported SavedModel (base directory: latest version; or a version directory)."""
+    return exported.load_sampler(path)
+
+
+def from_coefficients(path, model="digits"):
+    """The sampler of a coefficients.json rebuilt on `model` (checked to be its model)."""
+    doc = coefficients_lib.read_coefficients(path)
+    net, sched = load_model(model)
+    m = doc["model"]
+    den = denoisers.from_keras_model(net, sched, prediction=m.get("prediction", "eps"),
+                                     clip_x0=m.get("clip_x0", False),
+                                     data_range=m.get("data_range", (-1.0, 1.0)))
+    return LayerSource(coefficients_lib.load_coefficients(path, den, remat=False))
+
+
+def from_family(family, model="digits", num_steps=10, **options):
+    """A sampler family by name (samplers.create options) on `model`, untrained."""
+    net, sched = load_model(model)
+    den = denoisers.from_keras_model(net, sched)
+    return LayerSource(samplers.create(family, den, num_steps=num_steps, remat=False, **options))
+
+
+def draw(source, num_samples, seed=0, batch_size=256, progress=None):
+    """(float32 images [N, H, W, C] in the data range, uint8 images) from `source`.
+
+    progress: an optional `progress.Progress` updated with the samples done.
+    """
+    _check_int("num_samples", num_samples, 1)
+    _check_int("seed", seed, 0, MAX_SEED)
+    _check_int("batch_size", batch_size, 1)
+    limit = source.max_num_samples
+    if limit is not None and batch_size > limit:
+        raise ValueError(f"batch_size {batch_size} exceeds the export's max_num_samples {limit}; "
+                         f"use --batch_size={limit} or less")
+    floats, uint8s = [], []
+    for b, start in enumerate(range(0, num_samples, batch_size)):
+        n = min(batch_size, num_samples - start)
+        x_T, noise = ops.draw_noise([seed, b], n, source.num_steps, source.image_shape)
+        f, u = source.from_noise(x_T, noise)
+        floats.append(np.asarray(f, np.float32))
+        uint8s.append(np.asarray(u, np.uint8))
+        if progress is not None:
+            progress.update(start + n)
+    return np.concatenate(floats), np.concatenate(uint8s)
+
+
+def write(out, images, uint8, ncols=None):
+    """Write images (float32, NHWC) to the .npz `out` and a PNG grid of `uint8` beside it.
+
+    Both files are written atomically. Returns (npz path, png path).
+    """
+    if not out.endswith(".npz"):
+        raise ValueError(f"--out must name a .npz file, got {out!r}")
+    png = out[:-len(".npz")] + ".png"
+    h, w = uint8.shape[1:3]
+    grid = images_lib.make_grid(uint8, ncols=ncols, scale=max(1, 32 // max(h, w)))
+    _files.write_bytes(out, _files.npz_bytes({"images": np.asarray(images, np.float32)}))
+    _files.write_bytes(png, tf.io.encode_png(grid).numpy())
+    return out, png
+
+
+def _check_int(name, value, low, high=None):
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+    if not ok or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
