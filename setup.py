@@ -11,7 +11,7 @@ import os
 from setuptools import find_packages, setup
 
 _TF = ">=2.20,<2.22"
-_BINARIES = ["ddss_train_model", "ddss_train_classifier", "ddss_sample"]
+_BINARIES = ["ddss_train_model", "ddss_train_classifier", "ddss_sample", "ddss_search"]
 
 
 def _version():
@@ -33,7 +33,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ddss_tf", "ddss_tf.*"]) + ["ddss_tf_bin"],
     package_dir={"ddss_tf_bin": "bin"},
-    package_data={"ddss_tf": ["assets/*/*.json", "assets/*/*.h5"]},
+    package_data={"ddss_tf": ["assets/*/*.json", "assets/*/*.h5", "assets/*/reference/*.json"]},
     install_requires=[
         "keras>=3.8",
         "numpy>=1.26",

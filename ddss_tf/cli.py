@@ -18,6 +18,10 @@ def run(main):
     from absl import app
 
     def guarded(argv):
+        from absl import flags, logging
+
+        if not flags.FLAGS["verbosity"].present:  # TF's INFO lines (checkpoint sharding, ...)
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except (ValueError, FileNotFoundError, FloatingPointError) as e:

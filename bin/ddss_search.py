@@ -1,0 +1,89 @@
+"""Learn a K-step sampler for a diffusion model by backpropagating KID through the chain (DDSS).
+
+    ddss_search                      # the main job: GGDM +PRED +TIME, K=10, bundled digits model
+    ddss_search --num_steps=5 --family=ggdm --nopred --notime --workdir=/tmp/ggdm5
+
+Writes checkpoints, TensorBoard logs, sample grids, results.{md,json}, coefficients.json and a
+SavedModel export into --workdir (default: ./ddss_runs/<family>[_pred][_time]_k<K>). Rerunning
+the same command resumes an interrupted search.
+"""
+
+from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow loads)
+
+import dataclasses
+import os
+
+from absl import flags
+
+from ddss_tf import samplers
+from ddss_tf.metrics import mmd
+from ddss_tf.search import SearchConfig, run_search, strategies
+
+_D = SearchConfig()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<family>..._k<K>).")
+flags.DEFINE_string("model", _D.model, "'digits' (the bundled DDPM) or a ddss_train_model "
+                    "model directory.")
+flags.DEFINE_string("dataset", _D.dataset, "Real data the model was trained on.")
+flags.DEFINE_enum("family", _D.family, ["ddim_sigma", "vars", "rddim", "ggdm"],
+                  "Learnable sampler family.")
+flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
+flags.DEFINE_enum("stride", _D.stride, samplers.stride_names(), "Initial query times.")
+flags.DEFINE_boolean("pred", _D.pred, "+PRED: learn the x0-prediction coefficients (ggdm).")
+flags.DEFINE_boolean("time", _D.time, "+TIME: learn the query times.")
+flags.DEFINE_enum("init", _D.init, ["ddpm", "ddim"], "Baseline the untrained sampler reproduces.")
+flags.DEFINE_enum("kernel", _D.kernel, list(mmd.kernel_names()), "KID kernel of the loss.")
+flags.DEFINE_string("features", _D.features, "Feature network of the loss: digits, pixels, or a "
+                    "path to an Inception file.")
+flags.DEFINE_string("heldout_features", _D.heldout_features, "Feature network of the held-out "
+                    "metric (never trained against).")
+flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.", lower_bound=2)
+flags.DEFINE_integer("train_steps", _D.train_steps, "Optimiser steps.", lower_bound=1)
+flags.DEFINE_float("learning_rate", _D.learning_rate, "Adam learning rate.", lower_bound=0)
+flags.DEFINE_float("grad_clip", _D.grad_clip, "Global-norm clipping; 0 disables.", lower_bound=0)
+flags.DEFINE_integer("seed", _D.seed, "Seed of every training batch's noise.")
+flags.DEFINE_enum("strategy", _D.strategy, list(strategies.names()), "tf.distribute strategy.")
+flags.DEFINE_string("tpu", _D.tpu, "TPU name for --strategy=tpu ('local' on a TPU VM / Colab).")
+flags.DEFINE_boolean("xla", _D.xla, "XLA-compile the sampling chain.")
+flags.DEFINE_boolean("remat", _D.remat, "Rematerialise network calls (memory flat in K).")
+flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "Steps between checkpoints.",
+                     lower_bound=1)
+flags.DEFINE_integer("eval_every", _D.eval_every, "Steps between FID/KID evaluations.",
+                     lower_bound=1)
+flags.DEFINE_integer("eval_samples", _D.eval_samples, "Samples per periodic evaluation.",
+                     lower_bound=2)
+flags.DEFINE_integer("final_samples", _D.final_samples, "Samples of the final comparison.",
+                     lower_bound=2)
+
+
+def _config():
+    names = [f.name for f in dataclasses.fields(SearchConfig)]
+    return SearchConfig(**{n: getattr(FLAGS, n) for n in names if n in FLAGS})
+
+
+def _default_workdir(cfg):
+    parts = [cfg.family] + (["pred"] if cfg.pred and cfg.family == "ggdm" else []) + \
+        (["time"] if cfg.time else []) + [f"k{cfg.num_steps}"]
+    return os.path.join("ddss_runs", "_".join(parts))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    cfg = _config()
+    if cfg.pred and cfg.family != "ggdm" and FLAGS["pred"].present:
+        raise cli.UsageError(f"--pred applies to --family=ggdm only, not {cfg.family}")
+    if cfg.family != "ggdm":
+        cfg.pred = False
+    workdir = FLAGS.workdir or _default_workdir(cfg)
+    result = run_search(cfg, workdir)
+    if result:
+        print(f"results in {workdir}/results.md; SavedModel in {result['export']}")
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

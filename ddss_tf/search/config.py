@@ -1,0 +1,89 @@
+"""What a search is: the sampler family to learn, the loss, the optimiser and the run's bookkeeping.
+
+`SearchConfig()` with no arguments is the main job: GGDM +PRED +TIME with K = 10
+on the bundled digits DDPM, linear-kernel KID in the bundled classifier's
+feature space, sized to finish within minutes on a laptop CPU.
+"""
+
+import dataclasses
+import json
+
+from ddss_tf.search import strategies
+
+__all__ = ["SearchConfig"]
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    # The sampler family (DESIGN section 3).
+    family: str = "ggdm"
+    num_steps: int = 10
+    stride: str = "quadratic"
+    pred: bool = True
+    time: bool = True
+    init: str = "ddpm"
+    eta: float = 0.0
+    # The model and the data it was trained on ("digits" = the bundled model and data).
+    model: str = "digits"
+    dataset: str = "digits"
+    split: str = "train"
+    # The loss: KID in the feature space of `features` (DESIGN section 4).
+    kernel: str = "linear"
+    features: str = "digits"
+    heldout_features: str = "digits_heldout"
+    # Optimisation (paper: Adam 5e-4, default betas, batch 512, 50K steps).
+    batch_size: int = 128
+    train_steps: int = 300
+    learning_rate: float = 5e-3
+    grad_clip: float = 1.0
+    seed: int = 0
+    xla: bool = True
+    remat: bool = True
+    # Distribution.
+    strategy: str = "default"
+    tpu: str = ""
+    # Bookkeeping.
+    checkpoint_every: int = 50
+    eval_every: int = 100
+    eval_samples: int = 512
+    final_samples: int = 2000
+    reference_steps: int = 1000
+
+    def validate(self, num_replicas=1):
+        """Raise ValueError naming the bad field and what is accepted."""
+        from ddss_tf import samplers
+        from ddss_tf.metrics import mmd
+
+        if self.family not in samplers.names():
+            raise ValueError(f"unknown family {self.family!r}; accepted: {', '.join(samplers.names())}")
+        if self.kernel not in mmd.kernel_names():
+            raise ValueError(f"unknown kernel {self.kernel!r}; accepted: {', '.join(mmd.kernel_names())}")
+        if self.strategy not in strategies.names():
+            raise ValueError(
+                f"unknown strategy {self.strategy!r}; accepted: {', '.join(strategies.names())}")
+        positive = ("num_steps", "batch_size", "train_steps", "checkpoint_every", "eval_every",
+                    "eval_samples", "final_samples", "reference_steps")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        if self.batch_size < 2 * num_replicas or self.batch_size % num_replicas:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of the {num_replicas} replica(s) "
+                "with at least 2 samples per replica")
+        if self.eval_samples < 2 or self.final_samples < 2:
+            raise ValueError("eval_samples and final_samples must be >= 2 (KID needs two samples)")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown search settings {unknown}; accepted: {sorted(known)}")
+        return cls(**values)

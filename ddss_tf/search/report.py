@@ -1,0 +1,132 @@
+"""Baselines, the final comparison, and the files a finished search leaves behind."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from ddss_tf import export, images, metrics, pretrained
+from ddss_tf.search import components, evaluation
+
+__all__ = ["baselines", "reference_scores", "reference_file", "score_reference", "finish", "markdown_table", "write_json_atomic"]
+
+
+def write_json_atomic(path, value):
+    """Write JSON to path via a temporary file and a rename: never half-written."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _sample_and_score(setup, layer, num_samples, label, log, show_progress=False):
+    imgs = evaluation.sample(layer, num_samples, setup.image_shape, show_progress=show_progress,
+                             desc=label)
+    scores = setup.scorer(imgs)
+    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {scores['kid']:.5f} +- {scores['kid_se']:.5f}"
+        f"  held-out FID {scores['heldout_fid']:.4f}")
+    return scores, imgs
+
+
+def baselines(setup, cfg, workdir, num_samples, tag, log, keep_images=False):
+    """Scores (and optionally samples) of DDPM / DDIM at the search's K, cached in workdir."""
+    path = os.path.join(workdir, f"baselines_{tag}_{num_samples}.json")
+    if os.path.exists(path) and not keep_images:
+        with open(path) as f:
+            return json.load(f)
+    log(f"baselines at K={cfg.num_steps} on {num_samples} samples:")
+    scores, samples = {}, {}
+    for label, family, options in components.baseline_specs():
+        layer = components.build_layer(family, setup.denoiser, cfg.num_steps, **options)
+        scores[label], samples[label] = _sample_and_score(setup, layer, num_samples, label,
+                                                          log)
+    write_json_atomic(path, scores)
+    return (scores, samples) if keep_images else scores
+
+
+def reference_file(setup, steps, num_samples):
+    """(file name, key) of the cached scores of `steps`-step DDPM on num_samples samples.
+
+    The key holds the model's weights digest, the sample count, the evaluation seed, the
+    step count and both feature networks' fingerprints; the name hashes it."""
+    key = [export.model_fingerprint(setup.net), num_samples, evaluation.EVAL_SEED, steps,
+           setup.extractor.fingerprint, setup.heldout.fingerprint]
+    return f"ddpm{steps}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}.json", key
+
+
+def score_reference(setup, steps, num_samples, log):
+    """(scores, images) of DDPM with `steps` linear-stride steps on the evaluation seeds."""
+    layer = components.build_layer("ddpm", setup.denoiser, steps, stride="linear")
+    return _sample_and_score(setup, layer, num_samples, f"DDPM {steps} steps", log,
+                             show_progress=True)
+
+
+def reference_scores(setup, cfg, num_samples, log, cache_dir=None):
+    """Scores of DDPM with all T steps (the quality a fast sampler aims for), cached per model.
+
+    Computed once per model, sample count and feature networks (about 7 minutes for 2,000
+    digits on 2 CPU cores) and reused by every search. The bundled digits DDPM ships its
+    entry in assets/digits_ddpm/reference/ (made by tools/bundled_model_report.py with this
+    module's functions); any other model, count or feature network is computed here.
+    """
+    steps = min(cfg.reference_steps, setup.denoiser.schedule.num_timesteps)
+    name, key = reference_file(setup, steps, num_samples)
+    cache_dir = cache_dir or metrics.reference.default_cache_dir()
+    for directory in (cache_dir, os.path.join(pretrained.asset_dir("digits_ddpm"), "reference")):
+        if os.path.exists(os.path.join(directory, name)):
+            with open(os.path.join(directory, name)) as f:
+                return json.load(f)
+    path = os.path.join(cache_dir, name)
+    log(f"DDPM with {steps} steps on {num_samples} samples (once per model; cached in {path}):")
+    scores, _ = score_reference(setup, steps, num_samples, log)
+    os.makedirs(cache_dir, exist_ok=True)
+    write_json_atomic(path, dict(scores, key=key))
+    return scores
+
+
+def markdown_table(records):
+    """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID."""
+    lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |", "|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | {r['kid']:.5f} "
+                     f"+- {r['kid_se']:.5f} | {r['is']:.3f} | {r['heldout']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _record(label, k, scores):
+    return dict(sampler=label, num_steps=int(k), fid=scores["fid"], kid=scores["kid"],
+                kid_se=scores["kid_se"], heldout=scores["heldout_fid"], num_samples=scores["num_samples"],
+                **{"is": scores.get("is", float("nan"))})
+
+
+def finish(setup, cfg, workdir, log):
+    """Final evaluation on cfg.final_samples, then coefficients, export and results (last)."""
+    n, k = cfg.final_samples, cfg.num_steps
+    base_scores, base_images = baselines(setup, cfg, workdir, n, "final", log, keep_images=True)
+    ref = reference_scores(setup, cfg, n, log)
+    label = f"DDSS {cfg.family}" + (" +PRED" if cfg.pred and cfg.family == "ggdm" else "") + \
+        (" +TIME" if cfg.time else "")
+    learned, learned_images = _sample_and_score(setup, setup.layer, n, label, log)
+    records = [_record(lbl, k, s) for lbl, s in base_scores.items()]
+    records.append(_record(label, k, learned))
+    records.append(_record(f"DDPM {cfg.reference_steps} steps", cfg.reference_steps, ref))
+    rows = [base_images[lbl][:12] for lbl in base_scores] + [learned_images[:12]]
+    grid = images.labelled_rows(rows, ncols=12, scale=4)
+    images.write_png(os.path.join(workdir, "samples", "compare.png"), grid)
+    export.write_coefficients(setup.layer, os.path.join(workdir, "coefficients.json"),
+                              model_fingerprint=export.model_fingerprint(setup.net))
+    export_dir = export.export_sampler(setup.layer, os.path.join(workdir, "export"))
+    best = min(r["fid"] for r in records[:-2])
+    summary = dict(config=json.loads(cfg.to_json()), records=records, export=export_dir,
+                   fid_ratio_to_best_baseline=learned["fid"] / best,
+                   query_times=np.asarray(setup.layer.query_times()).tolist())
+    table = markdown_table(records)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(f"# DDSS search: {label}, K = {k}\n\n{table}\n"
+                f"Rows 1-4 of samples/compare.png are the baselines in this order, row 5 the "
+                f"learned sampler, all on the same x_T. FID ratio learned / best baseline: "
+                f"{summary['fid_ratio_to_best_baseline']:.3f}.\n")
+    write_json_atomic(os.path.join(workdir, "results.json"), summary)
+    log("\n" + table)
+    return summary

@@ -1,0 +1,149 @@
+"""`ddss_search` as a library function: learn a sampler, evaluate it, write the work directory.
+
+Work directory:
+  config.json          the SearchConfig (a resumed run must match it)
+  checkpoints/         tf.train.CheckpointManager: step, sampler variables, Adam state
+  tensorboard/         loss, grad norm, periodic FID / KID next to the baselines, sample grids
+  samples/*.png        learned samples during training; compare.png (baselines vs learned)
+  coefficients.json    the learned sampler (export.write_coefficients)
+  export/<version>/    SavedModel (export.export_sampler)
+  results.json / .md   written last: their presence marks a finished run
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf import data, images, interrupt, metrics, progress, summaries
+from ddss_tf.search import components, evaluation, report, strategies
+from ddss_tf.search.trainer import Trainer
+
+__all__ = ["run_search"]
+
+
+def _check_workdir(workdir, cfg):
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        ignore = {"train_steps", "eval_every", "checkpoint_every", "final_samples", "eval_samples"}
+        diff = sorted(k for k, v in json.loads(cfg.to_json()).items()
+                      if k not in ignore and saved.get(k) != v)
+        if diff:
+            raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
+                             "use a new --workdir, or the same settings to resume")
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(cfg.to_json())
+
+
+class _Setup:
+    """Everything a search needs, resolved from the config once."""
+
+    def __init__(self, cfg, log):
+        self.strategy = strategies.make(cfg.strategy, cfg.tpu)
+        cfg.validate(self.strategy.num_replicas_in_sync)
+        self.denoiser, self.net = components.load_denoiser(cfg.model)
+        sched = self.denoiser.schedule
+        if cfg.num_steps > sched.num_timesteps:
+            raise ValueError(f"num_steps {cfg.num_steps} exceeds the model's T = {sched.num_timesteps}")
+        self.real_images = data.load(cfg.dataset, cfg.split)
+        self.image_shape = tuple(self.real_images.shape[1:])
+        if tuple(self.net.input_shape[0][1:]) != self.image_shape:
+            raise ValueError(f"the model takes images {self.net.input_shape[0][1:]} but the "
+                             f"{cfg.dataset} data are {self.image_shape}")
+        self.extractor = components.load_extractor(cfg.features)
+        self.heldout = components.load_extractor(cfg.heldout_features)
+        log("reference statistics ...")
+        self.reference = metrics.reference_statistics(self.extractor, cfg.dataset, cfg.split)
+        self.heldout_reference = metrics.reference_statistics(self.heldout, cfg.dataset, cfg.split)
+        self.scorer = evaluation.Scorer(self.extractor, self.reference, self.heldout,
+                                        self.heldout_reference)
+        with self.strategy.scope():
+            self.layer = components.build_sampler(cfg, self.denoiser)
+        self.trainer = Trainer(self.layer, self.extractor, self.reference.features, self.strategy,
+                               cfg, self.image_shape)
+
+
+def _evaluate_during_training(setup, cfg, step, workdir):
+    imgs = evaluation.sample(setup.layer, cfg.eval_samples, setup.image_shape)
+    scores = setup.scorer(imgs)
+    for key in ("fid", "kid", "heldout_fid"):
+        summaries.scalar(f"eval/{key}", scores[key], step)
+    grid = images.make_grid(imgs[:64], ncols=8, scale=4)
+    summaries.image("samples", grid, step)
+    images.write_png(os.path.join(workdir, "samples", f"step_{step:06d}.png"), grid)
+    return scores
+
+
+def _is_chief(strategy):
+    """False only on the non-chief workers of a MultiWorkerMirroredStrategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                             and resolver.task_id == 0)
+
+
+def _train(setup, cfg, workdir, baselines, log, chief=True):
+    trainer = setup.trainer
+    ckpt = tf.train.Checkpoint(step=trainer.step, sampler=setup.layer, optimizer=trainer.optimizer)
+    chief_dir = os.path.join(workdir, "checkpoints")
+    # Every worker saves (the save is collective); only the chief's copy is kept. The others
+    # write beside it and, like the chief, resume from the chief's latest checkpoint.
+    own_dir = chief_dir if chief else os.path.join(
+        workdir, f".worker{setup.strategy.cluster_resolver.task_id}_checkpoints")
+    manager = tf.train.CheckpointManager(ckpt, own_dir, max_to_keep=3)
+    latest = tf.train.latest_checkpoint(chief_dir)
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        log(f"resumed from {latest} at step {int(trainer.step)}")
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    bar = progress.Progress(cfg.train_steps, initial=int(trainer.step), desc="search")
+    with interrupt.Catch() as stop, writer.as_default():
+        while int(trainer.step) < cfg.train_steps and not stop:
+            try:
+                loss, norm = trainer.train_step()
+            except FloatingPointError as e:
+                raise FloatingPointError(f"{e}; last good checkpoint: {manager.latest_checkpoint}")
+            step = int(trainer.step)
+            summaries.scalar("train/loss", loss, step)
+            summaries.scalar("train/grad_norm", norm, step)
+            bar.update(step, loss=loss)
+            if step % cfg.checkpoint_every == 0:
+                manager.save(checkpoint_number=step)
+            if chief and (step % cfg.eval_every == 0 or step == cfg.train_steps):
+                scores = _evaluate_during_training(setup, cfg, step, workdir)
+                for label, base in baselines.items():
+                    summaries.scalar(f"eval/fid_{label.replace(' ', '_')}", base["fid"], step)
+                bar.update(step, force=True, loss=loss, fid=scores["fid"])
+        manager.save(checkpoint_number=int(trainer.step))
+    bar.close()
+    if not chief:
+        shutil.rmtree(own_dir, ignore_errors=True)
+    return stop.received
+
+
+def run_search(cfg, workdir, log=print):
+    """Run (or resume) a search in workdir. Returns the results dict, or None when interrupted."""
+    setup = _Setup(cfg, log)  # validates everything before the work directory is touched
+    chief = _is_chief(setup.strategy)
+    if not chief:  # a non-chief worker only contributes its replicas' gradients
+        os.makedirs(workdir, exist_ok=True)
+        _train(setup, cfg, workdir, {}, lambda *a: None, chief=False)
+        return None
+    _check_workdir(workdir, cfg)
+    log(f"{cfg.family} pred={cfg.pred} time={cfg.time} K={cfg.num_steps} on {cfg.model}; "
+        f"{setup.strategy.num_replicas_in_sync} replica(s); {cfg.train_steps} steps of batch "
+        f"{cfg.batch_size}")
+    baselines = report.baselines(setup, cfg, workdir, cfg.eval_samples, "eval", log)
+    stopped = _train(setup, cfg, workdir, baselines, log)
+    if stopped:
+        log(f"stopped by {stopped} at step {int(setup.trainer.step)}; checkpoint saved, rerun the "
+            "same command to resume")
+        return None
+    return report.finish(setup, cfg, workdir, log)

@@ -1,0 +1,63 @@
+"""Pick a tf.distribute strategy by name.
+
+  default       one device (CPU or one GPU): tf.distribute.get_strategy()
+  mirrored      all local GPUs (or all logical CPUs when there is no GPU)
+  multi_worker  MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG
+  tpu           TPUStrategy; `tpu` names the TPU ("local" on a TPU VM / Colab)
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+__all__ = ["make", "names"]
+
+
+def names():
+    return ("default", "mirrored", "multi_worker", "tpu")
+
+
+def _mirrored():
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def _multi_worker():
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError("strategy multi_worker needs TF_CONFIG (cluster and task) in the environment")
+    try:
+        cfg = json.loads(raw)
+        cfg["cluster"]["worker"], cfg["task"]["index"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG is not a valid cluster spec with workers and a task ({e})") from e
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _tpu(tpu):
+    if not tpu:
+        raise ValueError('strategy tpu needs --tpu: "local" on a TPU VM / Colab, or the TPU name')
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except Exception as e:  # resolver / runtime raise many types when no TPU answers
+        msg = " ".join(str(e).split())[:200]
+        raise ValueError(f"cannot reach TPU {tpu!r} ({type(e).__name__}: {msg}); "
+                         "use --strategy=default on a machine without a TPU") from e
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def make(name="default", tpu=""):
+    """The strategy called `name` (see module docstring); ValueError for unknown names."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return _mirrored()
+    if name == "multi_worker":
+        return _multi_worker()
+    if name == "tpu":
+        return _tpu(tpu)
+    raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(names())}")

@@ -1,0 +1,138 @@
+"""The DDSS training loop: backpropagate KID through the whole sampling chain.
+
+One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strategy:
+
+    x_T, z_{1..K} ~ N(0, I)  keyed on (seed, step, replica)     # reparametrised randomness
+    x_0 = sampler(x_T, z)                                       # K rematerialised network calls
+    L = KID loss(phi(x_0) of the global batch, real features) / num_replicas
+    g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
+
+then, only when L and g are finite, clip g by its global norm and take an Adam
+step. The gradient is computed by one tf.function (its per-replica body
+XLA-compiled on a single replica) and applied by a second one, so a NaN or
+Inf is caught in between and never reaches the variables or a checkpoint.
+
+Static shapes throughout: the per-replica batch is global_batch / replicas.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from ddss_tf.metrics import mmd
+
+__all__ = ["Trainer", "step_noise"]
+
+
+def step_noise(seed, step, replica, num_steps, shape):
+    """(x_T [B, H, W, C], noise [K, B, H, W, C]) for one replica at one step, stateless.
+
+    The key is (seed, step) folded with the replica id, so a run is reproducible and
+    a resumed run continues the same sequence.
+    """
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64))
+    k_x, k_z, k_real = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+    x_T = tf.random.stateless_normal(shape, k_x)
+    noise = tf.random.stateless_normal([num_steps] + list(shape), k_z)
+    return x_T, noise, k_real
+
+
+def _is_tpu(strategy):
+    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+class Trainer:
+    """Holds the sampler, the optimiser and the compiled step functions of one search.
+
+    Args:
+      layer: a learnable sampler layer (built inside `strategy.scope()`).
+      extractor: differentiable images -> features [B, d].
+      real_features: float32 [N, d] reference features (linear kernel: only their mean is used).
+      strategy: the tf.distribute strategy the layer's variables live in.
+      cfg: the SearchConfig (kernel, batch_size, learning_rate, grad_clip, seed, xla).
+      image_shape: (H, W, C) of one sample.
+    """
+
+    def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape):
+        self.layer, self.extractor, self.strategy, self.cfg = layer, extractor, strategy, cfg
+        self.replicas = strategy.num_replicas_in_sync
+        self.local_batch = cfg.batch_size // self.replicas
+        self.image_shape = [int(s) for s in image_shape]
+        real = tf.constant(real_features, tf.float32)
+        self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
+        with strategy.scope():
+            self.optimizer = keras.optimizers.Adam(cfg.learning_rate)
+            self.optimizer.build(layer.trainable_variables)
+        # A plain host variable, not a distributed one: the loop reads it every step.
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        # The XLA-compiled part takes the noise as inputs: drawn inside it, XLA treated the
+        # step-keyed seeds as compile-time constants and recompiled on every step.
+        if self.replicas == 1:
+            jit = bool(cfg.xla) and not _is_tpu(strategy)
+            self._grads = tf.function(self._grads_fn, jit_compile=jit)
+            self._compute = tf.function(self._replica_step)
+        else:
+            # The all-gather is a synchronisation point, which a nested tf.function inside
+            # strategy.run cannot hold; DESIGN section 7: jit_compile on the function that
+            # calls strategy.run fails, and XLA with two replicas on logical CPUs cannot
+            # read the variables. (On TPU the whole replica function is compiled anyway.)
+            self._grads = self._grads_fn
+            self._compute = tf.function(
+                lambda step: strategy.run(self._replica_step, args=(step,)))
+        self._apply = tf.function(self._apply_fn)
+
+    def _real_batch(self, key):
+        if self.cfg.kernel == "linear":
+            return self.real
+        idx = tf.random.stateless_uniform([self.local_batch], key, 0, tf.shape(self.real)[0], tf.int32)
+        return tf.gather(self.real, idx)
+
+    def _replica_step(self, step):
+        ctx = tf.distribute.get_replica_context()
+        x_T, noise, k_real = step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
+                                        self.layer.num_steps, [self.local_batch] + self.image_shape)
+        return self._grads(x_T, noise, self._real_batch(k_real))
+
+    def _grads_fn(self, x_T, noise, real):
+        """(global loss, global grad norm, all-reduced grads) on one replica."""
+        ctx = tf.distribute.get_replica_context()
+        variables = self.layer.trainable_variables
+        with tf.GradientTape() as tape:
+            feats = self.extractor(self.layer(x_T, noise))
+            if self.replicas > 1:
+                loss = mmd.cross_replica_kid_loss(feats, real, self.cfg.kernel) / self.replicas
+            else:
+                loss = mmd.kid_loss(feats, real, self.cfg.kernel)
+        grads = tape.gradient(loss, variables)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(grads, variables)]
+        if self.replicas > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+        return loss, tf.linalg.global_norm(grads), grads
+
+    def _apply_fn(self, grads, norm):
+        def apply(grads):
+            if self.cfg.grad_clip > 0:
+                grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_clip, use_norm=norm)
+            # Keras' optimizer all-reduce-sums again under a strategy: hand it 1/R of the sum.
+            grads = [g / self.replicas for g in grads]
+            self.optimizer.apply_gradients(zip(grads, self.layer.trainable_variables))
+
+        self.strategy.run(apply, args=(grads,))
+        self.step.assign_add(1)
+
+    def train_step(self):
+        """One step; returns (loss, grad_norm) as floats. Raises FloatingPointError on NaN/Inf
+        before anything is updated."""
+        loss, norm, grads = self._compute(self.step)
+        first = self.strategy.experimental_local_results
+        loss, norm = float(first(loss)[0]), float(first(norm)[0])  # equal on every replica
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise FloatingPointError(
+                f"the loss or its gradient is not finite at step {int(self.step)} "
+                f"(loss={loss}, grad_norm={norm}); nothing was updated")
+        self._apply(grads, tf.constant(norm, tf.float32))
+        return loss, norm

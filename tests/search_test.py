@@ -1,0 +1,277 @@
+"""The DDSS training loop: what a step changes, distribution, resume, NaN safety, bad input.
+
+The distributed checks compare against `_manual_steps`, an independent single-device
+computation of the same global batch: a plain GradientTape over the concatenated
+per-replica noise, clipping and a fresh Keras Adam, with no tf.distribute involved.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddss_tf import progress
+from ddss_tf.metrics import mmd
+from ddss_tf.search import SearchConfig, components, run_search, step_noise
+from ddss_tf.search.run import _Setup
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_QUIET = lambda *a: None  # noqa: E731
+
+
+def _cfg(**kw):
+    base = dict(num_steps=2, batch_size=8, train_steps=3, learning_rate=1e-2, xla=False,
+                checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
+                reference_steps=10)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _loss_on_step_noise(setup, cfg, step):
+    x_T, noise, _ = step_noise(cfg.seed, step, 0, cfg.num_steps, [cfg.batch_size, 8, 8, 1])
+    feats = setup.extractor(setup.layer(x_T, noise))
+    return float(mmd.kid_loss(feats, np.mean(setup.reference.features, 0, keepdims=True)))
+
+
+def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
+    cfg = _cfg(learning_rate=1e-3)
+    setup = _Setup(cfg, _QUIET)
+    net_before = _values(setup.net.weights)
+    sampler_before = _values(setup.layer.trainable_variables)
+    loss_before = _loss_on_step_noise(setup, cfg, 0)
+
+    loss, norm = setup.trainer.train_step()  # the step-0 batch
+    assert np.isclose(loss, loss_before, rtol=1e-4) and norm > 0
+    assert _loss_on_step_noise(setup, cfg, 0) < loss_before
+    changed = [not np.array_equal(a, b)
+               for a, b in zip(sampler_before, _values(setup.layer.trainable_variables))]
+    assert all(changed), changed
+    for a, b in zip(net_before, _values(setup.net.weights)):
+        np.testing.assert_array_equal(a, b)
+    assert int(setup.trainer.step) == 1
+    # The feature network is frozen too: the loss sees only the sampler's variables.
+    assert {id(v) for v in setup.layer.trainable_variables} == \
+        {id(v) for v in setup.trainer.optimizer._trainable_variables}
+
+
+def _manual_steps(cfg, num_steps, replicas):
+    """Sampler variables after num_steps steps on the global batch, without tf.distribute."""
+    denoiser, _ = components.load_denoiser(cfg.model)
+    layer = components.build_sampler(cfg, denoiser)
+    extractor = components.load_extractor(cfg.features)
+    from ddss_tf import metrics
+    real = metrics.reference_statistics(extractor, cfg.dataset, cfg.split, progress=False)
+    real_mean = tf.constant(real.features.mean(0, keepdims=True), tf.float32)
+    local = cfg.batch_size // replicas
+    layer(*step_noise(cfg.seed, 0, 0, cfg.num_steps, [local, 8, 8, 1])[:2])  # build
+    opt = keras.optimizers.Adam(cfg.learning_rate)
+    losses = []
+    for step in range(num_steps):
+        parts = [step_noise(cfg.seed, step, r, cfg.num_steps, [local, 8, 8, 1]) for r in range(replicas)]
+        x_T = tf.concat([p[0] for p in parts], 0)
+        noise = tf.concat([p[1] for p in parts], 1)
+        with tf.GradientTape() as tape:
+            loss = mmd.kid_loss(extractor(layer(x_T, noise)), real_mean)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        grads, _ = tf.clip_by_global_norm(grads, cfg.grad_clip)
+        opt.apply_gradients(zip(grads, layer.trainable_variables))
+        losses.append(float(loss))
+    return _values(layer.trainable_variables), losses
+
+
+def test_mirrored_two_replicas_equal_the_single_device_global_batch():
+    cfg = _cfg(strategy="mirrored")
+    setup = _Setup(cfg, _QUIET)
+    assert setup.strategy.num_replicas_in_sync == 2
+    losses = [setup.trainer.train_step()[0] for _ in range(2)]
+    got = _values(setup.layer.trainable_variables)
+    want, want_losses = _manual_steps(cfg, 2, replicas=2)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-4)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def _sigint_at(monkeypatch, at_step):
+    original = progress.Progress.update
+    sent = []
+
+    def update(self, step, force=False, **metrics):
+        original(self, step, force, **metrics)
+        if step == at_step and not sent:
+            sent.append(step)
+            os.kill(os.getpid(), signal.SIGINT)  # the real handler: checkpoint, clean return
+
+    monkeypatch.setattr(progress.Progress, "update", update)
+    return sent
+
+
+def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = _cfg(train_steps=4)
+    full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
+
+    sent = _sigint_at(monkeypatch, 2)
+    assert run_search(cfg, str(tmp_path / "resumed"), log=_QUIET) is None  # stopped
+    assert sent == [2]
+    assert not os.path.exists(tmp_path / "resumed" / "results.json")
+    assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-2")
+    resumed = run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+
+    def coefficients(d):
+        with open(tmp_path / d / "coefficients.json") as f:
+            doc = json.load(f)
+        return doc["variables"], doc["query_times"]
+
+    assert coefficients("full") == coefficients("resumed")
+    assert [r["fid"] for r in full["records"]] == [r["fid"] for r in resumed["records"]]
+    # Everything the issue asks a finished search to leave behind.
+    for name in ("results.md", "results.json", "coefficients.json", "config.json",
+                 "samples/compare.png", "export/1/saved_model.pb"):
+        assert os.path.exists(tmp_path / "full" / name), name
+    assert os.listdir(tmp_path / "full" / "tensorboard")
+    labels = [r["sampler"] for r in full["records"]]
+    assert labels[:4] == [s[0] for s in components.baseline_specs()]
+    assert labels[4].startswith("DDSS ggdm") and labels[5] == "DDPM 10 steps"
+
+
+def _poison(monkeypatch):
+    """Make the loss NaN once flag is set (a tf.Variable, so traced functions see it)."""
+    flag = tf.Variable(0.0, trainable=False)
+    original = mmd.kid_loss
+
+    def poisoned(gen, real, kernel="linear"):
+        loss = original(gen, real, kernel)
+        return tf.where(flag > 0, tf.constant(np.nan, loss.dtype), loss)
+
+    monkeypatch.setattr(mmd, "kid_loss", poisoned)
+    return flag
+
+
+def test_nan_loss_stops_before_any_update(monkeypatch):
+    flag = _poison(monkeypatch)
+    setup = _Setup(_cfg(), _QUIET)
+    setup.trainer.train_step()
+    before = _values(setup.layer.trainable_variables)
+    iterations = int(setup.trainer.optimizer.iterations)
+    flag.assign(1.0)
+    with pytest.raises(FloatingPointError, match="not finite at step 1.*nothing was updated"):
+        setup.trainer.train_step()
+    for a, b in zip(before, _values(setup.layer.trainable_variables)):
+        np.testing.assert_array_equal(a, b)
+    assert int(setup.trainer.step) == 1 and int(setup.trainer.optimizer.iterations) == iterations
+
+
+def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    flag = _poison(monkeypatch)
+    original = progress.Progress.update
+
+    def update(self, step, force=False, **metrics):
+        original(self, step, force, **metrics)
+        if step == 2:
+            flag.assign(1.0)
+
+    monkeypatch.setattr(progress.Progress, "update", update)
+    workdir = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="last good checkpoint: .*ckpt-2"):
+        run_search(_cfg(train_steps=5), str(workdir), log=_QUIET)
+    ckpt_dir = str(workdir / "checkpoints")
+    assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-2")
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
+    sampler_keys = [k for k in reader.get_variable_to_shape_map() if k.startswith("sampler/")]
+    assert sampler_keys
+    for k in sampler_keys:
+        assert np.all(np.isfinite(reader.get_tensor(k))), k
+    assert not os.path.exists(workdir / "coefficients.json")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(family="ddim"), "has nothing to learn"),
+    (dict(family="nope"), "unknown family"),
+    (dict(kernel="rbf"), "unknown kernel 'rbf'; accepted: linear, cubic"),
+    (dict(num_steps=1001), "exceeds the model's T = 1000"),
+    (dict(batch_size=7, strategy="mirrored"), "multiple of the 2 replica"),
+    (dict(features="/no/such/inception.pb"), "unknown feature network"),
+    (dict(model="/no/such/model"), "unknown model"),
+    (dict(strategy="multi_worker"), "needs TF_CONFIG"),
+])
+def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, message, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match=message):
+        run_search(_cfg(**overrides), str(tmp_path / "run"), log=_QUIET)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    _sigint_at(monkeypatch, 1)
+    run_search(_cfg(), workdir, log=_QUIET)
+    with pytest.raises(ValueError, match="different num_steps"):
+        run_search(_cfg(num_steps=3), workdir, log=_QUIET)
+
+
+def test_binary_reports_bad_flags_in_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), f"--workdir={tmp_path}/w",
+         "--num_steps=5000"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "ddss_search: error: num_steps 5000 exceeds the model's T = 1000" in proc.stderr
+
+
+_WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from ddss_tf.search import SearchConfig, run_search
+    cfg = SearchConfig(**json.loads(sys.argv[1]))
+    run_search(cfg, sys.argv[2], log=lambda *a: None)
+""")
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_path):
+    cfg = _cfg(strategy="multi_worker", train_steps=2, checkpoint_every=100)
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    workdir = str(tmp_path / "run")
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / f"cache{i}"),
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _WORKER, json.dumps(vars(cfg)), workdir], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    with open(os.path.join(workdir, "coefficients.json")) as f:
+        got = json.load(f)["variables"]
+    assert not [d for d in os.listdir(workdir) if d.startswith(".worker")]  # the temp copies
+    want, _ = _manual_steps(cfg, 2, replicas=2)
+    assert len(got) == len(want)
+    for g, w in zip(got.values(), want):
+        np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=1e-4, atol=1e-6)
