@@ -1,0 +1,63 @@
+"""Measure the bundled digits DDPM: 1000-step samples next to real digits, FIDs, the shipped cache.
+
+    PYTHONPATH=. python tools/bundled_model_report.py [--num_samples=2000]
+
+Writes
+  docs/images/digits_ddpm_samples.png       real training digits (top) | 1000-step ancestral samples
+  docs/bundled_model_scores.json            FID / KID / IS / held-out FID of each sampler below
+  ddss_tf/assets/digits_ddpm/reference/     the 1000-step scores `ddss_search` compares with
+                                            (search.report.reference_scores reads them; the file
+                                            name hashes the model, sample count and features)
+and prints a markdown table for docs/bundled_models.md. Samples use the evaluation seeds of
+`ddss_search` (search.evaluation.EVAL_SEED), so the numbers are the ones its tables show.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from ddss_tf import data, images
+from ddss_tf.search import SearchConfig, components, evaluation, report
+from ddss_tf.search.run import _Setup
+
+flags.DEFINE_integer("num_samples", 2000, "Samples per sampler (ddss_search's final_samples).")
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv):
+    del argv
+    n = FLAGS.num_samples
+    setup = _Setup(SearchConfig(), print)
+    scores, ddpm_images = report.score_reference(setup, 1000, n, print)
+    name, key = report.reference_file(setup, 1000, n)
+    ref_dir = os.path.join(ROOT, "ddss_tf", "assets", "digits_ddpm", "reference")
+    os.makedirs(ref_dir, exist_ok=True)
+    report.write_json_atomic(os.path.join(ref_dir, name), dict(scores, key=key))
+
+    records = [dict(sampler="DDPM", num_steps=1000, **scores)]
+    heldout_real = data.load("digits", "heldout")
+    records.append(dict(sampler="real held-out digits", num_steps=0, **setup.scorer(heldout_real)))
+    for k in (5, 10, 20):
+        for label, family, options in components.baseline_specs():
+            layer = components.build_layer(family, setup.denoiser, k, **options)
+            s, _ = report._sample_and_score(setup, layer, n, f"{label} K={k}", print)
+            records.append(dict(sampler=label, num_steps=k, **s))
+    report.write_json_atomic(os.path.join(ROOT, "docs", "bundled_model_scores.json"), records)
+
+    real = setup.real_images[:64]
+    grid = images.labelled_rows([real, ddpm_images[:64]], ncols=16, scale=4)
+    images.write_png(os.path.join(ROOT, "docs", "images", "digits_ddpm_samples.png"), grid)
+
+    print("| sampler | K | FID | KID (+- SE) | IS | held-out FID | N |\n|---|---|---|---|---|---|---|")
+    for r in records:
+        print(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.3f} | {r['kid']:.4f} +- "
+              f"{r['kid_se']:.4f} | {r.get('is', float('nan')):.2f} | {r['heldout_fid']:.3f} | "
+              f"{r['num_samples']} |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    app.run(main)
