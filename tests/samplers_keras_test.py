@@ -42,7 +42,8 @@ def _loss(layer, x_T, noise):
 def test_network_is_frozen_and_not_tracked(setup):
     model, den = setup
     layer = samplers.create("ggdm", den, num_steps=K, pred=True, time=True)
-    own = {"time_logits", "mu_x0_logits", "mu_logits", "sigma_logits", "pred_a_logits", "pred_b_logits"}
+    own = {"time_logits", "mu_x0_logits", "mu_logits", "mu_skip", "sigma_logits", "pred_a_logits",
+           "pred_b_logits"}
     assert {v.name for v in layer.trainable_variables} == own
     assert len(layer.weights) == len(own) and not layer._layers
     network_ids = {id(v) for v in model.weights}

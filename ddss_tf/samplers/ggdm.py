@@ -8,8 +8,18 @@ visiting order (state i is x at tau_{K-i}; state 0 = x_T):
     x^(i+1) = mu_x0[i+1] x0_hat_i + sum_{l<=i} mu[i+1, l] x^(l) + sigma[i+1] z_i,
 and the last step returns x0_hat. mu_x0[0] and sigma[0] describe the top marginal
 q(x^(0) | x_0) = N(mu_x0[0] x_0, sigma[0]^2 I) that starts the forward process.
-Variables: `mu_x0_logits` [K], `mu_logits` [K(K-1)/2] (the strictly lower triangle
-of mu, row by row), `sigma_logits` [K].
+Variables: `mu_x0_logits` [K], `mu_logits` [K-1] (the Markov weights mu[i+1, i]),
+`mu_skip` [(K-1)(K-2)/2] (the weights mu[i, l] of earlier states, l < i-1, row by
+row), `sigma_logits` [K].
+
+One deviation from the paper: the weights of earlier states (`mu_skip`) are plain
+real numbers, not sigmoids. Both baselines set them to exactly 0, the boundary of the
+sigmoid's range, where a logit can only start at about -21 (`constraints.BOUNDARY`)
+and its gradient is 1e-9 of the upstream one: under Adam they stayed at 1e-9 through
+a whole search (measured on the bundled model), so the "GGDM" was a Markov sampler.
+As plain reals they start at exactly 0 (the untrained layer is the baseline, bit for
+bit) with full gradients, and may turn negative like a multistep solver's weights on
+older states (DPM-Solver++(2M) puts -0.5 r on its previous x0 estimate).
 
 x0_hat at state i is (x^(i) - sqrt(v_i) eps_hat) / a_i with the GGDM's own marginals
 q(x^(i) | x_0) = N(a_i x_0, v_i I) from Theorem 1 (`theorem1`), computed in-graph.
@@ -26,7 +36,7 @@ separate cumsum(softmax) marginals would be variables that no output depends on
 (zero gradients). Theorem 1's marginals are still reported by `coefficients()`.
 
 init="ddpm" / "ddim": the Markov chain of that baseline (mu[i+1, i] and mu_x0[i+1] its
-x_t and x0_hat coefficients, the non-Markov weights at `constraints.BOUNDARY`), top
+x_t and x0_hat coefficients, the weights of earlier states 0), top
 marginal (alpha, sigma) of the schedule at tau_K; +PRED starts at (1 / alpha, sigma /
 alpha) of the schedule, which is what Theorem 1 gives at init.
 """
@@ -37,12 +47,17 @@ import tensorflow as tf
 from ddss_tf.samplers import constraints
 from ddss_tf.samplers import learnable
 
-__all__ = ["GGDM", "theorem1", "lower_triangle_indices"]
+__all__ = ["GGDM", "theorem1", "lower_triangle_indices", "skip_indices"]
 
 
 def lower_triangle_indices(num_steps):
     """Row-major (i, l) indices of the strictly lower triangle of a [K, K] matrix."""
     return [(i, l) for i in range(num_steps) for l in range(i)]
+
+
+def skip_indices(num_steps):
+    """Row-major (i, l) indices of mu's non-Markov entries: l < i - 1."""
+    return [(i, l) for i in range(num_steps) for l in range(i - 1)]
 
 
 def theorem1(mu_x0, mu, sigma):
@@ -92,13 +107,10 @@ class GGDM(learnable.LearnableSampler):
         marg = self.initial_marginals()
         alpha, sigma = np.asarray(marg.alpha), np.asarray(marg.sigma)
         coef_x0, coef_xt, std = self.baseline_transitions()
-        mu = np.zeros([k, k])
-        for i in range(k - 1):
-            mu[i + 1, i] = coef_xt[i]
-        tri = np.array([mu[i, l] for i, l in lower_triangle_indices(k)])
         inv = constraints.unit_interval_inverse
         self.mu_x0_logits = self.add_logits("mu_x0_logits", inv(np.r_[alpha[0], coef_x0]))
-        self.mu_logits = self.add_logits("mu_logits", inv(tri))
+        self.mu_logits = self.add_logits("mu_logits", inv(np.asarray(coef_xt[:k - 1])))
+        self.mu_skip = self.add_logits("mu_skip", np.zeros([len(skip_indices(k))]))
         self.sigma_logits = self.add_logits("sigma_logits", inv(np.r_[sigma[0], std]))
         if self.pred:
             self.pred_a_logits = self.add_logits("pred_a_logits", constraints.above_one_inverse(1 / alpha))
@@ -108,10 +120,12 @@ class GGDM(learnable.LearnableSampler):
         k = self.num_steps
         mu_x0 = constraints.unit_interval(self.mu_x0_logits)[0]
         sigma = constraints.unit_interval(self.sigma_logits)[0]
-        tri = constraints.unit_interval(self.mu_logits)[0]
-        mu = tf.zeros([k, k], tri.dtype)
+        markov = constraints.unit_interval(self.mu_logits)[0]
+        mu = tf.zeros([k, k], mu_x0.dtype)
         if k > 1:
-            mu = tf.scatter_nd(lower_triangle_indices(k), tri, [k, k])
+            mu = tf.scatter_nd([(i + 1, i) for i in range(k - 1)], markov, [k, k])
+        if k > 2:
+            mu = mu + tf.scatter_nd(skip_indices(k), tf.cast(self.mu_skip, mu.dtype), [k, k])
         a, v = theorem1(mu_x0, mu, sigma)
         if self.pred:
             pred_a = constraints.above_one(self.pred_a_logits)
