@@ -10,7 +10,7 @@ and the last step returns x0_hat. mu_x0[0] and sigma[0] describe the top margina
 q(x^(0) | x_0) = N(mu_x0[0] x_0, sigma[0]^2 I) that starts the forward process.
 Variables: `mu_x0_logits` [K], `mu_logits` [K-1] (the Markov weights mu[i+1, i]),
 `mu_skip` [(K-1)(K-2)/2] (the weights mu[i, l] of earlier states, l < i-1, row by
-row), `sigma_logits` [K].
+row; only for K >= 3), `sigma_logits` [K].
 
 One deviation from the paper: the weights of earlier states (`mu_skip`) are plain
 real numbers, not sigmoids. Both baselines set them to exactly 0, the boundary of the
@@ -110,7 +110,9 @@ class GGDM(learnable.LearnableSampler):
         inv = constraints.unit_interval_inverse
         self.mu_x0_logits = self.add_logits("mu_x0_logits", inv(np.r_[alpha[0], coef_x0]))
         self.mu_logits = self.add_logits("mu_logits", inv(np.asarray(coef_xt[:k - 1])))
-        self.mu_skip = self.add_logits("mu_skip", np.zeros([len(skip_indices(k))]))
+        if k > 2:  # no earlier states to weigh below K = 3 (and an empty variable crashes
+            # MultiWorkerMirroredStrategy's initial broadcast)
+            self.mu_skip = self.add_logits("mu_skip", np.zeros([len(skip_indices(k))]))
         self.sigma_logits = self.add_logits("sigma_logits", inv(np.r_[sigma[0], std]))
         if self.pred:
             self.pred_a_logits = self.add_logits("pred_a_logits", constraints.above_one_inverse(1 / alpha))
