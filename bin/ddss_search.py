@@ -18,6 +18,7 @@ from absl import flags
 from ddss_tf import samplers
 from ddss_tf.metrics import mmd
 from ddss_tf.search import SearchConfig, run_search, strategies
+from ddss_tf.search.config import LR_DECAYS
 
 _D = SearchConfig()
 FLAGS = flags.FLAGS
@@ -40,6 +41,8 @@ flags.DEFINE_string("heldout_features", _D.heldout_features, "Feature network of
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.", lower_bound=2)
 flags.DEFINE_integer("train_steps", _D.train_steps, "Optimiser steps.", lower_bound=1)
 flags.DEFINE_float("learning_rate", _D.learning_rate, "Adam learning rate.", lower_bound=0)
+flags.DEFINE_enum("lr_decay", _D.lr_decay, list(LR_DECAYS), "Learning-rate schedule over "
+                  "train_steps: cosine to 0, or constant (the paper's).")
 flags.DEFINE_float("grad_clip", _D.grad_clip, "Global-norm clipping; 0 disables.", lower_bound=0)
 flags.DEFINE_integer("seed", _D.seed, "Seed of every training batch's noise.")
 flags.DEFINE_enum("strategy", _D.strategy, list(strategies.names()), "tf.distribute strategy.")

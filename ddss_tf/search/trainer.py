@@ -63,7 +63,11 @@ class Trainer:
         real = tf.constant(real_features, tf.float32)
         self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
         with strategy.scope():
-            self.optimizer = keras.optimizers.Adam(cfg.learning_rate)
+            lr = cfg.learning_rate
+            if cfg.lr_decay == "cosine":
+                lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train_steps)
+            # The paper's Adam: default betas, epsilon 1e-8.
+            self.optimizer = keras.optimizers.Adam(lr, epsilon=1e-8)
             self.optimizer.build(layer.trainable_variables)
         # A plain host variable, not a distributed one: the loop reads it every step.
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
