@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import export_helpers as helpers
 from ddss_tf import export
+from ddss_tf.search import strategies
 
 
 def _tf1_run(version_dir, signature, feeds):
@@ -196,7 +197,7 @@ def test_versions_count_up_and_ignore_other_entries():
 def test_a_layer_built_under_mirrored_strategy_exports():
     """ddss_search builds its layer in strategy.scope(): MirroredVariables must not leak in."""
     e = helpers.exported()
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = strategies.make("mirrored")  # one per process (see strategies._mirrored)
     with strategy.scope():
         layer = helpers.learned_layer(e.den, "rddim", time=True)
     version_dir = export.export_sampler(layer, os.path.join(e.work, "mirrored"))

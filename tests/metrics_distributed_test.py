@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import metrics
+from ddss_tf.search import strategies
 
 GLOBAL_BATCH, REAL, PIXELS, DIM = 8, 6, 16, 5
 
@@ -20,7 +21,9 @@ def strategy():
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs 2 logical CPU devices (configured in tests/conftest.py)")
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    strategy = strategies.make("mirrored")  # the process-wide one the search uses too
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
 
 
 def make_problem(seed):

@@ -18,10 +18,19 @@ def names():
     return ("default", "mirrored", "multi_worker", "tpu")
 
 
+_MIRRORED = {}
+
+
 def _mirrored():
+    """One MirroredStrategy per device set and process: a second one issuing collectives
+    (all_gather) in the same process can be handed clashing collective instance keys
+    ("Collective instance 101 expected ... data_type 2 but got ... data_type 1", TF 2.21),
+    e.g. when a notebook runs two searches."""
     gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-    return tf.distribute.MirroredStrategy(devices=devices)
+    devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")))
+    if devices not in _MIRRORED:
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
+    return _MIRRORED[devices]
 
 
 def _multi_worker():
