@@ -17,7 +17,7 @@ from absl import flags
 
 from ddss_tf import samplers
 from ddss_tf.metrics import mmd
-from ddss_tf.search import SearchConfig, run_search, strategies
+from ddss_tf.search import SearchConfig, components, run_search, strategies
 from ddss_tf.search.config import LR_DECAYS
 
 _D = SearchConfig()
@@ -26,7 +26,7 @@ flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<fami
 flags.DEFINE_string("model", _D.model, "'digits' (the bundled DDPM) or a ddss_train_model "
                     "model directory.")
 flags.DEFINE_string("dataset", _D.dataset, "Real data the model was trained on.")
-flags.DEFINE_enum("family", _D.family, ["ddim_sigma", "vars", "rddim", "ggdm"],
+flags.DEFINE_enum("family", _D.family, list(components.LEARNABLE),
                   "Learnable sampler family.")
 flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
 flags.DEFINE_enum("stride", _D.stride, samplers.stride_names(), "Initial query times.")

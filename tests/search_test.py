@@ -86,7 +86,7 @@ def _manual_steps(cfg, num_steps, replicas):
     assert cfg.lr_decay == "cosine"
     lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.train_steps)
     opt = keras.optimizers.Adam(lr, epsilon=1e-8)
-    losses = []
+    losses, norms = [], []
     for step in range(num_steps):
         parts = [step_noise(cfg.seed, step, r, cfg.num_steps, [local, 8, 8, 1]) for r in range(replicas)]
         x_T = tf.concat([p[0] for p in parts], 0)
@@ -94,20 +94,23 @@ def _manual_steps(cfg, num_steps, replicas):
         with tf.GradientTape() as tape:
             loss = mmd.kid_loss(extractor(layer(x_T, noise)), real_mean)
         grads = tape.gradient(loss, layer.trainable_variables)
+        norms.append(float(tf.linalg.global_norm(grads)))
         grads, _ = tf.clip_by_global_norm(grads, cfg.grad_clip)
         opt.apply_gradients(zip(grads, layer.trainable_variables))
         losses.append(float(loss))
-    return _values(layer.trainable_variables), losses
+    return _values(layer.trainable_variables), losses, norms
 
 
 def test_mirrored_two_replicas_equal_the_single_device_global_batch():
     cfg = _cfg(strategy="mirrored")
     setup = _Setup(cfg, _QUIET)
     assert setup.strategy.num_replicas_in_sync == 2
-    losses = [setup.trainer.train_step()[0] for _ in range(2)]
+    losses, norms = zip(*[setup.trainer.train_step() for _ in range(2)])
     got = _values(setup.layer.trainable_variables)
-    want, want_losses = _manual_steps(cfg, 2, replicas=2)
+    want, want_losses, want_norms = _manual_steps(cfg, 2, replicas=2)
     np.testing.assert_allclose(losses, want_losses, rtol=1e-4)
+    # Adam and clipping hide a wrongly scaled gradient in the variables; the norm does not.
+    np.testing.assert_allclose(norms, want_norms, rtol=1e-4)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
@@ -127,7 +130,7 @@ def _sigint_at(monkeypatch, at_step):
 
 
 def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypatch):
-    cfg = _cfg(train_steps=4)
+    cfg = _cfg(train_steps=4, checkpoint_every=100)  # the checkpoint at step 2 is the on-exit one
     full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
 
     sent = _sigint_at(monkeypatch, 2)
@@ -143,6 +146,9 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
         return doc["variables"], doc["query_times"]
 
     assert coefficients("full") == coefficients("resumed")
+    # Rerunning a finished search returns its results and writes nothing new (no second export).
+    assert run_search(cfg, str(tmp_path / "full"), log=_QUIET) == full
+    assert os.listdir(tmp_path / "full" / "export") == ["1"]
     assert [r["fid"] for r in full["records"]] == [r["fid"] for r in resumed["records"]]
     # Everything the issue asks a finished search to leave behind.
     for name in ("results.md", "results.json", "coefficients.json", "config.json",
@@ -216,7 +222,7 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     (dict(strategy="multi_worker"), "needs TF_CONFIG"),
     (dict(strategy="tpu"), "strategy tpu needs --tpu"),
     (dict(strategy="tpu", tpu="local"), "cannot reach TPU 'local'"),
-    (dict(dataset="mnist"), "mnist"),
+    (dict(dataset="mnist"), "unknown dataset 'mnist'"),
 ])
 def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, message, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -231,6 +237,9 @@ def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     run_search(_cfg(), workdir, log=_QUIET)
     with pytest.raises(ValueError, match="different num_steps"):
         run_search(_cfg(num_steps=3), workdir, log=_QUIET)
+    # A cosine schedule's length is part of the trajectory: more steps would not be a resume.
+    with pytest.raises(ValueError, match="different train_steps"):
+        run_search(_cfg(train_steps=5), workdir, log=_QUIET)
 
 
 def test_binary_reports_bad_flags_in_one_line(tmp_path):
@@ -279,7 +288,7 @@ def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_pat
     with open(os.path.join(workdir, "coefficients.json")) as f:
         got = json.load(f)["variables"]
     assert not [d for d in os.listdir(workdir) if d.startswith(".worker")]  # the temp copies
-    want, _ = _manual_steps(cfg, 2, replicas=2)
+    want, _, _ = _manual_steps(cfg, 2, replicas=2)
     assert len(got) == len(want)
     for g, w in zip(got.values(), want):
         np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=1e-4, atol=1e-6)

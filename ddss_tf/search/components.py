@@ -7,9 +7,9 @@ import tensorflow as tf
 from ddss_tf import denoisers, pretrained, samplers
 from ddss_tf import metrics
 
-__all__ = ["load_denoiser", "load_extractor", "build_sampler", "baseline_specs"]
+__all__ = ["LEARNABLE", "load_denoiser", "load_extractor", "build_sampler", "baseline_specs"]
 
-_LEARNABLE = ("ddim_sigma", "vars", "rddim", "ggdm")
+LEARNABLE = ("ddim_sigma", "vars", "rddim", "ggdm")
 
 
 def load_denoiser(model="digits", clip_x0=False):
@@ -43,13 +43,13 @@ def load_extractor(name):
 def build_sampler(cfg, denoiser):
     """The learnable sampler layer a SearchConfig describes (not yet built)."""
     options = dict(num_steps=cfg.num_steps, stride=cfg.stride, remat=cfg.remat)
-    if cfg.family in _LEARNABLE:
+    if cfg.family in LEARNABLE:
         options.update(time=cfg.time, init=cfg.init)
         if cfg.family == "ggdm":
             options["pred"] = cfg.pred
     else:
         raise ValueError(f"family {cfg.family!r} has nothing to learn; learnable families: "
-                         f"{', '.join(_LEARNABLE)}")
+                         f"{', '.join(LEARNABLE)}")
     return samplers.create(cfg.family, denoiser, **options)
 
 

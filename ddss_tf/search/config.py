@@ -26,7 +26,6 @@ class SearchConfig:
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
     init: str = "ddim"
-    eta: float = 0.0
     # The model and the data it was trained on ("digits" = the bundled model and data).
     model: str = "digits"
     dataset: str = "digits"

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ddss_tf import export, images, metrics, pretrained
+from ddss_tf.export import _files
 from ddss_tf.search import components, evaluation
 
 __all__ = ["baselines", "reference_scores", "reference_file", "score_reference", "finish", "markdown_table", "write_json_atomic"]
@@ -14,10 +15,8 @@ __all__ = ["baselines", "reference_scores", "reference_file", "score_reference",
 
 def write_json_atomic(path, value):
     """Write JSON to path via a temporary file and a rename: never half-written."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with _files.atomic_file(path) as f:
         json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _sample_and_score(setup, layer, num_samples, label, log, show_progress=False):
@@ -110,7 +109,8 @@ def finish(setup, cfg, workdir, log):
     learned, learned_images = _sample_and_score(setup, setup.layer, n, label, log)
     records = [_record(lbl, k, s) for lbl, s in base_scores.items()]
     records.append(_record(label, k, learned))
-    records.append(_record(f"DDPM {cfg.reference_steps} steps", cfg.reference_steps, ref))
+    steps = min(cfg.reference_steps, setup.denoiser.schedule.num_timesteps)
+    records.append(_record(f"DDPM {steps} steps", steps, ref))
     rows = [base_images[lbl][:12] for lbl in base_scores] + [learned_images[:12]]
     grid = images.labelled_rows(rows, ncols=12, scale=4)
     images.write_png(os.path.join(workdir, "samples", "compare.png"), grid)
@@ -122,7 +122,7 @@ def finish(setup, cfg, workdir, log):
                    fid_ratio_to_best_baseline=learned["fid"] / best,
                    query_times=np.asarray(setup.layer.query_times()).tolist())
     table = markdown_table(records)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
+    with _files.atomic_file(os.path.join(workdir, "results.md")) as f:
         f.write(f"# DDSS search: {label}, K = {k}\n\n{table}\n"
                 f"Rows 1-4 of samples/compare.png are the baselines in this order, row 5 the "
                 f"learned sampler, all on the same x_T. FID ratio learned / best baseline: "

@@ -29,7 +29,9 @@ def _check_workdir(workdir, cfg):
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        ignore = {"train_steps", "eval_every", "checkpoint_every", "final_samples", "eval_samples"}
+        ignore = {"eval_every", "checkpoint_every", "final_samples", "eval_samples"}
+        if cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
+            ignore.add("train_steps")
         diff = sorted(k for k, v in json.loads(cfg.to_json()).items()
                       if k not in ignore and saved.get(k) != v)
         if diff:
@@ -102,14 +104,16 @@ def _train(setup, cfg, workdir, baselines, log, chief=True):
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
         log(f"resumed from {latest} at step {int(trainer.step)}")
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief
+              else tf.summary.create_noop_writer())
     bar = progress.Progress(cfg.train_steps, initial=int(trainer.step), desc="search")
     with interrupt.Catch() as stop, writer.as_default():
         while int(trainer.step) < cfg.train_steps and not stop:
             try:
                 loss, norm = trainer.train_step()
             except FloatingPointError as e:
-                raise FloatingPointError(f"{e}; last good checkpoint: {manager.latest_checkpoint}")
+                last = manager.latest_checkpoint or "none yet (the run had not saved one)"
+                raise FloatingPointError(f"{e}; last good checkpoint: {last}") from e
             step = int(trainer.step)
             summaries.scalar("train/loss", loss, step)
             summaries.scalar("train/grad_norm", norm, step)
@@ -128,15 +132,40 @@ def _train(setup, cfg, workdir, baselines, log, chief=True):
     return stop.received
 
 
+def _finished_results(workdir, cfg):
+    """The results of a finished run with these settings, or None. A finished run asked for
+    more steps or another final evaluation stops looking finished until it is."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    if results.get("config") == json.loads(cfg.to_json()):
+        return results
+    for name in ("results.json", "results.md"):  # kept, but no longer marking the run finished
+        stem, ext = os.path.splitext(name)
+        os.replace(os.path.join(workdir, name), os.path.join(workdir, f"{stem}.previous{ext}"))
+    return None
+
+
 def run_search(cfg, workdir, log=print):
     """Run (or resume) a search in workdir. Returns the results dict, or None when interrupted."""
     setup = _Setup(cfg, log)  # validates everything before the work directory is touched
     chief = _is_chief(setup.strategy)
     if not chief:  # a non-chief worker only contributes its replicas' gradients
+        results = os.path.join(workdir, "results.json")
+        if os.path.exists(results):  # the chief returns at once; a collective save would hang
+            with open(results) as f:
+                if json.load(f).get("config") == json.loads(cfg.to_json()):
+                    return None
         os.makedirs(workdir, exist_ok=True)
         _train(setup, cfg, workdir, {}, lambda *a: None, chief=False)
         return None
     _check_workdir(workdir, cfg)
+    finished = _finished_results(workdir, cfg)
+    if finished:
+        log(f"{workdir} holds this finished search; results in {workdir}/results.md")
+        return finished
     log(f"{cfg.family} pred={cfg.pred} time={cfg.time} K={cfg.num_steps} on {cfg.model}; "
         f"{setup.strategy.num_replicas_in_sync} replica(s); {cfg.train_steps} steps of batch "
         f"{cfg.batch_size}")

@@ -131,7 +131,7 @@ class Trainer:
     def train_step(self):
         """One step; returns (loss, grad_norm) as floats. Raises FloatingPointError on NaN/Inf
         before anything is updated."""
-        loss, norm, grads = self._compute(self.step)
+        loss, norm, grads = self._compute(self.step.read_value())  # a value, not the host variable
         first = self.strategy.experimental_local_results
         loss, norm = float(first(loss)[0]), float(first(norm)[0])  # equal on every replica
         if not (math.isfinite(loss) and math.isfinite(norm)):
