@@ -73,9 +73,8 @@ class Trainer:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         # The XLA-compiled part takes the noise as inputs: drawn inside it, XLA treated the
         # step-keyed seeds as compile-time constants and recompiled on every step.
-        if self.replicas == 1:
-            jit = bool(cfg.xla) and not _is_tpu(strategy)
-            self._grads = tf.function(self._grads_fn, jit_compile=jit)
+        if self.replicas == 1 and not _is_tpu(strategy):  # a TPU, even one core, needs strategy.run
+            self._grads = tf.function(self._grads_fn, jit_compile=bool(cfg.xla))
             self._compute = tf.function(self._replica_step)
         else:
             # The all-gather is a synchronisation point, which a nested tf.function inside
