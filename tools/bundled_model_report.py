@@ -12,14 +12,13 @@ and prints a markdown table for docs/bundled_models.md. Samples use the evaluati
 `ddss_search` (search.evaluation.EVAL_SEED), so the numbers are the ones its tables show.
 """
 
-import json
 import os
 import sys
 
 from absl import app, flags
 
 from ddss_tf import data, images
-from ddss_tf.search import SearchConfig, components, evaluation, report
+from ddss_tf.search import SearchConfig, components, report
 from ddss_tf.search.run import _Setup
 
 flags.DEFINE_integer("num_samples", 2000, "Samples per sampler (ddss_search's final_samples).")

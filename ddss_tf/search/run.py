@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 import tensorflow as tf
 
 from ddss_tf import data, images, interrupt, metrics, progress, summaries
