@@ -3,6 +3,7 @@
     ddss_sample --sampler=ddss_runs/ggdm_pred_time_k10/export --num_samples=64 --out=/tmp/s.npz
     ddss_sample --coefficients=ddss_runs/ggdm_pred_time_k10/coefficients.json --out=/tmp/s.npz
     ddss_sample --family=ddim --num_steps=10 --stride=quadratic --out=/tmp/ddim.npz
+    ddss_sample --family=ddim --model=eps.keras --schedule=linear_beta --out=/tmp/ddim.npz
 
 Writes --out (.npz with `images`, float32 NHWC in the data range) and a PNG grid
 beside it. The same flags give the same bytes (noise: see ddss_tf.sampling).
@@ -19,8 +20,9 @@ flags.DEFINE_string("sampler", None, "An exported SavedModel directory (ddss_sea
                     "<workdir>/export, or one version directory in it).")
 flags.DEFINE_string("coefficients", None, "A coefficients.json to rebuild on --model.")
 flags.DEFINE_enum("family", None, samplers.names(), "A sampler family by name (untrained).")
-flags.DEFINE_string("model", "digits", "'digits' (the bundled DDPM) or a ddss_train_model "
-                    "directory (with --coefficients or --family).")
+cli.define_model_flags()  # --model --schedule --num_timesteps --prediction (--coefficients,
+                          # --family); with --coefficients the file's schedule and prediction
+                          # are the defaults
 flags.DEFINE_integer("num_steps", 10, "K, network evaluations per sample (--family).",
                      lower_bound=1)
 flags.DEFINE_enum("stride", None, samplers.stride_names(), "Query times (--family); default: "
@@ -34,6 +36,7 @@ flags.DEFINE_integer("batch_size", 256, "Samples per sampler call (part of the n
 flags.DEFINE_string("out", "samples.npz", "Output .npz; the PNG grid is written beside it.")
 
 _FAMILY_ONLY = ("num_steps", "stride", "eta", "variance")
+_MODEL = ("model", "schedule", "num_timesteps", "prediction")
 
 
 def _source():
@@ -44,17 +47,20 @@ def _source():
                              f"got {', '.join('--' + n for n in given) or 'none'}")
     mode = given[0]
     stray = [n for n in _FAMILY_ONLY if FLAGS[n].present and mode != "family"]
-    stray += ["model"] if FLAGS["model"].present and mode == "sampler" else []
+    stray += [n for n in _MODEL if FLAGS[n].present and mode == "sampler"]
     if stray:
         raise cli.UsageError(f"{', '.join('--' + n for n in stray)} do not apply with --{mode} "
                              "(the sampler is fixed by it)")
     if mode == "sampler":
         return sampling.from_export(FLAGS.sampler)
+    model = cli.model_options()
     if mode == "coefficients":
-        return sampling.from_coefficients(FLAGS.coefficients, FLAGS.model)
+        if not FLAGS["prediction"].present:
+            model["prediction"] = None  # the file's
+        return sampling.from_coefficients(FLAGS.coefficients, **model)
     options = {n: FLAGS[n].value for n in ("stride", "eta", "variance")
                if FLAGS[n].value is not None}
-    return sampling.from_family(FLAGS.family, FLAGS.model, FLAGS.num_steps, **options)
+    return sampling.from_family(FLAGS.family, num_steps=FLAGS.num_steps, **model, **options)
 
 
 def main(argv):

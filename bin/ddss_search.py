@@ -2,6 +2,7 @@
 
     ddss_search                      # the main job: GGDM +PRED +TIME, K=10, bundled digits model
     ddss_search --num_steps=5 --family=ggdm --nopred --notime --workdir=/tmp/ggdm5
+    ddss_search --model=eps.keras --schedule=linear_beta --dataset=cifar10 --features=/inception
 
 Writes checkpoints, TensorBoard logs, sample grids, results.{md,json}, coefficients.json and a
 SavedModel export into --workdir (default: ./ddss_runs/<family>[_pred][_time]_k<K>). Rerunning
@@ -23,9 +24,8 @@ from ddss_tf.search.config import LR_DECAYS
 _D = SearchConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<family>..._k<K>).")
-flags.DEFINE_string("model", _D.model, "'digits' (the bundled DDPM) or a ddss_train_model "
-                    "model directory.")
-flags.DEFINE_string("dataset", _D.dataset, "Real data the model was trained on.")
+cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
+cli.define_data_flags()   # --dataset --split
 flags.DEFINE_enum("family", _D.family, list(components.LEARNABLE),
                   "Learnable sampler family.")
 flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
@@ -57,17 +57,16 @@ flags.DEFINE_integer("eval_samples", _D.eval_samples, "Samples per periodic eval
                      lower_bound=2)
 flags.DEFINE_integer("final_samples", _D.final_samples, "Samples of the final comparison.",
                      lower_bound=2)
+flags.DEFINE_integer("reference_steps", _D.reference_steps, "Steps of the DDPM reference row of "
+                     "the final comparison (capped at the model's T; computed once per model).",
+                     lower_bound=1)
 
 
 def _config():
     names = [f.name for f in dataclasses.fields(SearchConfig)]
-    return SearchConfig(**{n: getattr(FLAGS, n) for n in names if n in FLAGS})
-
-
-def _default_workdir(cfg):
-    parts = [cfg.family] + (["pred"] if cfg.pred and cfg.family == "ggdm" else []) + \
-        (["time"] if cfg.time else []) + [f"k{cfg.num_steps}"]
-    return os.path.join("ddss_runs", "_".join(parts))
+    values = {n: getattr(FLAGS, n) for n in names if n in FLAGS}
+    values.update(**cli.model_options(), **cli.data_options())
+    return SearchConfig(**values)
 
 
 def main(argv):
@@ -78,7 +77,7 @@ def main(argv):
         raise cli.UsageError(f"--pred applies to --family=ggdm only, not {cfg.family}")
     if cfg.family != "ggdm":
         cfg.pred = False
-    workdir = FLAGS.workdir or _default_workdir(cfg)
+    workdir = FLAGS.workdir or os.path.join("ddss_runs", cfg.run_name())
     result = run_search(cfg, workdir)
     if result:
         print(f"results in {workdir}/results.md; SavedModel in {result['export']}")

@@ -1,9 +1,20 @@
-"""Shared plumbing for the absl binaries in bin/: quiet TF logs, one-line errors."""
+"""Shared plumbing for the absl binaries in bin/: quiet TF logs, one-line errors, and the
+flags every binary that loads a model or real data defines the same way:
+
+    cli.define_model_flags()    # --model --schedule --num_timesteps --prediction (module level)
+    cli.define_data_flags()     # --dataset --split
+    ...
+    cfg = SearchConfig(**cli.model_options(), **cli.data_options(), ...)   # in main()
+    den, net = components.load_denoiser(**cli.model_options())
+"""
 
 import os
 import sys
 
-__all__ = ["run", "UsageError"]
+__all__ = ["run", "UsageError", "define_model_flags", "model_options", "define_data_flags",
+           "data_options", "DATA_DEFAULTS"]
+
+DATA_DEFAULTS = dict(dataset="digits", split="train")  # = SearchConfig's
 
 # TensorFlow's C++ start-up chatter hides the one line a user needs; keep warnings and errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,3 +42,75 @@ def run(main):
             sys.exit(2)
 
     app.run(guarded)
+
+
+def _flag_values(flag_values):
+    from absl import flags
+
+    return flags.FLAGS if flag_values is None else flag_values
+
+
+def _binary_module():
+    """The module that called define_*_flags, named as absl names the module of a flag (the
+    main script by sys.argv[0]), so that its --help lists the shared flags as its own."""
+    name = sys._getframe(2).f_globals.get("__name__", "")
+    return sys.argv[0] if name == "__main__" else name
+
+
+def define_model_flags(flag_values=None):
+    """Define --model, --schedule, --num_timesteps and --prediction (see ddss_tf.models)."""
+    from absl import flags
+
+    from ddss_tf import denoisers, models, schedules
+
+    fv, d, module = _flag_values(flag_values), models.DEFAULTS, _binary_module()
+    names = "|".join(schedules.names())
+    flags.DEFINE_string(
+        "model", d["model"], "'digits' (the bundled DDPM), a ddss_train_model directory, a Keras "
+        "file (.keras / .h5) or a SavedModel directory: model([x_t [B,H,W,C], t [B]]) -> "
+        "eps | x | v (README: the model contract).", flag_values=fv, module_name=module)
+    flags.DEFINE_string(
+        "schedule", d["schedule"], f"Noise schedule of a Keras / SavedModel model: {names} (with "
+        "--num_timesteps) or a .json file holding Schedule.get_config(). Empty: the model's own "
+        "(digits and ddss_train_model directories carry theirs).", flag_values=fv,
+        module_name=module)
+    flags.DEFINE_integer("num_timesteps", d["num_timesteps"], f"T of --schedule={names}.",
+                         lower_bound=2, flag_values=fv, module_name=module)
+    flags.DEFINE_enum("prediction", d["prediction"], list(denoisers.predictions()),
+                      "What the model returns: eps, x (= x0) or v.", flag_values=fv,
+                      module_name=module)
+
+
+def model_options(flag_values=None):
+    """{model, schedule, num_timesteps, prediction} from the flags of `define_model_flags`:
+    keyword arguments of models.load / components.load_denoiser and SearchConfig fields.
+    Raises UsageError for --num_timesteps without a schedule name."""
+    from ddss_tf import models, schedules
+
+    fv = _flag_values(flag_values)
+    if fv["num_timesteps"].present and fv["schedule"].value not in schedules.names():
+        raise UsageError(f"--num_timesteps applies with --schedule={'|'.join(schedules.names())} "
+                         "only (a schedule .json file names its own num_timesteps)")
+    return {name: fv[name].value for name in models.OPTIONS}
+
+
+def define_data_flags(flag_values=None):
+    """Define --dataset and --split (see ddss_tf.data)."""
+    from absl import flags
+
+    fv, module = _flag_values(flag_values), _binary_module()
+    flags.DEFINE_string(
+        "dataset", DATA_DEFAULTS["dataset"], "Real data the model was trained on: digits "
+        "(bundled), a tensorflow-datasets name (e.g. cifar10; the tfds extra and a prepared "
+        "copy), a folder of PNG/JPEG images or an .npz file (array 'images', 'x' or its only "
+        "one); fitted to the model's image shape.", flag_values=fv, module_name=module)
+    flags.DEFINE_string(
+        "split", DATA_DEFAULTS["split"], "Split: train|heldout|all for digits, a tfds split "
+        "(train, test, train[:10%]), an image folder's subfolder (train / all = every image), "
+        "train / all for an .npz.", flag_values=fv, module_name=module)
+
+
+def data_options(flag_values=None):
+    """{dataset, split} from the flags of `define_data_flags` (SearchConfig fields)."""
+    fv = _flag_values(flag_values)
+    return {name: fv[name].value for name in DATA_DEFAULTS}

@@ -9,13 +9,15 @@ Built in:
   the remaining 1,500 form "train". "all" is every image in the original order.
   Labels come with `load_labeled`.
 
-Later issues register tfds names and image folders / .npz files through
-`register`.
+Anything else is read by `ddss_tf.data_sources`: a tensorflow-datasets name
+(e.g. "cifar10", needs the `tfds` extra and a prepared copy), a folder of PNG /
+JPEG images, or an .npz file. `image_shape` = (H, W, C) fits the images to a
+model's shape (channels, centre crop, resize; `data_sources.fit`).
 """
 
 import numpy as np
 
-__all__ = ["load", "load_labeled", "names", "register", "DIGITS_HELDOUT"]
+__all__ = ["load", "load_labeled", "names", "is_registered", "register", "DIGITS_HELDOUT"]
 
 DIGITS_HELDOUT = 297
 _SPLITS = ("train", "heldout", "all")
@@ -31,16 +33,32 @@ def names():
     return sorted(_REGISTRY)
 
 
-def load_labeled(name="digits", split="train"):
-    """(images [N, H, W, C] float32 in [-1, 1], labels int64 [N] or None)."""
+def is_registered(name):
+    """True for a name of `names()` (its content is fixed by the package)."""
+    return name in _REGISTRY
+
+
+def load_labeled(name="digits", split="train", image_shape=None):
+    """(images [N, H, W, C] float32 in [-1, 1], labels int64 [N] or None).
+
+    name: a registered name, a tfds name, an image folder or an .npz file.
+    image_shape: (H, W, C) to fit the images to, or None to keep them as stored.
+    """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(names())}")
-    return _REGISTRY[name](split)
+        from ddss_tf import data_sources  # imports TensorFlow (and tfds) only when needed
+
+        return data_sources.load(name, split, image_shape)
+    images, labels = _REGISTRY[name](split)
+    if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+        from ddss_tf import data_sources
+
+        images = data_sources.fit(images, image_shape)
+    return images, labels
 
 
-def load(name="digits", split="train"):
-    """Images [N, H, W, C] float32 in [-1, 1]."""
-    return load_labeled(name, split)[0]
+def load(name="digits", split="train", image_shape=None):
+    """Images [N, H, W, C] float32 in [-1, 1] (arguments as `load_labeled`)."""
+    return load_labeled(name, split, image_shape)[0]
 
 
 def _digits(split):

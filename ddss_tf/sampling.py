@@ -3,6 +3,7 @@
     source = sampling.from_export("workdir/export")                 # a SavedModel export
     source = sampling.from_coefficients("coefficients.json", "digits")
     source = sampling.from_family("ddim", "digits", num_steps=10, stride="quadratic")
+    source = sampling.from_family("ddim", "eps.keras", schedule="cosine", num_steps=10)
     images, uint8 = sampling.draw(source, num_samples=64, seed=0, batch_size=256)
     sampling.write("samples.npz", images, uint8)                    # + samples.png beside it
 
@@ -13,12 +14,10 @@ runs the same noise and uint8 ops, so one seed gives the same bytes whether the
 sampler is exported, rebuilt from JSON or in memory (for the same batch_size).
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import denoisers, images as images_lib, pretrained, samplers
+from ddss_tf import denoisers, images as images_lib, models, samplers
 from ddss_tf.export import _files, ops
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import exported
@@ -50,7 +49,7 @@ class LayerSource:
         return x0.numpy(), ops.to_uint8(x0, self.data_range).numpy()
 
 
-load_model = pretrained.load_model
+load_model = models.load  # (Keras network, schedule) for any model ddss_tf.models accepts
 
 
 def from_export(path):
@@ -58,21 +57,29 @@ def from_export(path):
     return exported.load_sampler(path)
 
 
-def from_coefficients(path, model="digits"):
-    """The sampler of a coefficients.json rebuilt on `model` (checked to be its model)."""
+def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, prediction=None):
+    """The sampler of a coefficients.json rebuilt on `model` (checked to be its model).
+
+    model, schedule, num_timesteps, prediction: as `models.load`. A model that carries no
+    schedule runs on the file's when `schedule` is empty; prediction None: the file's.
+    """
     doc = coefficients_lib.read_coefficients(path)
-    net, sched = load_model(model)
     m = doc["model"]
-    den = denoisers.from_keras_model(net, sched, prediction=m.get("prediction", "eps"),
+    if not schedule and not models.carries_schedule(model):
+        schedule = doc["schedule"]
+    prediction = prediction or m.get("prediction", "eps")
+    net, sched = load_model(model, schedule, num_timesteps, prediction)
+    den = denoisers.from_keras_model(net, sched, prediction=prediction,
                                      clip_x0=m.get("clip_x0", False),
                                      data_range=m.get("data_range", (-1.0, 1.0)))
     return LayerSource(coefficients_lib.load_coefficients(path, den, remat=False))
 
 
-def from_family(family, model="digits", num_steps=10, **options):
-    """A sampler family by name (samplers.create options) on `model`, untrained."""
-    net, sched = load_model(model)
-    den = denoisers.from_keras_model(net, sched)
+def from_family(family, model="digits", num_steps=10, schedule="", num_timesteps=1000,
+                prediction="eps", **options):
+    """A sampler family by name (samplers.create options) on `model` (as `models.load`
+    takes it, with schedule, num_timesteps, prediction), untrained."""
+    den, _ = models.load_denoiser(model, schedule, num_timesteps, prediction)
     return LayerSource(samplers.create(family, den, num_steps=num_steps, remat=False, **options))
 
 

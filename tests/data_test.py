@@ -28,7 +28,7 @@ def test_digits_splits_shapes_range_and_partition():
 
 
 def test_unknown_names():
-    with pytest.raises(ValueError, match="accepted: digits"):
-        data.load("mnist")
+    with pytest.raises(ValueError, match="unknown dataset 'no_such_dataset'; accepted: digits"):
+        data.load("no_such_dataset")
     with pytest.raises(ValueError, match="accepted: train, heldout, all"):
         data.load("digits", "test")

@@ -9,7 +9,6 @@ x_t to x_u = alpha_u m + sqrt(V_u / V_t) (x_t - alpha_t m).
 """
 
 import numpy as np
-import tensorflow as tf
 
 from ddss_tf import denoisers
 

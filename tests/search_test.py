@@ -21,7 +21,7 @@ import tensorflow as tf
 from ddss_tf import progress
 from ddss_tf.metrics import mmd
 from ddss_tf.search import SearchConfig, components, run_search, step_noise
-from ddss_tf.search.run import _Setup
+from ddss_tf.search.run import Setup
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _QUIET = lambda *a: None  # noqa: E731
@@ -54,7 +54,7 @@ def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
     # From DDPM every noise scale is interior, and K = 3 has a weight on an earlier state, so
     # every variable has a gradient (from DDIM the noise scales sit on the sigmoid's boundary).
     cfg = _cfg(learning_rate=1e-3, num_steps=3, init="ddpm")
-    setup = _Setup(cfg, _QUIET)
+    setup = Setup(cfg, _QUIET)
     net_before = _values(setup.net.weights)
     sampler_before = _values(setup.layer.trainable_variables)
     loss_before = _loss_on_step_noise(setup, cfg, 0)
@@ -103,7 +103,7 @@ def _manual_steps(cfg, num_steps, replicas):
 
 def test_mirrored_two_replicas_equal_the_single_device_global_batch():
     cfg = _cfg(strategy="mirrored")
-    setup = _Setup(cfg, _QUIET)
+    setup = Setup(cfg, _QUIET)
     assert setup.strategy.num_replicas_in_sync == 2
     losses, norms = zip(*[setup.trainer.train_step() for _ in range(2)])
     got = _values(setup.layer.trainable_variables)
@@ -175,7 +175,7 @@ def _poison(monkeypatch):
 
 def test_nan_loss_stops_before_any_update(monkeypatch):
     flag = _poison(monkeypatch)
-    setup = _Setup(_cfg(), _QUIET)
+    setup = Setup(_cfg(), _QUIET)
     setup.trainer.train_step()
     before = _values(setup.layer.trainable_variables)
     iterations = int(setup.trainer.optimizer.iterations)
@@ -222,7 +222,9 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     (dict(strategy="multi_worker"), "needs TF_CONFIG"),
     (dict(strategy="tpu"), "strategy tpu needs --tpu"),
     (dict(strategy="tpu", tpu="local"), "cannot reach TPU 'local'"),
-    (dict(dataset="mnist"), "unknown dataset 'mnist'"),
+    (dict(dataset="no_such_dataset"), "unknown dataset 'no_such_dataset'"),
+    (dict(model="/no/such/model.keras", schedule="cosine"), "unknown model"),
+    (dict(prediction="score"), "unknown prediction 'score'"),
 ])
 def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, message, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)

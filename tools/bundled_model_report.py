@@ -19,7 +19,7 @@ from absl import app, flags
 
 from ddss_tf import data, images
 from ddss_tf.search import SearchConfig, components, report
-from ddss_tf.search.run import _Setup
+from ddss_tf.search.run import Setup
 
 flags.DEFINE_integer("num_samples", 2000, "Samples per sampler (ddss_search's final_samples).")
 FLAGS = flags.FLAGS
@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv):
     del argv
     n = FLAGS.num_samples
-    setup = _Setup(SearchConfig(), print)
+    setup = Setup(SearchConfig(), print)
     scores, ddpm_images = report.score_reference(setup, 1000, n, print)
     name, key = report.reference_file(setup, 1000, n)
     ref_dir = os.path.join(ROOT, "ddss_tf", "assets", "digits_ddpm", "reference")
@@ -42,7 +42,7 @@ def main(argv):
     for k in (5, 10, 20):
         for label, family, options in components.baseline_specs():
             layer = components.build_layer(family, setup.denoiser, k, **options)
-            s, _ = report._sample_and_score(setup, layer, n, f"{label} K={k}", print)
+            s, _ = report.sample_and_score(setup, layer, n, f"{label} K={k}", print)
             records.append(dict(sampler=label, num_steps=k, **s))
     report.write_json_atomic(os.path.join(ROOT, "docs", "bundled_model_scores.json"), records)
 

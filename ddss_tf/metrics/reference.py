@@ -4,17 +4,21 @@
 the split in batches (with a progress bar) and returns its features, mean,
 covariance and logits. The result is cached as an .npz file together with a
 fingerprint {dataset, split, feature network (name + weights digest), count,
-version}; a later call with the same fingerprint reads the file instead of
-recomputing, any difference (other count, retrained network, ...) recomputes
-and overwrites it.
+version}, plus a digest of the images themselves ("data") for any data set whose
+content the package does not fix (a tfds name, image folder or .npz file, or a
+registered one fitted to another image shape); a later call with the same
+fingerprint reads the file instead of recomputing, any difference (other count,
+retrained network, edited images, ...) recomputes and overwrites it.
 
 Features and logits are stored in float32 (the networks compute in float32, so
 nothing is lost); mean and covariance are float64, as the FID needs.
 """
 
 import collections
+import hashlib
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -50,9 +54,23 @@ def compute_statistics(extractor, images, batch_size=256, clip=False, progress=T
     return Statistics(out.features.astype(np.float32), mean, cov, logits, fingerprint)
 
 
-def _fingerprint(dataset, split, extractor, count):
-    return {"dataset": dataset, "split": split, "features": extractor.fingerprint,
-            "count": int(count), "version": FINGERPRINT_VERSION}
+def _fingerprint(dataset, split, extractor, count, images, image_shape):
+    out = {"dataset": dataset, "split": split, "features": extractor.fingerprint,
+           "count": int(count), "version": FINGERPRINT_VERSION}
+    fixed = data.is_registered(dataset) and (
+        image_shape is None or data.load(dataset, split).shape[1:] == tuple(image_shape))
+    if not fixed:  # a folder, file or tfds copy may change under the same name
+        out["data"] = hashlib.sha1(np.ascontiguousarray(images[:count]).tobytes()).hexdigest()[:16]
+    return out
+
+
+def _cache_name(dataset, split, extractor):
+    """<dataset>-<split>-<extractor>.npz, with a path or tfds slice made file-name safe."""
+    stem = f"{dataset}-{split}-{extractor.name}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.")
+    if safe != stem:
+        safe += "-" + hashlib.sha1(stem.encode()).hexdigest()[:8]
+    return safe + ".npz"
 
 
 def _read(path, fingerprint):
@@ -82,7 +100,7 @@ def _write(path, stats):
 
 
 def reference_statistics(extractor, dataset="digits", split="train", count=None, batch_size=256,
-                         cache_dir=None, progress=True):
+                         cache_dir=None, progress=True, image_shape=None):
     """Statistics of a registered data set's split, computed once and cached.
 
     Args:
@@ -91,19 +109,22 @@ def reference_statistics(extractor, dataset="digits", split="train", count=None,
       count: use the first `count` images of the split (default: all of them).
       batch_size: images per forward pass.
       cache_dir: where the .npz lives (default: `default_cache_dir()`); the file
-        is <dataset>-<split>-<extractor.name>.npz.
+        is <dataset>-<split>-<extractor.name>.npz (a path or tfds slice made file-name
+        safe, with a hash of the original).
       progress: show a progress bar while computing.
+      image_shape: (H, W, C) the images are fitted to (the model's; `data.load`), or None
+        for the data set as stored.
 
     Returns:
       Statistics, with the fingerprint that identifies the cache entry.
     """
-    images = data.load(dataset, split)
+    images = data.load(dataset, split, image_shape)
     count = len(images) if count is None else int(count)
     if not 2 <= count <= len(images):
         raise ValueError(f"count must be in [2, {len(images)}] for {dataset}/{split}, got {count}")
-    fingerprint = _fingerprint(dataset, split, extractor, count)
+    fingerprint = _fingerprint(dataset, split, extractor, count, images, image_shape)
     cache_dir = default_cache_dir() if cache_dir is None else os.path.expanduser(cache_dir)
-    path = os.path.join(cache_dir, f"{dataset}-{split}-{extractor.name}.npz")
+    path = os.path.join(cache_dir, _cache_name(dataset, split, extractor))
     cached = _read(path, fingerprint)
     if cached is not None:
         return cached

@@ -1,1 +1,2 @@
-"""Keras networks: the diffusion UNet and the small feature classifier."""
+"""Keras networks: the diffusion UNet, the small feature classifier, and a SavedModel diffusion
+network wrapped as a Keras model (saved_model_net)."""

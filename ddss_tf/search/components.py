@@ -4,18 +4,19 @@ import os
 
 import tensorflow as tf
 
-from ddss_tf import denoisers, pretrained, samplers
-from ddss_tf import metrics
+from ddss_tf import metrics, models, pretrained, samplers
 
 __all__ = ["LEARNABLE", "load_denoiser", "load_extractor", "build_sampler", "baseline_specs"]
 
 LEARNABLE = ("ddim_sigma", "vars", "rddim", "ggdm")
 
 
-def load_denoiser(model="digits", clip_x0=False):
-    """(Denoiser, keras model) for "digits" (the bundled DDPM) or a ddss_train_model directory."""
-    net, sched = pretrained.load_model(model)
-    return denoisers.from_keras_model(net, sched, clip_x0=clip_x0), net
+def load_denoiser(model="digits", clip_x0=False, schedule="", num_timesteps=1000,
+                  prediction="eps"):
+    """(Denoiser, keras model) for any model `ddss_tf.models` loads: "digits" (the bundled
+    DDPM), a ddss_train_model directory, a Keras file or a SavedModel (with its schedule and
+    parametrisation). `load_denoiser(**models.options(cfg))` loads a SearchConfig's model."""
+    return models.load_denoiser(model, schedule, num_timesteps, prediction, clip_x0=clip_x0)
 
 
 def _pixels():

@@ -26,8 +26,14 @@ class SearchConfig:
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
     init: str = "ddim"
-    # The model and the data it was trained on ("digits" = the bundled model and data).
+    # The model and the data it was trained on ("digits" = the bundled model and data). A model
+    # brought as a Keras file or SavedModel names its schedule ("" = the model's own) and what
+    # it predicts (ddss_tf.models); a dataset may be a tfds name, image folder or .npz
+    # (ddss_tf.data), fitted to the model's image shape.
     model: str = "digits"
+    schedule: str = ""
+    num_timesteps: int = 1000
+    prediction: str = "eps"
     dataset: str = "digits"
     split: str = "train"
     # The loss: KID in the feature space of `features` (DESIGN section 4).
@@ -56,7 +62,7 @@ class SearchConfig:
 
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted."""
-        from ddss_tf import samplers
+        from ddss_tf import denoisers, samplers
         from ddss_tf.metrics import mmd
 
         if self.family not in samplers.names():
@@ -83,6 +89,17 @@ class SearchConfig:
                 "with at least 2 samples per replica")
         if self.eval_samples < 2 or self.final_samples < 2:
             raise ValueError("eval_samples and final_samples must be >= 2 (KID needs two samples)")
+        if self.prediction not in denoisers.predictions():
+            raise ValueError(f"unknown prediction {self.prediction!r}; accepted: "
+                             f"{', '.join(denoisers.predictions())}")
+        if self.num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be >= 2, got {self.num_timesteps}")
+
+    def run_name(self):
+        """The work directory name ddss_search gives this search: <family>[_pred][_time]_k<K>."""
+        parts = [self.family] + (["pred"] if self.pred and self.family == "ggdm" else []) + \
+            (["time"] if self.time else []) + [f"k{self.num_steps}"]
+        return "_".join(parts)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -7,18 +7,24 @@ because a sampler trained against one network can game it.
 
 import numpy as np
 
+from ddss_tf import data
+from ddss_tf import export
+from ddss_tf import models
 from ddss_tf import progress as progress_lib
 from ddss_tf import samplers
 from ddss_tf import metrics
+from ddss_tf.search import components
 
-__all__ = ["sample", "Scorer", "EVAL_SEED"]
+__all__ = ["sample", "Scorer", "EvalSetup", "EVAL_SEED", "BATCH_SIZE"]
 
 # Evaluation noise never overlaps the training noise (which is keyed on the step).
 EVAL_SEED = 2_000_003
+# Samples per evaluation batch; batch b draws its x_T and noise from EVAL_SEED + b.
+BATCH_SIZE = 500
 
 
-def sample(layer, num_samples, image_shape, seed=EVAL_SEED, batch_size=500, show_progress=False,
-           desc="sample"):
+def sample(layer, num_samples, image_shape, seed=EVAL_SEED, batch_size=BATCH_SIZE,
+           show_progress=False, desc="sample"):
     """num_samples images from a sampler layer; batch b uses samplers.draw_noise(seed + b).
 
     The same seed gives the same x_T for every sampler, so grids compare like with like.
@@ -74,3 +80,31 @@ class Scorer:
                 *metrics.feature_statistics(held.features),
                 self.heldout_reference.mean, self.heldout_reference.cov))
         return result
+
+
+class EvalSetup:
+    """The model, the real data and the scorer a config names, resolved once.
+
+    cfg: anything with the SearchConfig fields of the model (models.OPTIONS), dataset,
+    split, features and heldout_features. num_steps: the K values that will be sampled, each
+    checked against the model's T. Attributes: denoiser, net, model_fingerprint,
+    real_images, image_shape, extractor, heldout, reference, heldout_reference, scorer.
+    """
+
+    def __init__(self, cfg, log=print, num_steps=()):
+        self.denoiser, self.net = components.load_denoiser(**models.options(cfg))
+        T = self.denoiser.schedule.num_timesteps
+        for k in num_steps:  # before the (possibly long) reference statistics
+            if k > T:
+                raise ValueError(f"num_steps {k} exceeds the model's T = {T}")
+        self.model_fingerprint = export.model_fingerprint(self.net)
+        # The real data are fitted to the model's image shape (channels, centre crop, resize).
+        self.image_shape = models.image_shape(self.net)
+        self.real_images = data.load(cfg.dataset, cfg.split, self.image_shape)
+        self.extractor = components.load_extractor(cfg.features)
+        self.heldout = components.load_extractor(cfg.heldout_features)
+        log("reference statistics ...")
+        self.reference, self.heldout_reference = (
+            metrics.reference_statistics(ext, cfg.dataset, cfg.split, image_shape=self.image_shape)
+            for ext in (self.extractor, self.heldout))
+        self.scorer = Scorer(self.extractor, self.reference, self.heldout, self.heldout_reference)

@@ -10,7 +10,8 @@ from ddss_tf import export, images, metrics, pretrained
 from ddss_tf.export import _files
 from ddss_tf.search import components, evaluation
 
-__all__ = ["baselines", "reference_scores", "reference_file", "score_reference", "finish", "markdown_table", "write_json_atomic"]
+__all__ = ["sample_and_score", "record", "baselines", "reference_scores", "reference_file",
+           "score_reference", "finish", "markdown_table", "write_json_atomic"]
 
 
 def write_json_atomic(path, value):
@@ -19,7 +20,8 @@ def write_json_atomic(path, value):
         json.dump(value, f, indent=2, sort_keys=True)
 
 
-def _sample_and_score(setup, layer, num_samples, label, log, show_progress=False):
+def sample_and_score(setup, layer, num_samples, label, log, show_progress=False):
+    """(scores, images) of num_samples samples of `layer` on the evaluation seeds; logs a line."""
     imgs = evaluation.sample(layer, num_samples, setup.image_shape, show_progress=show_progress,
                              desc=label)
     scores = setup.scorer(imgs)
@@ -38,7 +40,7 @@ def baselines(setup, cfg, workdir, num_samples, tag, log, keep_images=False):
     scores, samples = {}, {}
     for label, family, options in components.baseline_specs():
         layer = components.build_layer(family, setup.denoiser, cfg.num_steps, **options)
-        scores[label], samples[label] = _sample_and_score(setup, layer, num_samples, label,
+        scores[label], samples[label] = sample_and_score(setup, layer, num_samples, label,
                                                           log)
     write_json_atomic(path, scores)
     return (scores, samples) if keep_images else scores
@@ -57,17 +59,18 @@ def reference_file(setup, steps, num_samples):
 def score_reference(setup, steps, num_samples, log):
     """(scores, images) of DDPM with `steps` linear-stride steps on the evaluation seeds."""
     layer = components.build_layer("ddpm", setup.denoiser, steps, stride="linear")
-    return _sample_and_score(setup, layer, num_samples, f"DDPM {steps} steps", log,
+    return sample_and_score(setup, layer, num_samples, f"DDPM {steps} steps", log,
                              show_progress=True)
 
 
-def reference_scores(setup, cfg, num_samples, log, cache_dir=None):
+def reference_scores(setup, cfg, num_samples, log, cache_dir=None, return_images=False):
     """Scores of DDPM with all T steps (the quality a fast sampler aims for), cached per model.
 
     Computed once per model, sample count and feature networks (about 7 minutes for 2,000
     digits on 2 CPU cores) and reused by every search. The bundled digits DDPM ships its
     entry in assets/digits_ddpm/reference/ (made by tools/bundled_model_report.py with this
     module's functions); any other model, count or feature network is computed here.
+    With return_images, returns (scores, images), images None when the scores were cached.
     """
     steps = min(cfg.reference_steps, setup.denoiser.schedule.num_timesteps)
     name, key = reference_file(setup, steps, num_samples)
@@ -75,13 +78,14 @@ def reference_scores(setup, cfg, num_samples, log, cache_dir=None):
     for directory in (cache_dir, os.path.join(pretrained.asset_dir("digits_ddpm"), "reference")):
         if os.path.exists(os.path.join(directory, name)):
             with open(os.path.join(directory, name)) as f:
-                return json.load(f)
+                scores = json.load(f)
+            return (scores, None) if return_images else scores
     path = os.path.join(cache_dir, name)
     log(f"DDPM with {steps} steps on {num_samples} samples (once per model; cached in {path}):")
-    scores, _ = score_reference(setup, steps, num_samples, log)
+    scores, images = score_reference(setup, steps, num_samples, log)
     os.makedirs(cache_dir, exist_ok=True)
     write_json_atomic(path, dict(scores, key=key))
-    return scores
+    return (scores, images) if return_images else scores
 
 
 def markdown_table(records):
@@ -93,7 +97,8 @@ def markdown_table(records):
     return "\n".join(lines) + "\n"
 
 
-def _record(label, k, scores):
+def record(label, k, scores):
+    """One results.json record: sampler, num_steps, fid, kid, kid_se, is, heldout, num_samples."""
     return dict(sampler=label, num_steps=int(k), fid=scores["fid"], kid=scores["kid"],
                 kid_se=scores["kid_se"], heldout=scores["heldout_fid"], num_samples=scores["num_samples"],
                 **{"is": scores.get("is", float("nan"))})
@@ -106,11 +111,11 @@ def finish(setup, cfg, workdir, log):
     ref = reference_scores(setup, cfg, n, log)
     label = f"DDSS {cfg.family}" + (" +PRED" if cfg.pred and cfg.family == "ggdm" else "") + \
         (" +TIME" if cfg.time else "")
-    learned, learned_images = _sample_and_score(setup, setup.layer, n, label, log)
-    records = [_record(lbl, k, s) for lbl, s in base_scores.items()]
-    records.append(_record(label, k, learned))
+    learned, learned_images = sample_and_score(setup, setup.layer, n, label, log)
+    records = [record(lbl, k, s) for lbl, s in base_scores.items()]
+    records.append(record(label, k, learned))
     steps = min(cfg.reference_steps, setup.denoiser.schedule.num_timesteps)
-    records.append(_record(f"DDPM {steps} steps", steps, ref))
+    records.append(record(f"DDPM {steps} steps", steps, ref))
     rows = [base_images[lbl][:12] for lbl in base_scores] + [learned_images[:12]]
     grid = images.labelled_rows(rows, ncols=12, scale=4)
     images.write_png(os.path.join(workdir, "samples", "compare.png"), grid)

@@ -16,18 +16,25 @@ import shutil
 
 import tensorflow as tf
 
-from ddss_tf import data, images, interrupt, metrics, progress, summaries
+from ddss_tf import images, interrupt, progress, summaries
 from ddss_tf.search import components, evaluation, report, strategies
+from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.trainer import Trainer
 
-__all__ = ["run_search"]
+__all__ = ["run_search", "Setup"]
+
+
+def _with_defaults(saved):
+    """A config dict read from a work directory, with the defaults of settings added since
+    it was written (a run from before the model options keeps resuming)."""
+    return None if saved is None else dict(json.loads(SearchConfig().to_json()), **saved)
 
 
 def _check_workdir(workdir, cfg):
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
-            saved = json.load(f)
+            saved = _with_defaults(json.load(f))
         ignore = {"eval_every", "checkpoint_every", "final_samples", "eval_samples"}
         if cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
             ignore.add("train_steps")
@@ -41,28 +48,14 @@ def _check_workdir(workdir, cfg):
         f.write(cfg.to_json())
 
 
-class _Setup:
-    """Everything a search needs, resolved from the config once."""
+class Setup(evaluation.EvalSetup):
+    """Everything a search needs, resolved from the config once: the evaluation setup plus
+    the strategy, the learnable sampler and its trainer."""
 
     def __init__(self, cfg, log):
         self.strategy = strategies.make(cfg.strategy, cfg.tpu)
         cfg.validate(self.strategy.num_replicas_in_sync)
-        self.denoiser, self.net = components.load_denoiser(cfg.model)
-        sched = self.denoiser.schedule
-        if cfg.num_steps > sched.num_timesteps:
-            raise ValueError(f"num_steps {cfg.num_steps} exceeds the model's T = {sched.num_timesteps}")
-        self.real_images = data.load(cfg.dataset, cfg.split)
-        self.image_shape = tuple(self.real_images.shape[1:])
-        if tuple(self.net.input_shape[0][1:]) != self.image_shape:
-            raise ValueError(f"the model takes images {self.net.input_shape[0][1:]} but the "
-                             f"{cfg.dataset} data are {self.image_shape}")
-        self.extractor = components.load_extractor(cfg.features)
-        self.heldout = components.load_extractor(cfg.heldout_features)
-        log("reference statistics ...")
-        self.reference = metrics.reference_statistics(self.extractor, cfg.dataset, cfg.split)
-        self.heldout_reference = metrics.reference_statistics(self.heldout, cfg.dataset, cfg.split)
-        self.scorer = evaluation.Scorer(self.extractor, self.reference, self.heldout,
-                                        self.heldout_reference)
+        super().__init__(cfg, log, num_steps=(cfg.num_steps,))
         with self.strategy.scope():
             self.layer = components.build_sampler(cfg, self.denoiser)
         self.trainer = Trainer(self.layer, self.extractor, self.reference.features, self.strategy,
@@ -139,7 +132,7 @@ def _finished_results(workdir, cfg):
         return None
     with open(path) as f:
         results = json.load(f)
-    if results.get("config") == json.loads(cfg.to_json()):
+    if _with_defaults(results.get("config")) == json.loads(cfg.to_json()):
         return results
     for name in ("results.json", "results.md"):  # kept, but no longer marking the run finished
         stem, ext = os.path.splitext(name)
@@ -149,13 +142,13 @@ def _finished_results(workdir, cfg):
 
 def run_search(cfg, workdir, log=print):
     """Run (or resume) a search in workdir. Returns the results dict, or None when interrupted."""
-    setup = _Setup(cfg, log)  # validates everything before the work directory is touched
+    setup = Setup(cfg, log)  # validates everything before the work directory is touched
     chief = _is_chief(setup.strategy)
     if not chief:  # a non-chief worker only contributes its replicas' gradients
         results = os.path.join(workdir, "results.json")
         if os.path.exists(results):  # the chief returns at once; a collective save would hang
             with open(results) as f:
-                if json.load(f).get("config") == json.loads(cfg.to_json()):
+                if _with_defaults(json.load(f).get("config")) == json.loads(cfg.to_json()):
                     return None
         os.makedirs(workdir, exist_ok=True)
         _train(setup, cfg, workdir, {}, lambda *a: None, chief=False)

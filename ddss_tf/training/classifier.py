@@ -13,7 +13,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ddss_tf import data
 from ddss_tf.nets import classifier as classifier_net

@@ -1,0 +1,176 @@
+"""Bring your own diffusion model: what `--model` may name, loaded as (Keras network, schedule).
+
+    net, sched = models.load("eps_model.keras", schedule="linear_beta", num_timesteps=1000)
+    den, net = models.load_denoiser("saved_model_dir", schedule="cosine.json", prediction="v")
+
+`model` is one of
+
+  "digits"                    the bundled DDPM (8x8x1; carries its schedule; predicts eps)
+  a ddss_train_model dir      config.json + model.weights.h5 (carries its schedule; eps)
+  a Keras file .keras / .h5   model([x_t, t]) -> prediction, a functional model
+  a SavedModel directory      serving_default (x_t, t) -> prediction (nets.saved_model_net)
+
+The contract of a network brought from outside: x_t float32 [B, H, W, C] (H, W, C
+fixed, data range [-1, 1] before noising), t float32 [B] real-valued model time in
+[0, T - 1], output [B, H, W, C] that is eps, x0 or v (`prediction`; converted once by
+`ddss_tf.denoisers`). Such a file carries no schedule, so `schedule` is required:
+a name of `schedules.names()` built with `num_timesteps` steps (the constructor's other
+arguments at their defaults), or a JSON file holding `Schedule.get_config()`, e.g.
+{"kind": "linear_beta", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02}.
+
+The keyword arguments are the SearchConfig fields of the same names (`OPTIONS`), so
+`load(**options(cfg))` loads the model of a search config.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from ddss_tf import denoisers, pretrained, schedules
+from ddss_tf.nets import saved_model_net
+from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
+
+__all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "kind", "carries_schedule",
+           "load_schedule", "load", "load_denoiser", "image_shape"]
+
+OPTIONS = ("model", "schedule", "num_timesteps", "prediction")
+DEFAULTS = dict(model="digits", schedule="", num_timesteps=1000, prediction="eps")
+ACCEPTED = ("digits (the bundled DDPM), a ddss_train_model directory, a Keras model file "
+            "(.keras / .h5) or a SavedModel directory (serving_default (x_t, t) -> eps | x | v)")
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def options(cfg):
+    """{name: value} of the OPTIONS an object (e.g. a SearchConfig) has, defaults for the rest."""
+    return {k: getattr(cfg, k, DEFAULTS[k]) for k in OPTIONS}
+
+
+def kind(model):
+    """"digits", "model_dir", "keras" or "saved_model"; ValueError naming what is accepted."""
+    if model == "digits":
+        return "digits"
+    model = str(model)
+    if os.path.isdir(model):
+        if os.path.isfile(os.path.join(model, "saved_model.pb")):
+            return "saved_model"
+        if os.path.isfile(os.path.join(model, "config.json")):
+            return "model_dir"
+        raise ValueError(f"unknown model {model!r}: the directory holds neither config.json "
+                         f"(ddss_train_model) nor saved_model.pb; accepted: {ACCEPTED}")
+    if os.path.isfile(model):
+        if model.endswith(_KERAS_SUFFIXES):
+            return "keras"
+        raise ValueError(f"unknown model {model!r}: not a Keras file (.keras / .h5); "
+                         f"accepted: {ACCEPTED}")
+    raise ValueError(f"unknown model {model!r}: no such file or directory; accepted: {ACCEPTED}")
+
+
+def carries_schedule(model):
+    """True when `model` brings its own schedule (the bundled model, ddss_train_model dirs)."""
+    return kind(model) in ("digits", "model_dir")
+
+
+def load_schedule(schedule, num_timesteps=1000):
+    """A Schedule from a name of schedules.names(), a JSON file path, or a get_config() dict."""
+    accepted = (f"accepted: {', '.join(schedules.names())} (with num_timesteps) or a .json "
+                "file holding Schedule.get_config(), e.g. "
+                "{\"kind\": \"cosine\", \"num_timesteps\": 1000}")
+    if isinstance(schedule, dict):
+        config, where = schedule, "schedule config"
+    elif schedule in schedules.names():
+        config, where = dict(kind=schedule, num_timesteps=num_timesteps), "schedule"
+    elif os.path.isfile(str(schedule)):
+        where = f"schedule file {schedule}"
+        try:
+            with open(schedule) as f:
+                config = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{where} is not readable JSON ({e}); {accepted}") from e
+    else:
+        raise ValueError(f"unknown schedule {schedule!r} (not a name, no such file); {accepted}")
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} must be a JSON object; {accepted}")
+    try:
+        return schedules.from_config(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} {config} is invalid ({e}); {accepted}") from e
+
+
+def image_shape(network):
+    """(H, W, C) of a network called as network([x_t, t])."""
+    return tuple(int(d) for d in network.inputs[0].shape[1:])
+
+
+def _load_keras(path):
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras / h5py raise many types for foreign or damaged files
+        raise ValueError(f"cannot load the Keras model {path} ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]})") from e
+
+
+def _check_network(net, source):
+    """ValueError unless net takes [x_t [B, H, W, C], t [B]] and returns x_t's shape."""
+    contract = "model([x_t [B, H, W, C], t [B]]) -> [B, H, W, C]"
+    inputs, outputs = getattr(net, "inputs", None), getattr(net, "outputs", None)
+    if not inputs or not outputs:
+        raise ValueError(f"{source} has no fixed inputs / outputs (a subclassed model?); save a "
+                         f"functional keras.Model, contract {contract}")
+    shapes = [tuple(i.shape) for i in inputs]
+    if len(shapes) != 2 or len(shapes[0]) != 4 or None in shapes[0][1:] or shapes[1] != (None,):
+        raise ValueError(f"{source} takes inputs {shapes}; the contract is {contract} with H, W, "
+                         "C fixed and t of keras.Input(shape=())")
+    out = [tuple(o.shape) for o in outputs]
+    if out != [shapes[0]]:
+        raise ValueError(f"{source} returns {out}, x_t is {shapes[0]}: the output must have the "
+                         f"input's shape, contract {contract}")
+    h, w, c = shapes[0][1:]
+    try:  # a real call: catches what the static shapes do not (a hard-coded batch, bad dtypes)
+        probe = net([np.zeros([2, h, w, c], np.float32), np.array([0.0, 1.0], np.float32)],
+                    training=False)
+    except Exception as e:
+        raise ValueError(f"calling {source} on x_t [2, {h}, {w}, {c}], t [2] failed "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    if tuple(probe.shape) != (2, h, w, c):
+        raise ValueError(f"{source} returned shape {list(probe.shape)} for x_t [2, {h}, {w}, {c}]")
+
+
+def load(model="digits", schedule="", num_timesteps=1000, prediction="eps"):
+    """(Keras network [x_t, t] -> prediction, Schedule) for any `model` the module doc lists.
+
+    schedule: "" for the model's own (required for a Keras file or SavedModel), else as
+    `load_schedule` accepts. prediction: what the network returns (eps | x | v).
+    """
+    if prediction not in denoisers.predictions():
+        raise ValueError(f"unknown prediction {prediction!r}; accepted: "
+                         f"{', '.join(denoisers.predictions())}")
+    which = kind(model)
+    if which in ("digits", "model_dir"):
+        own = "eps" if which == "digits" else pretrained.load_config(model).get("prediction", "eps")
+        if schedule:
+            raise ValueError(f"model {model!r} carries its own schedule; a schedule "
+                             f"({schedule!r}) applies to Keras files and SavedModels only")
+        if prediction != own:
+            raise ValueError(f"model {model!r} predicts {own}, not {prediction}")
+        return pretrained.load_model(model)
+    if not schedule:
+        raise ValueError(f"model {model!r} carries no noise schedule: give one (accepted: "
+                         f"{', '.join(schedules.names())} with num_timesteps, or a schedule "
+                         ".json file)")
+    sched = load_schedule(schedule, num_timesteps)
+    if which == "keras":
+        net, source = _load_keras(model), f"the Keras model {model}"
+    else:
+        net, source = saved_model_net.load(model), f"the SavedModel {model}"
+    _check_network(net, source)
+    net.trainable = False
+    return net, sched
+
+
+def load_denoiser(model="digits", schedule="", num_timesteps=1000, prediction="eps",
+                  clip_x0=False):
+    """(denoisers.Denoiser, Keras network) for `load`'s arguments."""
+    net, sched = load(model, schedule, num_timesteps, prediction)
+    return denoisers.from_keras_model(net, sched, prediction=prediction, clip_x0=clip_x0), net
