@@ -1,0 +1,154 @@
+"""Performance of a search step and of the exported sampler, as ratios measured in one run.
+
+    python bin/bench_performance.py                      # the bundled digits model, K = 5, 10, 20
+    python bin/bench_performance.py --parts=sampling --num_steps=10
+
+Three tables (docs/performance.md records them with the machine), from two parts:
+  search    seconds per DDSS step (GGDM +PRED +TIME, global batch --batch_size, the trainer
+            `ddss_search` runs) against K bare forward passes of the network on the same batch,
+            with XLA on and off. The floor is about 3x: forward, recomputed forward, backward.
+  (search)  peak allocator memory of one search step with and without rematerialisation
+            (tf.config.experimental.get_memory_info, minus what was held before the step).
+  sampling  throughput of the exported SavedModel's serving_default (noise drawn inside, uint8
+            out) against K bare forward passes in a tf.function, at batch sizes 1 and 256:
+            the overhead of the sampler's arithmetic.
+Every timing is the median of --repeats timed calls after a warm-up (compilation excluded).
+Not a test: a benchmark whose tables go into docs/performance.md.
+"""
+
+from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow loads)
+
+import os
+import statistics
+import tempfile
+import time
+
+import tensorflow as tf
+from absl import flags
+
+from ddss_tf import export, samplers
+from ddss_tf.search import SearchConfig, components
+from ddss_tf.search.run import Setup
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("parts", ["search", "sampling"], "Tables to measure: search (speed and "
+                  "memory of a search step), sampling (the exported SavedModel).")
+flags.DEFINE_list("num_steps", ["5", "10", "20"], "K values.")
+flags.DEFINE_integer("batch_size", 128, "Global batch of a search step.", lower_bound=2)
+flags.DEFINE_list("sample_batches", ["1", "256"], "Batch sizes of the sampling table.")
+flags.DEFINE_integer("repeats", 10, "Timed calls per measurement (the median is reported).",
+                     lower_bound=1)
+
+_PARTS = ("search", "sampling")
+_DEVICE = "CPU:0"
+_QUIET = lambda *a: None  # noqa: E731
+
+
+def _median_seconds(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _forward_fn(net, batch, image_shape, xla):
+    """A compiled bare forward pass of the network at `batch` (the unit of every ratio)."""
+    x = tf.random.stateless_normal([batch, *image_shape], [1, 2])
+    t = tf.fill([batch], 500.0)
+    fn = tf.function(lambda x, t: net([x, t], training=False), jit_compile=xla)
+    return lambda: fn(x, t).numpy()
+
+
+def _setup(k, xla, remat, batch):
+    cfg = SearchConfig(num_steps=k, xla=xla, remat=remat, batch_size=batch, train_steps=10**6)
+    return Setup(cfg, _QUIET)
+
+
+def _peak_step_bytes(trainer):
+    """Allocator peak of one (already compiled) search step above what was held before it."""
+    start = tf.config.experimental.get_memory_info(_DEVICE)["current"]
+    tf.config.experimental.reset_memory_stats(_DEVICE)
+    trainer.train_step()
+    return tf.config.experimental.get_memory_info(_DEVICE)["peak"] - start
+
+
+def search_tables(ks, batch, repeats):
+    """Step time (XLA on / off, remat on) and peak memory (remat on / off, XLA on) per K;
+    each compiled step is timed and measured by the same trainer."""
+    speed, memory = [], []
+    for k in ks:
+        fwd, step, peak = {}, {}, {}
+        for xla, remat in ((True, True), (False, True), (True, False)):
+            setup = _setup(k, xla, remat, batch)
+            step[xla, remat] = _median_seconds(setup.trainer.train_step, repeats)
+            peak[xla, remat] = _peak_step_bytes(setup.trainer)
+            if remat:
+                fwd[xla] = _median_seconds(_forward_fn(setup.net, batch, setup.image_shape, xla),
+                                           5 * repeats)
+        for xla in (True, False):
+            speed.append(f"| {k} | {'on' if xla else 'off'} | {step[xla, True]:.3f} | "
+                         f"{fwd[xla] * 1e3:.2f} ms | {step[xla, True] / (k * fwd[xla]):.2f} |")
+        with_, without = peak[True, True], peak[True, False]
+        memory.append(f"| {k} | {with_ / 2**20:.1f} MiB | {without / 2**20:.1f} MiB | "
+                      f"{without / max(with_, 1):.1f}x | {step[True, True]:.3f} | "
+                      f"{step[True, False]:.3f} |")
+        print(f"K={k} measured", flush=True)
+    print(f"\n## search: seconds per step vs K bare forward passes (batch {batch}, remat on)\n")
+    print("| K | XLA | s / step | forward (batch) | step / (K x forward) |\n|---|---|---|---|---|")
+    print("\n".join(speed))
+    print(f"\n## memory: peak of one search step (batch {batch}, XLA on)\n")
+    print("| K | with remat | without remat | without / with | s / step with | s / step without |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(memory), flush=True)
+
+
+def sampling_table(ks, batches, repeats):
+    print("\n## sampling: exported SavedModel vs K bare forward passes\n")
+    print("| K | batch | SavedModel s / batch | samples / s | K x forward s | overhead |")
+    print("|---|---|---|---|---|---|")
+    denoiser, net = components.load_denoiser("digits")
+    image_shape = export.image_shape_of(net)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in ks:
+            layer = samplers.create("ggdm", denoiser, num_steps=k, pred=True, time=True,
+                                    init="ddim", remat=False)
+            path = export.export_sampler(layer, os.path.join(tmp, f"k{k}"))
+            serve = tf.saved_model.load(path).signatures["serving_default"]
+            for batch in batches:
+                n, seed = tf.constant(batch, tf.int32), tf.constant([0, 1], tf.int32)
+                exported = _median_seconds(lambda: serve(num_samples=n, seed=seed), repeats)
+                fwd = _median_seconds(_forward_fn(net, batch, image_shape, False), 5 * repeats)
+                print(f"| {k} | {batch} | {exported * 1e3:.2f} ms | {batch / exported:.0f} | "
+                      f"{k * fwd * 1e3:.2f} ms | {exported / (k * fwd) - 1:+.1%} |", flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    bad = sorted(set(FLAGS.parts) - set(_PARTS))
+    if bad:
+        raise cli.UsageError(f"--parts: unknown {bad}; accepted: {', '.join(_PARTS)}")
+    try:
+        ks = [int(k) for k in FLAGS.num_steps]
+        batches = [int(b) for b in FLAGS.sample_batches]
+    except ValueError:
+        raise cli.UsageError("--num_steps and --sample_batches must be integers") from None
+    print(f"TensorFlow {tf.__version__}; {os.cpu_count()} CPU cores; the bundled digits DDPM "
+          "(8x8x1 images, 1.0M-parameter UNet)")
+    if "search" in FLAGS.parts:
+        search_tables(ks, FLAGS.batch_size, FLAGS.repeats)
+    if "sampling" in FLAGS.parts:
+        sampling_table(ks, batches, FLAGS.repeats)
+    return 0
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,71 @@
+"""The paper's table on one model: DDPM, DDIM, DPM-Solver++(2M), UniPC and learned GGDM samplers.
+
+    ddss_benchmark --workdir=bench                     # bundled digits model, K = 5, 10, 20
+    ddss_benchmark --searches=ddss_runs --workdir=bench   # reuse ddss_search's work directories
+    ddss_benchmark --samplers=ddim_quadratic,unipc --num_steps=5,10 --num_samples=500
+    ddss_benchmark --model=eps.keras --schedule=linear_beta --dataset=cifar10 \
+        --features=/data/inception_v3.pb --heldout_features=pixels --num_samples=50000
+
+Every (sampler, K) cell scores --num_samples samples on fixed seeds (FID, KID +- SE, IS, held-out
+FID) and is cached in <workdir>/cells, so rerunning the command resumes. Learned rows load a finished
+search from <searches>/<ddss_search's directory name> or run it there first (minutes each on the
+bundled model). Writes <workdir>/table.md, results.json, fid_vs_k.png and samples.png.
+"""
+
+from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow loads)
+
+import dataclasses
+
+from absl import flags
+
+from ddss_tf import benchmark
+from ddss_tf.search import SearchConfig
+
+_D = SearchConfig()
+_B = benchmark.BenchmarkConfig()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "ddss_runs/benchmark", "Where the cells cache and the outputs go.")
+flags.DEFINE_list("samplers", list(_B.samplers), "Rows to evaluate; accepted: "
+                  + ", ".join(benchmark.sampler_names()) + ".")
+flags.DEFINE_list("num_steps", [str(k) for k in _B.num_steps], "Columns: K values.")
+flags.DEFINE_integer("num_samples", _B.num_samples, "Samples per cell.", lower_bound=2)
+flags.DEFINE_string("searches", "", "Directory of the learned rows' search work directories "
+                    "(default <workdir>/searches; ddss_search writes to ddss_runs).")
+cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
+cli.define_data_flags()   # --dataset --split
+flags.DEFINE_string("features", _D.features, "Feature network of FID / KID / IS and of the "
+                    "searches' loss: digits, pixels, or a path to an Inception file.")
+flags.DEFINE_string("heldout_features", _D.heldout_features, "Feature network of the held-out "
+                    "FID (never trained against).")
+flags.DEFINE_integer("train_steps", _D.train_steps, "Optimiser steps of each search.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch of each search.", lower_bound=2)
+
+
+def _config():
+    try:
+        ks = tuple(int(k) for k in FLAGS.num_steps)
+    except ValueError:
+        raise cli.UsageError(f"--num_steps must be integers, got {FLAGS.num_steps}") from None
+    search = dataclasses.replace(_D, **cli.model_options(), **cli.data_options(),
+                                 features=FLAGS.features, heldout_features=FLAGS.heldout_features,
+                                 train_steps=FLAGS.train_steps, batch_size=FLAGS.batch_size)
+    return benchmark.BenchmarkConfig(samplers=tuple(FLAGS.samplers), num_steps=ks,
+                                     num_samples=FLAGS.num_samples, searches=FLAGS.searches,
+                                     search=search)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    benchmark.run(_config(), FLAGS.workdir)
+    print(f"table in {FLAGS.workdir}/table.md; plots {FLAGS.workdir}/fid_vs_k.png and "
+          f"{FLAGS.workdir}/samples.png")
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,186 @@
+"""ddss_benchmark: cells recomputed independently, resume from the cache, table shape, bad input.
+
+The independent recomputation takes a cell's sampler from outside the benchmark (the
+search's exported SavedModel, or a sampler layer built directly), draws the evaluation
+seeds' noise, and computes FID with float64 numpy / scipy from the classifier's features.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+
+from ddss_tf import benchmark, data, pretrained, samplers
+from ddss_tf.search import SearchConfig, components, evaluation
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_QUIET = lambda *a: None  # noqa: E731
+_N = 24
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))
+
+
+def _cfg(**kw):
+    search = SearchConfig(batch_size=8, train_steps=2, xla=False, checkpoint_every=1,
+                          eval_every=1000, eval_samples=16, reference_steps=10)
+    base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
+                num_samples=_N, search=search)
+    base.update(kw)
+    return benchmark.BenchmarkConfig(**base)
+
+
+def _features(images):
+    """The bundled classifier's penultimate features, float64."""
+    extractor = pretrained.digits_features()
+    return np.asarray(extractor(np.clip(images, -1, 1).astype(np.float32)), np.float64)
+
+
+def _fid64(a, b):
+    """Frechet distance in float64 with scipy's matrix square root (the reference)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(ca @ cb).real
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(ca + cb - 2 * covmean))
+
+
+def _eval_noise(k):
+    return samplers.draw_noise(evaluation.EVAL_SEED, k, [_N, 8, 8, 1])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One benchmark run (a 2-step search included) shared by the tests below."""
+    workdir = str(tmp_path_factory.mktemp("bench"))
+    os.environ["DDSS_TF_CACHE"] = os.path.join(workdir, "cache")
+    try:
+        records = benchmark.run(_cfg(), workdir, log=_QUIET)
+    finally:
+        del os.environ["DDSS_TF_CACHE"]
+    return workdir, records
+
+
+def test_records_have_the_documented_keys_and_outputs_exist(finished):
+    workdir, records = finished
+    with open(os.path.join(workdir, "results.json")) as f:
+        written = json.load(f)
+    assert written == records
+    assert [(r["sampler"], r["num_steps"]) for r in records] == [
+        ("DDIM quadratic", 3), ("UniPC", 3), ("DDSS GGDM +PRED +TIME", 3)]
+    for r in records:
+        assert tuple(r) == benchmark.RECORD_KEYS
+        assert r["num_samples"] == _N and np.isfinite([r["fid"], r["kid"], r["is"]]).all()
+    table = open(os.path.join(workdir, "table.md")).read()
+    assert "| UniPC | " in table and "| K = 3 |" in table
+    for png in ("fid_vs_k.png", "samples.png"):
+        assert open(os.path.join(workdir, png), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learned_cell_equals_fid_recomputed_from_the_exported_sampler(finished):
+    workdir, records = finished
+    search_dir = os.path.join(workdir, "searches", "ggdm_pred_time_k3")
+    version = sorted(os.listdir(os.path.join(search_dir, "export")))[-1]
+    exported = tf.saved_model.load(os.path.join(search_dir, "export", version))
+    x_T, noise = _eval_noise(3)
+    images = exported.signatures["from_noise"](x_T=x_T, noise=noise)["images"].numpy()
+    real = _features(data.load("digits", "train"))
+    expected = _fid64(_features(images), real)
+    learned = [r for r in records if r["sampler"].startswith("DDSS")][0]
+    assert learned["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_fixed_cell_equals_fid_recomputed_from_a_directly_built_sampler(finished):
+    _, records = finished
+    denoiser, _ = components.load_denoiser("digits")
+    layer = samplers.create("ddim", denoiser, num_steps=3, stride="quadratic", eta=0.0, remat=False)
+    images = layer(*_eval_noise(3)).numpy()
+    expected = _fid64(_features(images), _features(data.load("digits", "train")))
+    assert records[0]["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_a_rerun_reads_every_cell_from_the_cache(finished, monkeypatch):
+    workdir, records = finished
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a cached cell was recomputed")
+
+    monkeypatch.setattr(evaluation, "sample", fail)
+    monkeypatch.setattr(benchmark, "run_search", fail)
+    assert benchmark.run(_cfg(), workdir, log=_QUIET) == records
+
+
+def test_a_cell_whose_inputs_changed_is_recomputed(finished, tmp_path):
+    workdir, records = finished
+    cell = os.path.join(workdir, "cells", f"unipc_k3_n{_N}.json")
+    with open(cell) as f:
+        doc = json.load(f)
+    doc["key"][-1] = ["unipc", {"stride": "linear"}]  # as if written for other inputs
+    doc["fid"] = -1.0
+    with open(cell, "w") as f:
+        json.dump(doc, f)
+    again = benchmark.run(_cfg(samplers=("unipc",)), workdir, log=_QUIET)
+    assert again[0]["fid"] == pytest.approx(records[1]["fid"], rel=1e-6)
+
+
+def test_all_steps_row_has_its_own_column_and_matches_the_reference_scores(tmp_path):
+    cfg = _cfg(samplers=("ddim_linear", "ddpm_all"), num_steps=(2,), num_samples=16)
+    records = benchmark.run(cfg, str(tmp_path), log=_QUIET)
+    assert [(r["sampler"], r["num_steps"]) for r in records] == [
+        ("DDIM linear", 2), ("DDPM all T steps", 1000)]
+    table = benchmark.paper_table(records, [2])
+    assert table.splitlines()[0] == "| sampler | K = 2 | K = 1000 |"
+    assert table.splitlines()[2].endswith(" |  |") and "|  | " in table.splitlines()[3]
+    # The all-steps DDPM cell is the search's cached 1000-step reference, not a second run.
+    cache = os.path.join(os.environ["DDSS_TF_CACHE"], "reference")
+    (name,) = [n for n in os.listdir(cache) if n.startswith("ddpm1000-")]
+    with open(os.path.join(cache, name)) as f:
+        assert json.load(f)["fid"] == records[1]["fid"]
+
+
+def test_paper_table_is_rows_by_k_with_fid_and_is():
+    recs = [dict(sampler="A", num_steps=5, fid=1.23456, **{"is": 7.891}),
+            dict(sampler="A", num_steps=10, fid=0.5, **{"is": 8.0}),
+            dict(sampler="B", num_steps=10, fid=2.0, **{"is": 6.0})]
+    assert benchmark.paper_table(recs, [5, 10]) == (
+        "| sampler | K = 5 | K = 10 |\n|---|---|---|\n"
+        "| A | 1.235 / 7.89 | 0.500 / 8.00 |\n| B |  | 2.000 / 6.00 |\n")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(samplers=("ddim", "unipc")), "unknown samplers ['ddim']; accepted: ddpm_linear"),
+    (dict(num_steps=()), "num_steps must be a non-empty list"),
+    (dict(num_samples=1), "num_samples must be >= 2"),
+    (dict(num_steps=(10, 5000)), "num_steps 5000 exceeds the model's T = 1000"),
+])
+def test_bad_settings_fail_with_one_clear_message_and_write_nothing(tmp_path, overrides, message):
+    workdir = str(tmp_path / "w")
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        benchmark.run(_cfg(**overrides), workdir, log=_QUIET)
+    assert not os.path.exists(workdir)
+
+
+def test_binary_reports_bad_flags_in_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "bin", "ddss_benchmark.py"), f"--workdir={tmp_path}/w",
+         "--num_steps=5,x"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--num_steps must be integers" in proc.stderr
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_search_template_fields_reach_the_learned_rows():
+    cfg = _cfg()
+    scfg = benchmark._search_config(cfg, 7, True, False)
+    assert (scfg.family, scfg.num_steps, scfg.pred, scfg.time) == ("ggdm", 7, True, False)
+    assert scfg.final_samples == _N and scfg.train_steps == 2
+    assert scfg.run_name() == "ggdm_pred_k7"
+    assert dataclasses.replace(scfg, pred=False).run_name() == "ggdm_k7"
