@@ -45,9 +45,16 @@ def _multi_worker():
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+_TPU = {}
+
+
 def _tpu(tpu):
+    """One TPUStrategy per TPU and process: initialize_tpu_system wipes the TPU's memory, so a
+    second search in a notebook must not initialise it again under the first one's variables."""
     if not tpu:
         raise ValueError('strategy tpu needs --tpu: "local" on a TPU VM / Colab, or the TPU name')
+    if tpu in _TPU:
+        return _TPU[tpu]
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
@@ -56,7 +63,8 @@ def _tpu(tpu):
         msg = " ".join(str(e).split())[:200]
         raise ValueError(f"cannot reach TPU {tpu!r} ({type(e).__name__}: {msg}); "
                          "use --strategy=default on a machine without a TPU") from e
-    return tf.distribute.TPUStrategy(resolver)
+    _TPU[tpu] = tf.distribute.TPUStrategy(resolver)
+    return _TPU[tpu]
 
 
 def make(name="default", tpu=""):
