@@ -11,7 +11,8 @@ import os
 from setuptools import find_packages, setup
 
 _TF = ">=2.20,<2.22"
-_BINARIES = ["ddss_train_model", "ddss_train_classifier", "ddss_sample", "ddss_search"]
+_BINARIES = ["ddss_train_model", "ddss_train_classifier", "ddss_sample", "ddss_search",
+             "ddss_benchmark"]
 
 
 def _version():
@@ -47,7 +48,17 @@ setup(
         "tpu": [f"tensorflow-tpu{_TF}"],
         # Viewing the TensorBoard logs the binaries write (writing them needs only TensorFlow).
         "tensorboard": ["tensorboard"],
-        "test": ["pytest>=7", "scipy>=1.10"],
+        # ddss_benchmark's FID-versus-K plot and sample grid (it writes the tables without).
+        "plots": ["matplotlib>=3.7"],
+        # The FID-against-steps plot of notebooks/ddss_colab_tpu.ipynb (it prints a table without).
+        "notebook": ["matplotlib>=3.7"],
+        # Real data by tensorflow-datasets name (--dataset=cifar10); imported only for those.
+        "tfds": ["tensorflow-datasets>=4.9"],
+        # tensorflow-datasets for the offline (mock_data) test of tfds names; it installs in
+        # seconds and brings no TensorFlow of its own.
+        # nbclient, nbformat, ipykernel, matplotlib: tests/notebook_test.py runs the notebook.
+        "test": ["pytest>=7", "scipy>=1.10", "tensorflow-datasets>=4.9", "nbclient>=0.8",
+                 "nbformat>=5.7", "ipykernel>=6", "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [f"{b} = ddss_tf_bin.{b}:run" for b in _BINARIES],

@@ -20,6 +20,9 @@ RUNNER = "tests/bazel_pytest_main.py"
 PYTEST_CONFIG = "setup.cfg"
 ASSET_SUFFIXES = (".json", ".h5")
 ASSET_OWNER = "pretrained"  # the library that loads ddss_tf/assets/ (ddss_tf/pretrained.py)
+# The tags BUILD uses: "subprocess" (test_tests_that_start_processes_are_large) and "slow" (left out
+# of CI's `bazel test --config=ci`, .bazelrc); a misspelt tag would put a slow test back into CI.
+TAGS = {"subprocess", "slow"}
 
 # Native rules of Bazel 4 and the attributes this BUILD may use (a typo such as `dep =` fails here).
 _COMMON = {"name", "srcs", "deps", "data", "tags", "visibility", "testonly", "srcs_version", "imports"}
@@ -349,6 +352,36 @@ def test_tests_that_run_binaries_have_them_as_data(targets, expected):
     assert not problems, "\n".join(problems)
 
 
+def test_tests_have_the_files_they_name_as_data(targets, expected):
+    """A string in a test (or its helpers) naming a file of the tree, e.g. "README.md", which the test
+    reads: under bazel test only its srcs and data are there. (Under bazel this check sees only the
+    files in :build_test's data; run by pytest in the checkout, it sees them all.)"""
+    helpers = {_stem(p) for p in helper_files()}
+    problems = []
+    for name in sorted(_names(targets, "py_test") & set(expected)):
+        sources = [expected[name][1]] + [expected[d][1] for d in expected[name][2] if d in helpers]
+        named = set()
+        for path in sources:
+            with open(os.path.join(ROOT, path)) as f:
+                named.update(n.value for n in ast.walk(ast.parse(f.read(), path))
+                             if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                             and 0 < len(n.value) < 256 and "\n" not in n.value
+                             and n.value not in targets  # under bazel, the runfiles hold their stubs
+                             and os.path.isfile(os.path.join(ROOT, n.value)))
+        attrs = targets[name].attrs
+        missing = named - set(attrs.get("srcs", [])) - set(attrs.get("data", []))
+        if missing:
+            problems.append(f"{expected[name][1]} names {sorted(missing)}, not in the data of :{name}")
+    assert not problems, "\n".join(problems)
+
+
+def test_tags_are_known(targets):
+    problems = [f":{n} (BUILD line {t.line}) has tags {sorted(set(t.attrs['tags']) - TAGS)}, "
+                f"not one of {sorted(TAGS)}"
+                for n, t in sorted(targets.items()) if set(t.attrs.get("tags", [])) - TAGS]
+    assert not problems, "\n".join(problems)
+
+
 def test_tests_that_start_processes_are_large(targets):
     """A test file importing subprocess starts Python processes: size = "large", tag "subprocess"."""
     problems = []
@@ -380,6 +413,9 @@ def test_build_test_sees_the_tree_it_checks(targets):
     sources = {"BUILD", PYTEST_CONFIG}
     for pattern in (f"{PACKAGE}/**/*.py", "tests/*.py", "bin/*.py", f"{PACKAGE}/assets/**/*"):
         sources.update(p for p in _files(pattern) if p.endswith((".py",) + ASSET_SUFFIXES))
+    for t in targets.values():  # every file a target names (test_labels_resolve_and_files_exist)
+        for attr in ("srcs", "data"):
+            sources.update(v for v in t.attrs.get(attr, []) if not v.startswith((":", "//", "@")))
     assert not sources - data, f":build_test data misses {sorted(sources - data)}"
 
 
