@@ -13,7 +13,8 @@ benchmark resumes where it stopped and a changed input is recomputed.
 Learned samplers come from search work directories named as `ddss_search` names
 them (`SearchConfig.run_name()`) under `searches`: a finished search is loaded
 from its coefficients.json, a missing or unfinished one is searched (or resumed)
-there first with the template SearchConfig's settings.
+there first with the template SearchConfig's settings. A finished search
+there with other settings (bookkeeping aside) is refused with one line.
 
 Outputs in workdir: table.md (the paper's shape, rows samplers, columns K,
 "FID / IS" cells, then every metric), results.json (one record per cell),
@@ -33,10 +34,10 @@ from ddss_tf import export
 from ddss_tf.export import _files
 from ddss_tf.search import components, evaluation, report
 from ddss_tf.search.config import SearchConfig
-from ddss_tf.search.run import run_search
+from ddss_tf.search.run import differing_settings, run_search
 
-__all__ = ["BenchmarkConfig", "sampler_names", "run", "paper_table", "metrics_table",
-           "RECORD_KEYS"]
+__all__ = ["BenchmarkConfig", "Interrupted", "sampler_names", "run", "paper_table",
+           "metrics_table", "RECORD_KEYS"]
 
 RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples")
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch).
@@ -52,8 +53,9 @@ def _catalogue():
         out[label.lower().replace(" ", "_")] = (label, "fixed", (family, options))
     out["dpm_solver_pp_2m"] = ("DPM-Solver++(2M)", "fixed", ("dpm_solver_pp_2m", {}))
     out["unipc"] = ("UniPC", "fixed", ("unipc", {}))
-    out["ggdm"] = ("DDSS GGDM", "learned", (False, False))
-    out["ggdm_pred_time"] = ("DDSS GGDM +PRED +TIME", "learned", (True, True))
+    for name, pred_time in (("ggdm", (False, False)), ("ggdm_pred_time", (True, True))):
+        cfg = SearchConfig(family="ggdm", pred=pred_time[0], time=pred_time[1])
+        out[name] = (report.learned_label(cfg), "learned", pred_time)
     out[_ALL_STEPS] = ("DDPM all T steps", "all", None)
     return out
 
@@ -71,7 +73,8 @@ class BenchmarkConfig:
     """What to evaluate.
 
     search: the template of every search: model, data, feature networks and the
-      optimisation settings of the learned rows (family, pred, time and K are set per row).
+      optimisation settings of the learned rows (family, pred, time and K are set per row;
+      its final_samples is the search's own final evaluation, not the benchmark's).
     searches: directory of the learned rows' search work directories ("" = workdir/searches).
     """
     samplers: tuple = tuple(sampler_names())
@@ -95,20 +98,32 @@ class BenchmarkConfig:
 
 
 def _search_config(cfg, k, pred, time):
-    return dataclasses.replace(cfg.search, family="ggdm", pred=pred, time=time, num_steps=int(k),
-                               final_samples=cfg.num_samples)
+    return dataclasses.replace(cfg.search, family="ggdm", pred=pred, time=time, num_steps=int(k))
+
+
+class Interrupted(Exception):
+    """A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume."""
 
 
 def _learned_layer(setup, cfg, k, pred, time, workdir, log):
     """(layer, digest of its coefficients.json): loaded from, or first searched into, its
-    search work directory."""
+    search work directory. A finished search there with other settings is refused."""
     scfg = _search_config(cfg, k, pred, time)
     directory = os.path.join(cfg.searches or os.path.join(workdir, "searches"), scfg.run_name())
     path = os.path.join(directory, "coefficients.json")
-    if not os.path.exists(os.path.join(directory, "results.json")):
+    results = os.path.join(directory, "results.json")
+    if os.path.exists(results):
+        with open(results) as f:
+            diff = differing_settings(json.load(f).get("config"), scfg)
+        if diff:
+            raise ValueError(f"{directory} holds a finished search with different "
+                             f"{', '.join(diff)} than this benchmark's; give the same settings "
+                             "or another --searches directory")
+    else:
         log(f"searching {scfg.run_name()} in {directory} (rerun to resume if interrupted)")
         if run_search(scfg, directory, log) is None:
-            raise KeyboardInterrupt(f"the search in {directory} was interrupted")
+            raise Interrupted(f"the search in {directory} was interrupted; its checkpoint is "
+                              "saved: rerun the same command to resume")
     with open(path, "rb") as f:
         digest = hashlib.sha1(f.read()).hexdigest()[:16]
     return export.load_coefficients(path, setup.denoiser, remat=False), digest
@@ -116,7 +131,7 @@ def _learned_layer(setup, cfg, k, pred, time, workdir, log):
 
 def _cell_key(setup, cfg, name, k, extra):
     key = [name, int(k), cfg.num_samples, evaluation.EVAL_SEED, setup.model_fingerprint,
-           setup.extractor.fingerprint, setup.heldout.fingerprint, extra]
+           setup.inputs_fingerprint, extra]
     return json.loads(json.dumps(key))
 
 
@@ -158,9 +173,7 @@ def _evaluate(setup, cfg, name, k, workdir, log):
         rcfg = dataclasses.replace(cfg.search, reference_steps=k)
         scores, imgs = report.reference_scores(setup, rcfg, cfg.num_samples, log,
                                                return_images=True)
-        log(f"  {label:<28} FID {scores['fid']:.4f}  KID {scores['kid']:.5f} +- "
-            f"{scores['kid_se']:.5f}  held-out FID {scores['heldout_fid']:.4f}"
-            + (" (cached)" if imgs is None else ""))
+        report.log_scores(label, scores, log, " (cached)" if imgs is None else "")
         # Cached scores come without images: draw just the grid's.
         grid = imgs[:GRID_IMAGES] if imgs is not None else _grid_images(layer, setup,
                                                                          cfg.num_samples)
@@ -181,7 +194,8 @@ def paper_table(records, ks):
     cols = ks + full
     rows = {}
     for r in records:
-        rows.setdefault(r["sampler"], {})[r["num_steps"]] = f"{r['fid']:.3f} / {r['is']:.2f}"
+        is_ = "n/a" if r["is"] is None else f"{r['is']:.2f}"  # no IS without classifier logits
+        rows.setdefault(r["sampler"], {})[r["num_steps"]] = f"{r['fid']:.3f} / {is_}"
     lines = ["| sampler | " + " | ".join(f"K = {k}" for k in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for label, cells in rows.items():

@@ -17,7 +17,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from ddss_tf import benchmark, data, pretrained, samplers
-from ddss_tf.search import SearchConfig, components, evaluation
+from ddss_tf.search import SearchConfig, components, evaluation, report
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _QUIET = lambda *a: None  # noqa: E731
@@ -31,7 +31,7 @@ def _cache(tmp_path, monkeypatch):
 
 def _cfg(**kw):
     search = SearchConfig(batch_size=8, train_steps=2, xla=False, checkpoint_every=1,
-                          eval_every=1000, eval_samples=16, reference_steps=10)
+                          eval_every=1000, eval_samples=16, final_samples=16, reference_steps=10)
     base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
                 num_samples=_N, search=search)
     base.update(kw)
@@ -60,11 +60,9 @@ def _eval_noise(k):
 def finished(tmp_path_factory):
     """One benchmark run (a 2-step search included) shared by the tests below."""
     workdir = str(tmp_path_factory.mktemp("bench"))
-    os.environ["DDSS_TF_CACHE"] = os.path.join(workdir, "cache")
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DDSS_TF_CACHE", os.path.join(workdir, "cache"))
         records = benchmark.run(_cfg(), workdir, log=_QUIET)
-    finally:
-        del os.environ["DDSS_TF_CACHE"]
     return workdir, records
 
 
@@ -130,19 +128,39 @@ def test_a_cell_whose_inputs_changed_is_recomputed(finished, tmp_path):
     assert again[0]["fid"] == pytest.approx(records[1]["fid"], rel=1e-6)
 
 
-def test_all_steps_row_has_its_own_column_and_matches_the_reference_scores(tmp_path):
+def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_path, monkeypatch):
     cfg = _cfg(samplers=("ddim_linear", "ddpm_all"), num_steps=(2,), num_samples=16)
-    records = benchmark.run(cfg, str(tmp_path), log=_QUIET)
+    records = benchmark.run(cfg, str(tmp_path / "a"), log=_QUIET)
     assert [(r["sampler"], r["num_steps"]) for r in records] == [
         ("DDIM linear", 2), ("DDPM all T steps", 1000)]
     table = benchmark.paper_table(records, [2])
     assert table.splitlines()[0] == "| sampler | K = 2 | K = 1000 |"
     assert table.splitlines()[2].endswith(" |  |") and "|  | " in table.splitlines()[3]
-    # The all-steps DDPM cell is the search's cached 1000-step reference, not a second run.
-    cache = os.path.join(os.environ["DDSS_TF_CACHE"], "reference")
-    (name,) = [n for n in os.listdir(cache) if n.startswith("ddpm1000-")]
-    with open(os.path.join(cache, name)) as f:
-        assert json.load(f)["fid"] == records[1]["fid"]
+
+    # A second benchmark (another workdir, no cells) takes the 1000-step scores from the
+    # reference cache the first one wrote (the one searches use), without sampling them again.
+    def fail(*args, **kwargs):
+        raise AssertionError("the 1000-step reference was sampled twice")
+
+    monkeypatch.setattr(report, "score_reference", fail)
+    again = benchmark.run(cfg, str(tmp_path / "b"), log=_QUIET)
+    assert again == records
+
+
+def test_a_learned_row_refuses_a_finished_search_with_other_settings(finished):
+    workdir, _ = finished
+    cfg = _cfg(samplers=("ggdm_pred_time",))
+    cfg.search = dataclasses.replace(cfg.search, learning_rate=0.5)
+    with pytest.raises(ValueError, match="holds a finished search with different learning_rate"):
+        benchmark.run(cfg, workdir, log=_QUIET)
+
+
+def test_other_real_data_recompute_the_cell(finished):
+    workdir, records = finished
+    cfg = _cfg(samplers=("unipc",))
+    cfg.search = dataclasses.replace(cfg.search, split="all")  # train + held-out digits
+    again = benchmark.run(cfg, workdir, log=_QUIET)
+    assert again[0]["sampler"] == "UniPC" and again[0]["fid"] != records[1]["fid"]
 
 
 def test_paper_table_is_rows_by_k_with_fid_and_is():
@@ -181,6 +199,6 @@ def test_search_template_fields_reach_the_learned_rows():
     cfg = _cfg()
     scfg = benchmark._search_config(cfg, 7, True, False)
     assert (scfg.family, scfg.num_steps, scfg.pred, scfg.time) == ("ggdm", 7, True, False)
-    assert scfg.final_samples == _N and scfg.train_steps == 2
+    assert scfg.final_samples == 16 and scfg.train_steps == 2  # the search's own, not _N
     assert scfg.run_name() == "ggdm_pred_k7"
     assert dataclasses.replace(scfg, pred=False).run_name() == "ggdm_k7"

@@ -156,7 +156,7 @@ def test_search_export_and_sample_on_a_brought_model(byo, which):
         doc = json.load(f)
     assert doc["schedule"] == sched.get_config()
     assert doc["model"]["prediction"] == options.get("prediction", "eps")
-    assert result["records"][4]["sampler"].startswith("DDSS ggdm")
+    assert result["records"][4]["sampler"].startswith("DDSS GGDM")
 
     layer = _reference_layer(coefficients, reference)
     x_T, noise = ops.draw_noise([5, 0], 4, layer.num_steps, list(_SHAPE))

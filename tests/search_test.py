@@ -157,7 +157,7 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
     assert os.listdir(tmp_path / "full" / "tensorboard")
     labels = [r["sampler"] for r in full["records"]]
     assert labels[:4] == [s[0] for s in components.baseline_specs()]
-    assert labels[4].startswith("DDSS ggdm") and labels[5] == "DDPM 10 steps"
+    assert labels[4].startswith("DDSS GGDM") and labels[5] == "DDPM 10 steps"
 
 
 def _poison(monkeypatch):

@@ -11,7 +11,7 @@ __all__ = ["LEARNABLE", "load_denoiser", "load_extractor", "build_sampler", "bas
 LEARNABLE = ("ddim_sigma", "vars", "rddim", "ggdm")
 
 
-def load_denoiser(model="digits", clip_x0=False, schedule="", num_timesteps=1000,
+def load_denoiser(model="digits", clip_x0=False, *, schedule="", num_timesteps=1000,
                   prediction="eps"):
     """(Denoiser, keras model) for any model `ddss_tf.models` loads: "digits" (the bundled
     DDPM), a ddss_train_model directory, a Keras file or a SavedModel (with its schedule and

@@ -88,7 +88,8 @@ class EvalSetup:
     cfg: anything with the SearchConfig fields of the model (models.OPTIONS), dataset,
     split, features and heldout_features. num_steps: the K values that will be sampled, each
     checked against the model's T. Attributes: denoiser, net, model_fingerprint,
-    real_images, image_shape, extractor, heldout, reference, heldout_reference, scorer.
+    real_images, image_shape, extractor, heldout, reference, heldout_reference, scorer,
+    inputs_fingerprint.
     """
 
     def __init__(self, cfg, log=print, num_steps=()):
@@ -108,3 +109,10 @@ class EvalSetup:
             metrics.reference_statistics(ext, cfg.dataset, cfg.split, image_shape=self.image_shape)
             for ext in (self.extractor, self.heldout))
         self.scorer = Scorer(self.extractor, self.reference, self.heldout, self.heldout_reference)
+        den = self.denoiser
+        # What scores depend on besides the sampler, the network weights and the sample count:
+        # the real data (both statistics' fingerprints name dataset, split, count, feature
+        # network and, for outside data, an image digest) and how the network is read.
+        self.inputs_fingerprint = dict(
+            reference=self.reference.fingerprint, heldout=self.heldout_reference.fingerprint,
+            schedule=den.schedule.get_config(), prediction=den.prediction, clip_x0=den.clip_x0)

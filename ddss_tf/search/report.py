@@ -10,8 +10,9 @@ from ddss_tf import export, images, metrics, pretrained
 from ddss_tf.export import _files
 from ddss_tf.search import components, evaluation
 
-__all__ = ["sample_and_score", "record", "baselines", "reference_scores", "reference_file",
-           "score_reference", "finish", "markdown_table", "write_json_atomic"]
+__all__ = ["sample_and_score", "log_scores", "learned_label", "record", "baselines",
+           "reference_scores", "reference_file", "score_reference", "finish", "markdown_table",
+           "write_json_atomic"]
 
 
 def write_json_atomic(path, value):
@@ -25,9 +26,14 @@ def sample_and_score(setup, layer, num_samples, label, log, show_progress=False)
     imgs = evaluation.sample(layer, num_samples, setup.image_shape, show_progress=show_progress,
                              desc=label)
     scores = setup.scorer(imgs)
-    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {scores['kid']:.5f} +- {scores['kid_se']:.5f}"
-        f"  held-out FID {scores['heldout_fid']:.4f}")
+    log_scores(label, scores, log)
     return scores, imgs
+
+
+def log_scores(label, scores, log, note=""):
+    """One line: label, FID, KID +- SE, held-out FID."""
+    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {scores['kid']:.5f} +- {scores['kid_se']:.5f}"
+        f"  held-out FID {scores['heldout_fid']:.4f}{note}")
 
 
 def baselines(setup, cfg, workdir, num_samples, tag, log, keep_images=False):
@@ -46,13 +52,23 @@ def baselines(setup, cfg, workdir, num_samples, tag, log, keep_images=False):
     return (scores, samples) if keep_images else scores
 
 
+_FAMILY_LABELS = {"ggdm": "GGDM", "ddim_sigma": "DDIM-sigma", "vars": "VARS", "rddim": "Relaxed DDIM"}
+
+
+def learned_label(cfg):
+    """The table label of a search's sampler, e.g. "DDSS GGDM +PRED +TIME"."""
+    return (f"DDSS {_FAMILY_LABELS.get(cfg.family, cfg.family)}"
+            + (" +PRED" if cfg.pred and cfg.family == "ggdm" else "") + (" +TIME" if cfg.time else ""))
+
+
 def reference_file(setup, steps, num_samples):
     """(file name, key) of the cached scores of `steps`-step DDPM on num_samples samples.
 
     The key holds the model's weights digest, the sample count, the evaluation seed, the
-    step count and both feature networks' fingerprints; the name hashes it."""
-    key = [export.model_fingerprint(setup.net), num_samples, evaluation.EVAL_SEED, steps,
-           setup.extractor.fingerprint, setup.heldout.fingerprint]
+    step count and setup.inputs_fingerprint (data, feature networks, schedule, prediction);
+    the name hashes it."""
+    key = [setup.model_fingerprint, num_samples, evaluation.EVAL_SEED, steps,
+           setup.inputs_fingerprint]
     return f"ddpm{steps}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}.json", key
 
 
@@ -88,12 +104,16 @@ def reference_scores(setup, cfg, num_samples, log, cache_dir=None, return_images
     return (scores, images) if return_images else scores
 
 
+def _num(value, fmt):
+    return "n/a" if value is None else format(value, fmt)
+
+
 def markdown_table(records):
     """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID."""
     lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |", "|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | {r['kid']:.5f} "
-                     f"+- {r['kid_se']:.5f} | {r['is']:.3f} | {r['heldout']:.4f} |")
+                     f"+- {r['kid_se']:.5f} | {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +121,7 @@ def record(label, k, scores):
     """One results.json record: sampler, num_steps, fid, kid, kid_se, is, heldout, num_samples."""
     return dict(sampler=label, num_steps=int(k), fid=scores["fid"], kid=scores["kid"],
                 kid_se=scores["kid_se"], heldout=scores["heldout_fid"], num_samples=scores["num_samples"],
-                **{"is": scores.get("is", float("nan"))})
+                **{"is": scores.get("is")})  # None (JSON null) without classifier logits
 
 
 def finish(setup, cfg, workdir, log):
@@ -109,8 +129,7 @@ def finish(setup, cfg, workdir, log):
     n, k = cfg.final_samples, cfg.num_steps
     base_scores, base_images = baselines(setup, cfg, workdir, n, "final", log, keep_images=True)
     ref = reference_scores(setup, cfg, n, log)
-    label = f"DDSS {cfg.family}" + (" +PRED" if cfg.pred and cfg.family == "ggdm" else "") + \
-        (" +TIME" if cfg.time else "")
+    label = learned_label(cfg)
     learned, learned_images = sample_and_score(setup, setup.layer, n, label, log)
     records = [record(lbl, k, s) for lbl, s in base_scores.items()]
     records.append(record(label, k, learned))

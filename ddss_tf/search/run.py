@@ -21,7 +21,7 @@ from ddss_tf.search import components, evaluation, report, strategies
 from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.trainer import Trainer
 
-__all__ = ["run_search", "Setup"]
+__all__ = ["run_search", "Setup", "differing_settings"]
 
 
 def _with_defaults(saved):
@@ -30,16 +30,27 @@ def _with_defaults(saved):
     return None if saved is None else dict(json.loads(SearchConfig().to_json()), **saved)
 
 
+# Settings that change how a run is watched, not the sampler it learns.
+_BOOKKEEPING = {"eval_every", "checkpoint_every", "final_samples", "eval_samples"}
+
+
+def differing_settings(saved, cfg, resume=False):
+    """Sorted names of the settings in which a saved config dict (config.json, or a
+    results.json's "config") learns another sampler than cfg. resume=True: as a resumed run
+    sees it (with a constant learning rate, more train_steps continue the same run)."""
+    saved = _with_defaults(saved) or {}
+    ignore = set(_BOOKKEEPING)
+    if resume and cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
+        ignore.add("train_steps")
+    return sorted(k for k, v in json.loads(cfg.to_json()).items()
+                  if k not in ignore and saved.get(k) != v)
+
+
 def _check_workdir(workdir, cfg):
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
-            saved = _with_defaults(json.load(f))
-        ignore = {"eval_every", "checkpoint_every", "final_samples", "eval_samples"}
-        if cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
-            ignore.add("train_steps")
-        diff = sorted(k for k, v in json.loads(cfg.to_json()).items()
-                      if k not in ignore and saved.get(k) != v)
+            diff = differing_settings(json.load(f), cfg, resume=True)
         if diff:
             raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
                              "use a new --workdir, or the same settings to resume")
