@@ -67,6 +67,22 @@ def test_a_different_fingerprint_recomputes(tmp_path, change):
     assert len(stats.features) == kwargs["count"]
 
 
+def test_images_the_caller_loaded_are_not_read_again(tmp_path, monkeypatch):
+    ext = CountingFeatures().extractor("v1")
+    want = metrics.reference_statistics(ext, "digits", "heldout", cache_dir=tmp_path / "a",
+                                        progress=False)
+    images = data.load("digits", "heldout")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("data.load was called although the images were given")
+
+    monkeypatch.setattr(data, "load", no_load)
+    got = metrics.reference_statistics(ext, "digits", "heldout", cache_dir=tmp_path / "b",
+                                       progress=False, images=images)
+    np.testing.assert_array_equal(got.features, want.features)
+    assert got.fingerprint == want.fingerprint
+
+
 def test_a_corrupt_cache_file_is_recomputed(tmp_path):
     toy = CountingFeatures()
     os.makedirs(tmp_path, exist_ok=True)

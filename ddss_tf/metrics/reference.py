@@ -100,7 +100,7 @@ def _write(path, stats):
 
 
 def reference_statistics(extractor, dataset="digits", split="train", count=None, batch_size=256,
-                         cache_dir=None, progress=True, image_shape=None):
+                         cache_dir=None, progress=True, image_shape=None, images=None):
     """Statistics of a registered data set's split, computed once and cached.
 
     Args:
@@ -114,11 +114,14 @@ def reference_statistics(extractor, dataset="digits", split="train", count=None,
       progress: show a progress bar while computing.
       image_shape: (H, W, C) the images are fitted to (the model's; `data.load`), or None
         for the data set as stored.
+      images: what `data.load(dataset, split, image_shape)` returns, when the caller has
+        already loaded it (a decoded folder or tfds split is then not read again).
 
     Returns:
       Statistics, with the fingerprint that identifies the cache entry.
     """
-    images = data.load(dataset, split, image_shape)
+    if images is None:
+        images = data.load(dataset, split, image_shape)
     count = len(images) if count is None else int(count)
     if not 2 <= count <= len(images):
         raise ValueError(f"count must be in [2, {len(images)}] for {dataset}/{split}, got {count}")

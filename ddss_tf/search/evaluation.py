@@ -106,7 +106,8 @@ class EvalSetup:
         self.heldout = components.load_extractor(cfg.heldout_features)
         log("reference statistics ...")
         self.reference, self.heldout_reference = (
-            metrics.reference_statistics(ext, cfg.dataset, cfg.split, image_shape=self.image_shape)
+            metrics.reference_statistics(ext, cfg.dataset, cfg.split, image_shape=self.image_shape,
+                                         images=self.real_images)
             for ext in (self.extractor, self.heldout))
         self.scorer = Scorer(self.extractor, self.reference, self.heldout, self.heldout_reference)
         den = self.denoiser
