@@ -16,6 +16,12 @@ from its coefficients.json, a missing or unfinished one is searched (or resumed)
 there first with the template SearchConfig's settings. A finished search
 there with other settings (bookkeeping aside) is refused with one line.
 
+The row "training_data" (K = 0, column "data") scores `num_samples` of the reference
+images themselves, drawn with replacement: a model that reproduced its training data
+exactly would score this. FID and KID are biased upwards at a finite sample count, so
+this is the floor of the metrics at that count, and the scale against which the
+samplers' distances are read.
+
 Outputs in workdir: table.md (the paper's shape, rows samplers, columns K,
 "FID / IS" cells, then every metric), results.json (one record per cell),
 fid_vs_k.png and samples.png (rows samplers, columns K, the same x_T
@@ -43,11 +49,12 @@ RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", 
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch).
 GRID_IMAGES = 6
 _ALL_STEPS = "ddpm_all"
+_DATA = "training_data"
 
 
 def _catalogue():
     """name -> (label, kind, spec): kind "fixed" (family, options), "learned" (pred, time),
-    or "all" (DDPM with every step of the model)."""
+    "all" (DDPM with every step of the model) or "data" (the real images, resampled)."""
     out = {}
     for label, family, options in components.baseline_specs():
         out[label.lower().replace(" ", "_")] = (label, "fixed", (family, options))
@@ -57,6 +64,7 @@ def _catalogue():
         cfg = SearchConfig(family="ggdm", pred=pred_time[0], time=pred_time[1])
         out[name] = (report.learned_label(cfg), "learned", pred_time)
     out[_ALL_STEPS] = ("DDPM all T steps", "all", None)
+    out[_DATA] = ("Training data, resampled", "data", None)
     return out
 
 
@@ -148,6 +156,10 @@ def _grid_images(layer, setup, num_samples):
     return layer(x_T[:n], noise[:, :n]).numpy()
 
 
+def _column(k):
+    return "data" if k == 0 else f"K = {k}"
+
+
 def _evaluate(setup, cfg, name, k, workdir, log):
     """The cached or freshly computed cell: dict(record keys..., grid=[...])."""
     label, kind, spec = _SAMPLERS[name]
@@ -168,7 +180,12 @@ def _evaluate(setup, cfg, name, k, workdir, log):
     if kind == "fixed":
         family, options = spec
         layer = components.build_layer(family, setup.denoiser, k, **options)
-    if kind == "all":
+    if kind == "data":
+        imgs = setup.resampled_real(cfg.num_samples)
+        scores = setup.scorer(imgs)
+        report.log_scores(label, scores, log)
+        grid = imgs[:GRID_IMAGES]
+    elif kind == "all":
         layer = components.build_layer("ddpm", setup.denoiser, k, stride="linear")
         rcfg = dataclasses.replace(cfg.search, reference_steps=k)
         scores, imgs = report.reference_scores(setup, rcfg, cfg.num_samples, log,
@@ -188,19 +205,25 @@ def _evaluate(setup, cfg, name, k, workdir, log):
 
 def paper_table(records, ks):
     """The paper's Table 1 shape: rows samplers, columns K, "FID / IS" cells; the
-    all-steps DDPM row fills its own column."""
-    ks = sorted(set(ks))
-    full = sorted({r["num_steps"] for r in records if r["num_steps"] not in ks})
-    cols = ks + full
+    all-steps DDPM row and the resampled training data (K = 0, column "data") fill their
+    own columns."""
+    cols = _columns(records, ks)
     rows = {}
     for r in records:
         is_ = "n/a" if r["is"] is None else f"{r['is']:.2f}"  # no IS without classifier logits
         rows.setdefault(r["sampler"], {})[r["num_steps"]] = f"{r['fid']:.3f} / {is_}"
-    lines = ["| sampler | " + " | ".join(f"K = {k}" for k in cols) + " |",
+    lines = ["| sampler | " + " | ".join(_column(k) for k in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for label, cells in rows.items():
         lines.append(f"| {label} | " + " | ".join(cells.get(k, "") for k in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _columns(records, ks):
+    """ks, then the K values only single rows have (all steps), then 0 (the data) last."""
+    ks = sorted(set(ks))
+    extra = {r["num_steps"] for r in records} - set(ks)
+    return ks + sorted(extra - {0}) + sorted(extra & {0})
 
 
 def metrics_table(records):
@@ -220,6 +243,9 @@ def _plot_fid(records, ks, path):
         series.setdefault(r["sampler"], []).append((r["num_steps"], r["fid"]))
     for label, points in series.items():
         points = sorted(points)
+        if len(points) == 1 and points[0][0] == 0:  # the real data: the metric's floor
+            ax.axhline(points[0][1], color="0.5", ls=":", lw=1.5, label=f"{label} (floor)")
+            continue
         if len(points) == 1 and points[0][0] not in ks:
             ax.axhline(points[0][1], color="k", ls="--", lw=1,
                        label=f"{label} ({points[0][0]})")
@@ -251,7 +277,7 @@ def _plot_samples(cells, ks, path):
     from ddss_tf import images
 
     labels = list(dict.fromkeys(c["sampler"] for c in cells))
-    cols = sorted(set(ks)) + sorted({c["num_steps"] for c in cells} - set(ks))
+    cols = _columns(cells, ks)
     fig, axes = plt.subplots(len(labels), len(cols), squeeze=False,
                              figsize=(1.3 * len(cols) + 1.6, 0.75 * len(labels) + 0.4), dpi=120)
     by_key = {(c["sampler"], c["num_steps"]): c for c in cells}
@@ -263,7 +289,7 @@ def _plot_samples(cells, ks, path):
             for side in ax.spines.values():
                 side.set_visible(False)
             if i == 0:
-                ax.set_title(f"K = {k}", fontsize=8)
+                ax.set_title(_column(k), fontsize=8)
             if j == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
             cell = by_key.get((label, k))
@@ -307,7 +333,8 @@ def run(cfg, workdir, log=print):
     setup = evaluation.EvalSetup(cfg.search, log, num_steps=cfg.num_steps)
     T = setup.denoiser.schedule.num_timesteps
     plan = [(name, k) for name in cfg.samplers
-            for k in ([T] if name == _ALL_STEPS else sorted(set(cfg.num_steps)))]
+            for k in ([T] if name == _ALL_STEPS else [0] if name == _DATA
+                      else sorted(set(cfg.num_steps)))]
     os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
     cells = []
     for i, (name, k) in enumerate(plan):

@@ -147,6 +147,22 @@ def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_pa
     assert again == records
 
 
+def test_training_data_row_scores_resampled_real_images_in_the_last_column(tmp_path):
+    cfg = _cfg(samplers=("ddim_linear", "training_data"), num_steps=(2,), num_samples=40)
+    records = benchmark.run(cfg, str(tmp_path), log=_QUIET)
+    assert [(r["sampler"], r["num_steps"]) for r in records] == [
+        ("DDIM linear", 2), ("Training data, resampled", 0)]
+    real = data.load("digits", "train")
+    picked = real[np.random.default_rng(evaluation.EVAL_SEED).integers(0, len(real), 40)]
+    assert records[1]["fid"] == pytest.approx(_fid64(_features(picked), _features(real)),
+                                              rel=1e-3)
+    with open(os.path.join(tmp_path, "cells", "training_data_k0_n40.json")) as f:
+        grid = np.asarray(json.load(f)["grid"])
+    # Every grid image is one of the training digits, unchanged.
+    assert all(np.abs(real - g).max(axis=(1, 2, 3)).min() < 1e-5 for g in grid)
+    assert benchmark.paper_table(records, [2]).splitlines()[0] == "| sampler | K = 2 | data |"
+
+
 def test_a_learned_row_refuses_a_finished_search_with_other_settings(finished):
     workdir, _ = finished
     cfg = _cfg(samplers=("ggdm_pred_time",))

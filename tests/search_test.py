@@ -158,6 +158,9 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
     labels = [r["sampler"] for r in full["records"]]
     assert labels[:4] == [s[0] for s in components.baseline_specs()]
     assert labels[4].startswith("DDSS GGDM") and labels[5] == "DDPM 10 steps"
+    floor = full["training_data_resampled"]  # the metrics' floor (benchmark_test checks its FID)
+    assert floor["num_samples"] == cfg.final_samples and floor["fid"] > 0
+    assert f"FID {floor['fid']:.4f}" in (tmp_path / "full" / "results.md").read_text()
 
 
 def _poison(monkeypatch):

@@ -117,3 +117,13 @@ class EvalSetup:
         self.inputs_fingerprint = dict(
             reference=self.reference.fingerprint, heldout=self.heldout_reference.fingerprint,
             schedule=den.schedule.get_config(), prediction=den.prediction, clip_x0=den.clip_x0)
+
+    def resampled_real(self, num_samples, seed=EVAL_SEED):
+        """num_samples of the reference images drawn with replacement (seeded).
+
+        Scored, they are what a model that reproduced its training data exactly would get:
+        FID and KID are biased upwards at a finite sample count, so this is the metrics'
+        floor at num_samples, the scale against which samplers' scores are read.
+        """
+        rng = np.random.default_rng(seed)
+        return self.real_images[rng.integers(0, len(self.real_images), int(num_samples))]

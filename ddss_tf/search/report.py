@@ -142,15 +142,23 @@ def finish(setup, cfg, workdir, log):
                               model_fingerprint=export.model_fingerprint(setup.net))
     export_dir = export.export_sampler(setup.layer, os.path.join(workdir, "export"))
     best = min(r["fid"] for r in records[:-2])
+    # The real data themselves at this sample count: the floor of the metrics.
+    floor = setup.scorer(setup.resampled_real(n))
     summary = dict(config=json.loads(cfg.to_json()), records=records, export=export_dir,
                    fid_ratio_to_best_baseline=learned["fid"] / best,
+                   training_data_resampled=dict(fid=floor["fid"], kid=floor["kid"],
+                                                heldout=floor["heldout_fid"], num_samples=n),
                    query_times=np.asarray(setup.layer.query_times()).tolist())
     table = markdown_table(records)
     with _files.atomic_file(os.path.join(workdir, "results.md")) as f:
         f.write(f"# DDSS search: {label}, K = {k}\n\n{table}\n"
                 f"Rows 1-4 of samples/compare.png are the baselines in this order, row 5 the "
                 f"learned sampler, all on the same x_T. FID ratio learned / best baseline: "
-                f"{summary['fid_ratio_to_best_baseline']:.3f}.\n")
+                f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
+                f"The metrics' floor at {n} samples: {n} reference images drawn with replacement "
+                f"score FID {floor['fid']:.4f}, KID {floor['kid']:.5f}, held-out FID "
+                f"{floor['heldout_fid']:.4f} (what a model reproducing its data "
+                f"exactly would get).\n")
     write_json_atomic(os.path.join(workdir, "results.json"), summary)
     log("\n" + table)
     return summary
