@@ -28,7 +28,8 @@ flags.DEFINE_string("workdir", "ddss_runs/benchmark", "Where the cells cache and
 flags.DEFINE_list("samplers", list(_B.samplers), "Rows to evaluate; accepted: "
                   + ", ".join(benchmark.sampler_names()) + ".")
 flags.DEFINE_list("num_steps", [str(k) for k in _B.num_steps], "Columns: K values.")
-flags.DEFINE_integer("num_samples", _B.num_samples, "Samples per cell.", lower_bound=2)
+flags.DEFINE_integer("num_samples", _B.num_samples, "Samples per cell (FID's bias shrinks as it "
+                     "grows; the row training_data shows the bias at this count).", lower_bound=2)
 flags.DEFINE_string("searches", "", "Directory of the learned rows' search work directories "
                     "(default <workdir>/searches; ddss_search writes to ddss_runs).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction

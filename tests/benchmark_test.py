@@ -160,7 +160,9 @@ def test_training_data_row_scores_resampled_real_images_in_the_last_column(tmp_p
         grid = np.asarray(json.load(f)["grid"])
     # Every grid image is one of the training digits, unchanged.
     assert all(np.abs(real - g).max(axis=(1, 2, 3)).min() < 1e-5 for g in grid)
+    assert records[1]["kid"] is None and records[1]["kid_se"] is None  # no KID for repeats
     assert benchmark.paper_table(records, [2]).splitlines()[0] == "| sampler | K = 2 | data |"
+    assert "| Training data, resampled | 0 | " in benchmark.metrics_table(records)
 
 
 def test_a_learned_row_refuses_a_finished_search_with_other_settings(finished):

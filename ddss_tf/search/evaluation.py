@@ -122,8 +122,9 @@ class EvalSetup:
         """num_samples of the reference images drawn with replacement (seeded).
 
         Scored, they are what a model that reproduced its training data exactly would get:
-        FID and KID are biased upwards at a finite sample count, so this is the metrics'
-        floor at num_samples, the scale against which samplers' scores are read.
+        FID is biased upwards at a finite sample count, so their FID is its floor at
+        num_samples, the scale against which samplers' scores are read. (Their KID is not a
+        floor: KID is unbiased, and repeats of the reference images themselves inflate it.)
         """
         rng = np.random.default_rng(seed)
         return self.real_images[rng.integers(0, len(self.real_images), int(num_samples))]

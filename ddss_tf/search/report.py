@@ -32,7 +32,8 @@ def sample_and_score(setup, layer, num_samples, label, log, show_progress=False)
 
 def log_scores(label, scores, log, note=""):
     """One line: label, FID, KID +- SE, held-out FID."""
-    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {scores['kid']:.5f} +- {scores['kid_se']:.5f}"
+    kid = "n/a" if scores["kid"] is None else f"{scores['kid']:.5f} +- {scores['kid_se']:.5f}"
+    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {kid}"
         f"  held-out FID {scores['heldout_fid']:.4f}{note}")
 
 
@@ -112,8 +113,9 @@ def markdown_table(records):
     """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID."""
     lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |", "|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | {r['kid']:.5f} "
-                     f"+- {r['kid_se']:.5f} | {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
+        kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f} +- {r['kid_se']:.5f}"
+        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | {kid} "
+                     f"| {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,12 +144,12 @@ def finish(setup, cfg, workdir, log):
                               model_fingerprint=export.model_fingerprint(setup.net))
     export_dir = export.export_sampler(setup.layer, os.path.join(workdir, "export"))
     best = min(r["fid"] for r in records[:-2])
-    # The real data themselves at this sample count: the floor of the metrics.
+    # The real data themselves at this sample count: the floor of FID (KID is unbiased).
     floor = setup.scorer(setup.resampled_real(n))
     summary = dict(config=json.loads(cfg.to_json()), records=records, export=export_dir,
                    fid_ratio_to_best_baseline=learned["fid"] / best,
-                   training_data_resampled=dict(fid=floor["fid"], kid=floor["kid"],
-                                                heldout=floor["heldout_fid"], num_samples=n),
+                   training_data_resampled=dict(fid=floor["fid"], heldout=floor["heldout_fid"],
+                                                num_samples=n),
                    query_times=np.asarray(setup.layer.query_times()).tolist())
     table = markdown_table(records)
     with _files.atomic_file(os.path.join(workdir, "results.md")) as f:
@@ -155,8 +157,8 @@ def finish(setup, cfg, workdir, log):
                 f"Rows 1-4 of samples/compare.png are the baselines in this order, row 5 the "
                 f"learned sampler, all on the same x_T. FID ratio learned / best baseline: "
                 f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
-                f"The metrics' floor at {n} samples: {n} reference images drawn with replacement "
-                f"score FID {floor['fid']:.4f}, KID {floor['kid']:.5f}, held-out FID "
+                f"FID's floor at {n} samples: {n} reference images drawn with replacement "
+                f"score FID {floor['fid']:.4f}, held-out FID "
                 f"{floor['heldout_fid']:.4f} (what a model reproducing its data "
                 f"exactly would get).\n")
     write_json_atomic(os.path.join(workdir, "results.json"), summary)
