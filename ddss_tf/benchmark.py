@@ -18,10 +18,10 @@ there with other settings (bookkeeping aside) is refused with one line.
 
 The row "training_data" (K = 0, column "data") scores `num_samples` of the reference
 images themselves, drawn with replacement: a model that reproduced its training data
-exactly would score this. FID and KID are biased upwards at a finite sample count, so
-this is the floor of FID at that count, and the scale against which the samplers'
-distances are read. (KID is unbiased, so its floor is 0; the row reports none, since
-repeats of the reference images themselves would inflate it.)
+exactly would score this. FID is biased upwards at a finite sample count, so this is
+FID's floor at that count, and the scale against which the samplers' distances are
+read. (KID is unbiased, so its floor is 0; the row reports none, since repeats of the
+reference images themselves would inflate it.)
 
 Outputs in workdir: table.md (the paper's shape, rows samplers, columns K,
 "FID / IS" cells, then every metric), results.json (one record per cell),
