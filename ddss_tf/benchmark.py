@@ -20,8 +20,8 @@ The row "training_data" (K = 0, column "data") scores `num_samples` of the refer
 images themselves, drawn with replacement: a model that reproduced its training data
 exactly would score this. FID is biased upwards at a finite sample count, so this is
 FID's floor at that count, and the scale against which the samplers' distances are
-read. (KID is unbiased, so its floor is 0; the row reports none, since repeats of the
-reference images themselves would inflate it.)
+read. (KID is unbiased, so its floor is 0; the row reports none: a sample that repeats
+the reference set's own images breaks the estimator's independence and biases it low.)
 
 Outputs in workdir: table.md (the paper's shape, rows samplers, columns K,
 "FID / IS" cells, then every metric), results.json (one record per cell),
@@ -187,7 +187,7 @@ def _evaluate(setup, cfg, name, k, workdir, log):
     if kind == "data":
         imgs = setup.resampled_real(cfg.num_samples)
         # KID is unbiased (its floor is 0), but not for a sample that repeats the very images
-        # of the reference set: the repeats inflate it, so this row reports no KID.
+        # of the reference set (the two sets are not independent): this row reports no KID.
         scores = dict(setup.scorer(imgs), kid=None, kid_se=None)
         report.log_scores(label, scores, log)
         grid = imgs[:GRID_IMAGES]

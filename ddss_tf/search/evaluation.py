@@ -145,7 +145,8 @@ class EvalSetup:
         Scored, they are what a model that reproduced its training data exactly would get:
         FID is biased upwards at a finite sample count, so their FID is its floor at
         num_samples, the scale against which samplers' scores are read. (Their KID is not a
-        floor: KID is unbiased, and repeats of the reference images themselves inflate it.)
+        floor: KID is unbiased, and a sample repeating the reference images is not
+        independent of them, which biases it low.)
         """
         rng = np.random.default_rng(seed)
         return self.real_images[rng.integers(0, len(self.real_images), int(num_samples))]
