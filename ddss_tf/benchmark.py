@@ -250,7 +250,7 @@ def _plot_fid(records, ks, path):
     for label, points in series.items():
         points = sorted(points)
         if len(points) == 1 and points[0][0] == 0:  # the real data: the metric's floor
-            ax.axhline(points[0][1], color="0.5", ls=":", lw=1.5, label=f"{label} (floor)")
+            ax.axhline(points[0][1], color="tab:olive", ls=":", lw=1.5, label=f"{label} (floor)")
             continue
         if len(points) == 1 and points[0][0] not in ks:
             ax.axhline(points[0][1], color="k", ls="--", lw=1,

@@ -85,8 +85,9 @@ def reference_scores(setup, cfg, num_samples, log, cache_dir=None, return_images
 
     Computed once per model, sample count and feature networks (about 7 minutes for 2,000
     digits on 2 CPU cores) and reused by every search. The bundled digits DDPM ships its
-    entry in assets/digits_ddpm/reference/ (made by tools/bundled_model_report.py with this
-    module's functions); any other model, count or feature network is computed here.
+    entries in assets/digits_ddpm/reference/ (2,000 samples, as ddss_search uses, made by
+    tools/bundled_model_report.py; 10,000, as ddss_benchmark uses, from its cache); any
+    other model, count or feature network is computed here.
     With return_images, returns (scores, images), images None when the scores were cached.
     """
     steps = min(cfg.reference_steps, setup.denoiser.schedule.num_timesteps)
