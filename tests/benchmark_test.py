@@ -177,6 +177,9 @@ def test_kid_does_not_inherit_the_reference_sets_order():
     a = evaluation.Scorer(extractor, stored)(picked)
     b = evaluation.Scorer(extractor, by_class)(picked)
     assert a["kid"] == pytest.approx(b["kid"], rel=1e-6) and a["fid"] == pytest.approx(b["fid"])
+    # The same for the scored set (e.g. real images in their stored order, or a grid by class).
+    assert evaluation.Scorer(extractor, stored)(picked[::-1])["kid"] == pytest.approx(a["kid"],
+                                                                                     rel=1e-6)
     # Samples of the reference set itself: KID is unbiased, so within two standard errors of 0.
     assert abs(a["kid"]) < 2 * a["kid_se"]
     in_data_order = metrics.kid(_features(picked), stored.features, block_size=200)

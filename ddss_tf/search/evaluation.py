@@ -46,8 +46,8 @@ def sample(layer, num_samples, image_shape, seed=EVAL_SEED, batch_size=BATCH_SIZ
 
 
 # Names how Scorer computes its scores, for the caches keyed on them (EvalSetup.inputs_fingerprint).
-# 2: KID's blocks take the reference in a random order, not the data set's.
-SCORER_VERSION = 2
+# 3: KID's blocks take both sets in a canonical random order, not the order given.
+SCORER_VERSION = 3
 
 
 def _in_canonical_random_order(features):
@@ -87,8 +87,8 @@ class Scorer:
         # error is an estimate over subsets rather than over one or two blocks.
         n, m = len(images), len(self.reference.features)
         block = -(-max(n, m) // max(1, min(10, min(n, m) // 2)))
-        kid, kid_se = metrics.kid(ext.features, self._kid_reference, kernel="cubic",
-                                  block_size=block)
+        kid, kid_se = metrics.kid(_in_canonical_random_order(ext.features), self._kid_reference,
+                                  kernel="cubic", block_size=block)
         fid = metrics.fid_from_statistics(*metrics.feature_statistics(ext.features),
                                           self.reference.mean, self.reference.cov)
         result = dict(fid=float(fid), kid=float(kid), kid_se=float(kid_se), num_samples=len(images))
