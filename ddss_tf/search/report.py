@@ -32,8 +32,7 @@ def sample_and_score(setup, layer, num_samples, label, log, show_progress=False)
 
 def log_scores(label, scores, log, note=""):
     """One line: label, FID, KID +- SE, held-out FID."""
-    kid = "n/a" if scores["kid"] is None else f"{scores['kid']:.5f} +- {scores['kid_se']:.5f}"
-    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {kid}"
+    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {_kid_text(scores['kid'], scores['kid_se'])}"
         f"  held-out FID {scores['heldout_fid']:.4f}{note}")
 
 
@@ -106,6 +105,11 @@ def reference_scores(setup, cfg, num_samples, log, cache_dir=None, return_images
     return (scores, images) if return_images else scores
 
 
+def _kid_text(kid, kid_se):
+    """ "KID +- SE", or "n/a" for a row without KID (the resampled training data)."""
+    return "n/a" if kid is None else f"{kid:.5f} +- {kid_se:.5f}"
+
+
 def _num(value, fmt):
     return "n/a" if value is None else format(value, fmt)
 
@@ -114,8 +118,8 @@ def markdown_table(records):
     """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID."""
     lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |", "|---|---|---|---|---|---|"]
     for r in records:
-        kid = "n/a" if r["kid"] is None else f"{r['kid']:.5f} +- {r['kid_se']:.5f}"
-        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | {kid} "
+        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | "
+                     f"{_kid_text(r['kid'], r['kid_se'])} "
                      f"| {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
     return "\n".join(lines) + "\n"
 
