@@ -4,6 +4,7 @@
     ddss_sample --coefficients=ddss_runs/ggdm_pred_time_k10/coefficients.json --out=/tmp/s.npz
     ddss_sample --family=ddim --num_steps=10 --stride=quadratic --out=/tmp/ddim.npz
     ddss_sample --family=ddim --model=eps.keras --schedule=linear_beta --out=/tmp/ddim.npz
+    ddss_sample --family=ddim --model=ckpt/model.ckpt-790000 --model_preset=cifar10 --out=/tmp/c.npz
 
 Writes --out (.npz with `images`, float32 NHWC in the data range) and a PNG grid
 beside it. The same flags give the same bytes (noise: see ddss_tf.sampling).
@@ -13,7 +14,7 @@ from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow load
 
 from absl import flags
 
-from ddss_tf import progress, samplers, sampling
+from ddss_tf import models, progress, samplers, sampling
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("sampler", None, "An exported SavedModel directory (ddss_search's "
@@ -36,7 +37,6 @@ flags.DEFINE_integer("batch_size", 256, "Samples per sampler call (part of the n
 flags.DEFINE_string("out", "samples.npz", "Output .npz; the PNG grid is written beside it.")
 
 _FAMILY_ONLY = ("num_steps", "stride", "eta", "variance")
-_MODEL = ("model", "schedule", "num_timesteps", "prediction")
 
 
 def _source():
@@ -47,7 +47,7 @@ def _source():
                              f"got {', '.join('--' + n for n in given) or 'none'}")
     mode = given[0]
     stray = [n for n in _FAMILY_ONLY if FLAGS[n].present and mode != "family"]
-    stray += [n for n in _MODEL if FLAGS[n].present and mode == "sampler"]
+    stray += [n for n in models.OPTIONS if FLAGS[n].present and mode == "sampler"]
     if stray:
         raise cli.UsageError(f"{', '.join('--' + n for n in stray)} do not apply with --{mode} "
                              "(the sampler is fixed by it)")

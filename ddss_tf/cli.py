@@ -1,7 +1,8 @@
 """Shared plumbing for the absl binaries in bin/: quiet TF logs, one-line errors, and the
 flags every binary that loads a model or real data defines the same way:
 
-    cli.define_model_flags()    # --model --schedule --num_timesteps --prediction (module level)
+    cli.define_model_flags()    # --model --schedule --num_timesteps --prediction, and for TF1
+                                # checkpoints --model_preset --image_size --ema (module level)
     cli.define_data_flags()     # --dataset --split
     ...
     cfg = SearchConfig(**cli.model_options(), **cli.data_options(), ...)   # in main()
@@ -58,17 +59,21 @@ def _binary_module():
 
 
 def define_model_flags(flag_values=None):
-    """Define --model, --schedule, --num_timesteps and --prediction (see ddss_tf.models)."""
+    """Define --model, --schedule, --num_timesteps, --prediction, --model_preset, --image_size
+    and --ema (see ddss_tf.models)."""
     from absl import flags
 
     from ddss_tf import denoisers, models, schedules
+    from ddss_tf.nets import diffusion_tf
 
     fv, d, module = _flag_values(flag_values), models.DEFAULTS, _binary_module()
     names = "|".join(schedules.names())
     flags.DEFINE_string(
         "model", d["model"], "'digits' (the bundled DDPM), a ddss_train_model directory, a Keras "
-        "file (.keras / .h5) or a SavedModel directory: model([x_t [B,H,W,C], t [B]]) -> "
-        "eps | x | v (README: the model contract).", flag_values=fv, module_name=module)
+        "file (.keras / .h5), a SavedModel directory: model([x_t [B,H,W,C], t [B]]) -> "
+        "eps | x | v (README: the model contract), or a TF1 checkpoint of Ho et al.'s "
+        "diffusion_tf UNet (prefix .../model.ckpt-N or its directory; with --image_size or "
+        "--model_preset).", flag_values=fv, module_name=module)
     flags.DEFINE_string(
         "schedule", d["schedule"], f"Noise schedule of a Keras / SavedModel model: {names} (with "
         "--num_timesteps) or a .json file holding Schedule.get_config(). Empty: the model's own "
@@ -79,6 +84,17 @@ def define_model_flags(flag_values=None):
     flags.DEFINE_enum("prediction", d["prediction"], list(denoisers.predictions()),
                       "What the model returns: eps, x (= x0) or v.", flag_values=fv,
                       module_name=module)
+    flags.DEFINE_enum(
+        "model_preset", d["model_preset"] or None, list(diffusion_tf.preset_names()),
+        "A released diffusion_tf model (Ho et al.) for a TF1 checkpoint --model: fixes its image "
+        "size and schedule (cifar10: 32x32, linear betas 1e-4..0.02, T = 1000; the others 256x256).",
+        flag_values=fv, module_name=module)
+    flags.DEFINE_integer("image_size", d["image_size"], "S for S x S images: the input size of a "
+                         "TF1 checkpoint --model (it records none); 0: from --model_preset.",
+                         lower_bound=0, flag_values=fv, module_name=module)
+    flags.DEFINE_boolean("ema", d["ema"], "A TF1 checkpoint --model: its EMA weights (the ones "
+                         "Ho et al. evaluate); --noema: the raw weights.", flag_values=fv,
+                         module_name=module)
 
 
 def model_options(flag_values=None):
@@ -91,7 +107,9 @@ def model_options(flag_values=None):
     if fv["num_timesteps"].present and fv["schedule"].value not in schedules.names():
         raise UsageError(f"--num_timesteps applies with --schedule={'|'.join(schedules.names())} "
                          "only (a schedule .json file names its own num_timesteps)")
-    return {name: fv[name].value for name in models.OPTIONS}
+    options = {name: fv[name].value for name in models.OPTIONS}
+    options["model_preset"] = options["model_preset"] or ""
+    return options
 
 
 def define_data_flags(flag_values=None):

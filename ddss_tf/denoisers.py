@@ -104,13 +104,32 @@ def from_eps_fn(eps_fn, schedule, clip_x0=False, data_range=(-1.0, 1.0)):
 def from_keras_model(model, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):
     """Wrap a Keras model called as model([x_t, t]) -> eps | x0 | v.
 
-    The model is frozen (trainable=False): samplers never train its weights.
+    The model is frozen (trainable=False): samplers never train its weights. A model whose
+    output has twice x_t's channels (iDDPM / ADM "learn_sigma": eps, then the variance
+    interpolation) is accepted with prediction "eps"; its first C channels are the eps
+    used (DDSS learns its own variances).
     """
     if not hasattr(model, "trainable_variables"):
         raise ValueError(f"expected a Keras model (x_t, t) -> prediction, got {type(model)}")
     model.trainable = False
+    channels = _learned_variance_channels(model, prediction)
 
     def fn(x_t, t):
-        return model([x_t, t], training=False)
+        out = model([x_t, t], training=False)
+        return out if channels is None else out[..., :channels]
 
     return Denoiser(fn, schedule, prediction, clip_x0, data_range, network=model)
+
+
+def _learned_variance_channels(model, prediction):
+    """C when the model maps C input channels to 2C outputs (eps and a variance), else None."""
+    try:
+        c_in, c_out = model.inputs[0].shape[-1], model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):  # no static inputs / outputs
+        return None
+    if c_in is None or c_out != 2 * c_in:
+        return None
+    if prediction != "eps":
+        raise ValueError(f"the model returns {c_out} channels for {c_in}-channel images (eps and "
+                         f"a learned variance): accepted with prediction eps, not {prediction}")
+    return c_in

@@ -2,6 +2,8 @@
 
     net, sched = models.load("eps_model.keras", schedule="linear_beta", num_timesteps=1000)
     den, net = models.load_denoiser("saved_model_dir", schedule="cosine.json", prediction="v")
+    net, sched = models.load("diffusion_cifar10_model/model.ckpt-790000", model_preset="cifar10")
+    net, sched = models.load("ckpt_dir", schedule="linear_beta", num_timesteps=1000, image_size=32)
 
 `model` is one of
 
@@ -9,11 +11,18 @@
   a ddss_train_model dir      config.json + model.weights.h5 (carries its schedule; eps)
   a Keras file .keras / .h5   model([x_t, t]) -> prediction, a functional model
   a SavedModel directory      serving_default (x_t, t) -> prediction (nets.saved_model_net)
+  a TF1 checkpoint            Ho et al.'s original diffusion_tf UNet: a prefix
+                              (.../model.ckpt-790000) or a directory with a `checkpoint`
+                              file (nets.diffusion_tf); EMA weights unless ema=False
 
 The contract of a network brought from outside: x_t float32 [B, H, W, C] (H, W, C
 fixed, data range [-1, 1] before noising), t float32 [B] real-valued model time in
 [0, T - 1], output [B, H, W, C] that is eps, x0 or v (`prediction`; converted once by
-`ddss_tf.denoisers`). Such a file carries no schedule, so `schedule` is required:
+`ddss_tf.denoisers`), or [B, H, W, 2C] for eps with a learned variance (iDDPM / ADM
+"learn_sigma": eps first; the denoiser uses those C channels). A TF1 checkpoint records
+no image size: `image_size` (S, for S x S images), or a `model_preset` naming a
+released model, which also carries its schedule. Such a file carries no schedule, so
+`schedule` is required:
 a name of `schedules.names()` built with `num_timesteps` steps (the constructor's other
 arguments at their defaults), or a JSON file holding `Schedule.get_config()`, e.g.
 {"kind": "linear_beta", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02}.
@@ -22,6 +31,7 @@ The keyword arguments are the SearchConfig fields of the same names (`OPTIONS`),
 `load(**options(cfg))` loads the model of a search config.
 """
 
+import dataclasses
 import json
 import os
 
@@ -29,17 +39,23 @@ import keras
 import numpy as np
 
 from ddss_tf import denoisers, pretrained, schedules
-from ddss_tf.nets import saved_model_net
+from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
 __all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "kind", "carries_schedule",
            "load_schedule", "load", "load_denoiser", "image_shape"]
 
-OPTIONS = ("model", "schedule", "num_timesteps", "prediction")
-DEFAULTS = dict(model="digits", schedule="", num_timesteps=1000, prediction="eps")
+OPTIONS = ("model", "schedule", "num_timesteps", "prediction", "model_preset", "image_size",
+           "ema")
+DEFAULTS = dict(model="digits", schedule="", num_timesteps=1000, prediction="eps",
+                model_preset="", image_size=0, ema=True)
 ACCEPTED = ("digits (the bundled DDPM), a ddss_train_model directory, a Keras model file "
-            "(.keras / .h5) or a SavedModel directory (serving_default (x_t, t) -> eps | x | v)")
+            "(.keras / .h5), a SavedModel directory (serving_default (x_t, t) -> eps | x | v) "
+            "or a TF1 checkpoint of Ho et al.'s diffusion_tf UNet (prefix or directory)")
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_KINDS = dict(digits="the bundled digits DDPM", model_dir="a ddss_train_model directory",
+              keras="a Keras model file", saved_model="a SavedModel",
+              tf1_checkpoint="a TF1 checkpoint")
 
 
 def options(cfg):
@@ -48,17 +64,25 @@ def options(cfg):
 
 
 def kind(model):
-    """"digits", "model_dir", "keras" or "saved_model"; ValueError naming what is accepted."""
+    """"digits", "model_dir", "keras", "saved_model" or "tf1_checkpoint"; ValueError naming
+    what is accepted."""
     if model == "digits":
         return "digits"
     model = str(model)
     if os.path.isdir(model):
         if os.path.isfile(os.path.join(model, "saved_model.pb")):
             return "saved_model"
+        if os.path.isfile(os.path.join(model, "model.weights.h5")):
+            return "model_dir"
+        if diffusion_tf.is_checkpoint(model):
+            return "tf1_checkpoint"
         if os.path.isfile(os.path.join(model, "config.json")):
             return "model_dir"
         raise ValueError(f"unknown model {model!r}: the directory holds neither config.json "
-                         f"(ddss_train_model) nor saved_model.pb; accepted: {ACCEPTED}")
+                         f"(ddss_train_model), saved_model.pb nor a `checkpoint` file; accepted: "
+                         f"{ACCEPTED}")
+    if diffusion_tf.is_checkpoint(model):
+        return "tf1_checkpoint"
     if os.path.isfile(model):
         if model.endswith(_KERAS_SUFFIXES):
             return "keras"
@@ -67,9 +91,10 @@ def kind(model):
     raise ValueError(f"unknown model {model!r}: no such file or directory; accepted: {ACCEPTED}")
 
 
-def carries_schedule(model):
-    """True when `model` brings its own schedule (the bundled model, ddss_train_model dirs)."""
-    return kind(model) in ("digits", "model_dir")
+def carries_schedule(model, model_preset=""):
+    """True when `model` brings its own schedule (the bundled model, ddss_train_model dirs) or a
+    model preset gives it."""
+    return bool(model_preset) or kind(model) in ("digits", "model_dir")
 
 
 def load_schedule(schedule, num_timesteps=1000):
@@ -111,8 +136,9 @@ def _load_keras(path):
                          f"{' '.join(str(e).split())[:200]})") from e
 
 
-def _check_network(net, source):
-    """ValueError unless net takes [x_t [B, H, W, C], t [B]] and returns x_t's shape."""
+def _check_network(net, source, prediction="eps"):
+    """ValueError unless net takes [x_t [B, H, W, C], t [B]] and returns [B, H, W, C] (or, for
+    eps, [B, H, W, 2C]: eps and a learned variance)."""
     contract = "model([x_t [B, H, W, C], t [B]]) -> [B, H, W, C]"
     inputs, outputs = getattr(net, "inputs", None), getattr(net, "outputs", None)
     if not inputs or not outputs:
@@ -123,38 +149,83 @@ def _check_network(net, source):
         raise ValueError(f"{source} takes inputs {shapes}; the contract is {contract} with H, W, "
                          "C fixed and t of keras.Input(shape=())")
     out = [tuple(o.shape) for o in outputs]
-    if out != [shapes[0]]:
-        raise ValueError(f"{source} returns {out}, x_t is {shapes[0]}: the output must have the "
-                         f"input's shape, contract {contract}")
     h, w, c = shapes[0][1:]
+    learned_variance = [(None, h, w, 2 * c)]
+    if out != [shapes[0]] and not (out == learned_variance and prediction == "eps"):
+        detail = (f"; a {2 * c}-channel output (eps and a learned variance) is accepted with "
+                  f"prediction eps, not {prediction}" if out == learned_variance else "")
+        raise ValueError(f"{source} returns {out}, x_t is {shapes[0]}: the output must have the "
+                         f"input's shape (or 2C channels, eps first, for prediction eps), "
+                         f"contract {contract}{detail}")
     try:  # a real call: catches what the static shapes do not (a hard-coded batch, bad dtypes)
         probe = net([np.zeros([2, h, w, c], np.float32), np.array([0.0, 1.0], np.float32)],
                     training=False)
     except Exception as e:
         raise ValueError(f"calling {source} on x_t [2, {h}, {w}, {c}], t [2] failed "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
-    if tuple(probe.shape) != (2, h, w, c):
+    if tuple(probe.shape) != (2,) + out[0][1:]:
         raise ValueError(f"{source} returned shape {list(probe.shape)} for x_t [2, {h}, {w}, {c}]")
 
 
-def load(model="digits", schedule="", num_timesteps=1000, prediction="eps"):
+def _preset(model, model_preset, schedule, image_size, prediction):
+    """(image size, schedule config) of a released model's preset, checked against the checkpoint."""
+    if model_preset not in diffusion_tf.PRESETS:
+        raise ValueError(f"unknown model preset {model_preset!r}; accepted: "
+                         f"{', '.join(diffusion_tf.preset_names())}")
+    size, sched_config, own_prediction, arch = diffusion_tf.PRESETS[model_preset]
+    clash = []
+    if schedule:
+        clash.append(f"schedule {schedule!r}")
+    if image_size and image_size != size:
+        clash.append(f"image_size {image_size}")
+    if prediction != own_prediction:
+        clash.append(f"prediction {prediction!r}")
+    if clash:
+        raise ValueError(f"model preset {model_preset} fixes image_size {size}, its schedule and "
+                         f"prediction {own_prediction}; drop {', '.join(clash)} (or the preset)")
+    found = diffusion_tf.infer_architecture(model)
+    if dataclasses.replace(found, scope=arch.scope) != arch:
+        raise ValueError(f"{model} is not the {model_preset} model: its UNet has "
+                         f"{found.describe()}, the preset's has {arch.describe()}; drop the "
+                         "preset and give image_size and schedule")
+    return size, sched_config
+
+
+def load(model="digits", schedule="", num_timesteps=1000, prediction="eps", model_preset="",
+         image_size=0, ema=True):
     """(Keras network [x_t, t] -> prediction, Schedule) for any `model` the module doc lists.
 
-    schedule: "" for the model's own (required for a Keras file or SavedModel), else as
-    `load_schedule` accepts. prediction: what the network returns (eps | x | v).
+    schedule: "" for the model's own (required for a Keras file, SavedModel or TF1
+    checkpoint without a preset), else as `load_schedule` accepts. prediction: what the
+    network returns (eps | x | v). model_preset, image_size, ema: for a TF1 checkpoint
+    only (a released model's preset; S for S x S images; EMA or raw weights).
     """
     if prediction not in denoisers.predictions():
         raise ValueError(f"unknown prediction {prediction!r}; accepted: "
                          f"{', '.join(denoisers.predictions())}")
     which = kind(model)
+    given = [f"{name}={value!r}" for name, value in
+             (("model_preset", model_preset), ("image_size", image_size), ("ema", ema))
+             if value != DEFAULTS[name]]
+    if given and which != "tf1_checkpoint":
+        raise ValueError(f"{', '.join(given)}: for TF1 checkpoints (diffusion_tf) only, and "
+                         f"{model!r} is {_KINDS[which]}")
     if which in ("digits", "model_dir"):
         own = "eps" if which == "digits" else pretrained.load_config(model).get("prediction", "eps")
         if schedule:
             raise ValueError(f"model {model!r} carries its own schedule; a schedule "
-                             f"({schedule!r}) applies to Keras files and SavedModels only")
+                             f"({schedule!r}) applies to Keras files, SavedModels and TF1 "
+                             "checkpoints only")
         if prediction != own:
             raise ValueError(f"model {model!r} predicts {own}, not {prediction}")
         return pretrained.load_model(model)
+    if which == "tf1_checkpoint":
+        if model_preset:
+            image_size, schedule = _preset(model, model_preset, schedule, image_size, prediction)
+        elif not image_size:
+            raise ValueError(f"the TF1 checkpoint {model} does not record its image size: give "
+                             "image_size (--image_size=S for S x S images) or a model preset "
+                             f"(--model_preset={'|'.join(diffusion_tf.preset_names())})")
     if not schedule:
         raise ValueError(f"model {model!r} carries no noise schedule: give one (accepted: "
                          f"{', '.join(schedules.names())} with num_timesteps, or a schedule "
@@ -162,15 +233,18 @@ def load(model="digits", schedule="", num_timesteps=1000, prediction="eps"):
     sched = load_schedule(schedule, num_timesteps)
     if which == "keras":
         net, source = _load_keras(model), f"the Keras model {model}"
-    else:
+    elif which == "saved_model":
         net, source = saved_model_net.load(model), f"the SavedModel {model}"
-    _check_network(net, source)
+    else:
+        net, source = diffusion_tf.load(model, image_size, ema=ema), f"the TF1 checkpoint {model}"
+    _check_network(net, source, prediction)
     net.trainable = False
     return net, sched
 
 
 def load_denoiser(model="digits", schedule="", num_timesteps=1000, prediction="eps",
-                  clip_x0=False):
-    """(denoisers.Denoiser, Keras network) for `load`'s arguments."""
-    net, sched = load(model, schedule, num_timesteps, prediction)
+                  clip_x0=False, **checkpoint_options):
+    """(denoisers.Denoiser, Keras network) for `load`'s arguments (checkpoint_options:
+    model_preset, image_size, ema)."""
+    net, sched = load(model, schedule, num_timesteps, prediction, **checkpoint_options)
     return denoisers.from_keras_model(net, sched, prediction=prediction, clip_x0=clip_x0), net

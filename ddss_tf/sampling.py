@@ -57,18 +57,20 @@ def from_export(path):
     return exported.load_sampler(path)
 
 
-def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, prediction=None):
+def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, prediction=None,
+                      **checkpoint_options):
     """The sampler of a coefficients.json rebuilt on `model` (checked to be its model).
 
-    model, schedule, num_timesteps, prediction: as `models.load`. A model that carries no
-    schedule runs on the file's when `schedule` is empty; prediction None: the file's.
+    model, schedule, num_timesteps, prediction, checkpoint_options (model_preset,
+    image_size, ema): as `models.load`. A model that carries no schedule runs on the
+    file's when `schedule` is empty; prediction None: the file's.
     """
     doc = coefficients_lib.read_coefficients(path)
     m = doc["model"]
-    if not schedule and not models.carries_schedule(model):
+    if not schedule and not models.carries_schedule(model, checkpoint_options.get("model_preset")):
         schedule = doc["schedule"]
     prediction = prediction or m.get("prediction", "eps")
-    net, sched = load_model(model, schedule, num_timesteps, prediction)
+    net, sched = load_model(model, schedule, num_timesteps, prediction, **checkpoint_options)
     den = denoisers.from_keras_model(net, sched, prediction=prediction,
                                      clip_x0=m.get("clip_x0", False),
                                      data_range=m.get("data_range", (-1.0, 1.0)))
@@ -76,10 +78,12 @@ def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, pre
 
 
 def from_family(family, model="digits", num_steps=10, schedule="", num_timesteps=1000,
-                prediction="eps", **options):
+                prediction="eps", model_preset="", image_size=0, ema=True, **options):
     """A sampler family by name (samplers.create options) on `model` (as `models.load`
-    takes it, with schedule, num_timesteps, prediction), untrained."""
-    den, _ = models.load_denoiser(model, schedule, num_timesteps, prediction)
+    takes it, with schedule, num_timesteps, prediction, model_preset, image_size, ema),
+    untrained."""
+    den, _ = models.load_denoiser(model, schedule, num_timesteps, prediction,
+                                  model_preset=model_preset, image_size=image_size, ema=ema)
     return LayerSource(samplers.create(family, den, num_steps=num_steps, remat=False, **options))
 
 

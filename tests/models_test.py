@@ -208,13 +208,15 @@ def _bad_models(root):
     """{case: path} of models that break the contract in one way each."""
     out = {}
     _keras_eps(out_channels=2).save(root / "two_channels.keras")
+    _keras_eps(out_channels=3).save(root / "three_channels.keras")
     _keras_eps(t_shape=(1,)).save(root / "t_column.keras")
     x = keras.Input(_SHAPE)
     keras.Model(x, keras.layers.Conv2D(1, 3, padding="same")(x)).save(root / "one_input.keras")
     (root / "junk.keras").write_bytes(b"not a zip file")
     (root / "notes.txt").write_text("hello")
     os.makedirs(root / "empty_dir", exist_ok=True)
-    out.update(two_channels=root / "two_channels.keras", t_column=root / "t_column.keras",
+    out.update(two_channels=root / "two_channels.keras",
+               three_channels=root / "three_channels.keras", t_column=root / "t_column.keras",
                one_input=root / "one_input.keras", junk=root / "junk.keras",
                txt=root / "notes.txt", empty_dir=root / "empty_dir")
     image = _spec([None, *_SHAPE])
@@ -245,10 +247,13 @@ def bad(tmp_path_factory):
     ("/no/such/model.keras", {}, "unknown model '/no/such/model.keras': no such file or directory; "
      "accepted: digits (the bundled DDPM), a ddss_train_model directory, a Keras model file"),
     ("txt", {}, "not a Keras file (.keras / .h5)"),
-    ("empty_dir", {}, "holds neither config.json (ddss_train_model) nor saved_model.pb"),
+    ("empty_dir", {}, "holds neither config.json (ddss_train_model), saved_model.pb nor a "
+     "`checkpoint` file"),
     ("junk", {}, "cannot load the Keras model"),
-    ("two_channels", {}, "returns [(None, 8, 8, 2)], x_t is (None, 8, 8, 1): the output must have "
-     "the input's shape"),
+    ("three_channels", {}, "returns [(None, 8, 8, 3)], x_t is (None, 8, 8, 1): the output must "
+     "have the input's shape"),
+    ("two_channels", dict(prediction="x"), "a 2-channel output (eps and a learned variance) is "
+     "accepted with prediction eps, not x"),
     ("t_column", {}, "takes inputs [(None, 8, 8, 1), (None, 1)]; the contract is"),
     ("one_input", {}, "takes inputs [(None, 8, 8, 1)]"),
     ("int_t", {}, "input t is int32, not float"),
@@ -279,6 +284,35 @@ def test_a_model_that_does_not_fit_fails_with_one_line(byo, bad, tmp_path, case,
     assert message in text and "\n" not in text, text
 
 
+@pytest.mark.parametrize("which", ["keras", "saved_model"])
+def test_a_learned_variance_output_samples_with_its_eps_channels(tmp_path, which):
+    # iDDPM / ADM "learn_sigma" networks return 2C channels: eps, then the variance interpolation.
+    if which == "keras":
+        net = _keras_eps(out_channels=2)
+        path = str(tmp_path / "learned_variance.keras")
+        net.save(path)
+        full = lambda x_t, t: net([x_t, t])  # noqa: E731
+    else:
+        module = _ModuleEps()
+        full = lambda x_t, t: tf.concat([module.eps(x_t, t), tf.sin(x_t)], -1)  # noqa: E731
+        path = _save_module(module, str(tmp_path / "learned_variance"),
+                            lambda x_t, t: {"out": full(x_t, t)}, [_spec([None, *_SHAPE]),
+                                                                    _spec([None])])
+    den, loaded = models.load_denoiser(path, schedule="linear_beta", num_timesteps=200)
+    x, t = _inputs()
+    assert loaded([x, t]).shape == (3, 8, 8, 2)
+    np.testing.assert_allclose(den(x, t)[1].numpy(), full(x, t).numpy()[..., :1], atol=1e-6)
+    # A sampler on it is the sampler on the first C channels of the network.
+    eps_only = denoisers.from_eps_fn(lambda x_t, t: full(x_t, t)[..., :1],
+                                     schedules.linear_beta(200))
+    x_T, noise = ops.draw_noise([1, 0], 3, 4, list(_SHAPE))
+    got, want = (samplers.create("ddpm", d, num_steps=4, remat=False)(x_T, noise)
+                 for d in (den, eps_only))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="accepted with prediction eps, not v"):
+        models.load(path, schedule="linear_beta", prediction="v")
+
+
 def _parsed(*argv):
     fv = flags.FlagValues()
     cli.define_model_flags(fv)
@@ -295,7 +329,11 @@ def test_the_shared_flags_are_search_config_fields_with_its_defaults():
                  "--dataset=imgs/", "--split=test")
     cfg = SearchConfig(**cli.model_options(fv), **cli.data_options(fv))
     assert models.options(cfg) == dict(model="m.keras", schedule="cosine", num_timesteps=50,
-                                       prediction="v")
+                                       prediction="v", model_preset="", image_size=0, ema=True)
+    fv = _parsed("--model=ckpt/model.ckpt-5", "--model_preset=cifar10", "--noema")
+    assert {k: v for k, v in cli.model_options(fv).items() if k in ("model_preset", "ema")} == \
+        dict(model_preset="cifar10", ema=False)
+    assert cli.model_options(_parsed("--image_size=32"))["image_size"] == 32
     assert (cfg.dataset, cfg.split) == ("imgs/", "test")
     with pytest.raises(cli.UsageError, match="--num_timesteps applies with --schedule=cosine"):
         cli.model_options(_parsed("--schedule=s.json", "--num_timesteps=50"))

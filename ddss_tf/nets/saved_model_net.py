@@ -5,7 +5,8 @@
 The SavedModel needs a `serving_default` signature with two float inputs, one
 [B, H, W, C] (x_t; H, W and C fixed) and one [B] (t, real-valued model time),
 told apart by rank whatever their names, and one output shaped like x_t (eps, x0
-or v). Anything else is one ValueError naming what the signature has.
+or v), or [B, H, W, 2C] (eps and a learned variance; see `denoisers.from_keras_model`).
+Anything else is one ValueError naming what the signature has.
 
 The signature runs on the SavedModel's own variables (samplers, gradients to x_t,
 XLA and `export.export_sampler` all call it as a function). Copies of those
@@ -22,7 +23,8 @@ import tensorflow as tf
 __all__ = ["SavedModelNetwork", "load", "SIGNATURE"]
 
 SIGNATURE = "serving_default"
-_CONTRACT = "(x_t float [B, H, W, C], t float [B]) -> one output [B, H, W, C]"
+_CONTRACT = ("(x_t float [B, H, W, C], t float [B]) -> one output [B, H, W, C] (or [B, H, W, 2C]: "
+             "eps and a learned variance)")
 
 
 class SavedModelNetwork(keras.layers.Layer):
@@ -32,10 +34,12 @@ class SavedModelNetwork(keras.layers.Layer):
       loaded: the object `tf.saved_model.load` returned (kept alive with the layer).
       x_name, t_name: the signature's input names for x_t and t.
       output_key: the signature's output name.
+      out_channels: the output's channels when they differ from x_t's (2C).
     """
 
-    def __init__(self, loaded, x_name, t_name, output_key, **kwargs):
+    def __init__(self, loaded, x_name, t_name, output_key, out_channels=None, **kwargs):
         super().__init__(trainable=False, **kwargs)
+        self._out_channels = out_channels
         self._loaded = loaded
         self._fn = loaded.signatures[SIGNATURE]
         self._x_name, self._t_name, self._output_key = x_name, t_name, output_key
@@ -52,7 +56,8 @@ class SavedModelNetwork(keras.layers.Layer):
         return tf.cast(out[self._output_key], tf.float32)
 
     def compute_output_spec(self, x_t, t):
-        return keras.KerasTensor(x_t.shape, dtype="float32")
+        shape = tuple(x_t.shape[:-1]) + (self._out_channels or x_t.shape[-1],)
+        return keras.KerasTensor(shape, dtype="float32")
 
 
 def _fail(path, what):
@@ -64,7 +69,7 @@ def _shape(spec):
 
 
 def _inspect(path, fn):
-    """(x_name, t_name, output_key, image_shape) of a signature, or ValueError."""
+    """(x_name, t_name, output_key, image_shape, output channels) of a signature, or ValueError."""
     inputs = fn.structured_input_signature[1]
     described = ", ".join(f"{k} {v.dtype.name} {_shape(v)}" for k, v in sorted(inputs.items()))
     by_rank = {v.shape.rank: k for k, v in inputs.items()}
@@ -84,9 +89,13 @@ def _inspect(path, fn):
         names = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
         _fail(path, f"{SIGNATURE} must return one output, returns {names}")
     (key, spec), = outputs.items()
+    out_channels = image_shape[-1]
     if not spec.shape.is_compatible_with([None] + image_shape):
-        _fail(path, f"output {key} has shape {_shape(spec)}, x_t has {_shape(inputs[x_name])}")
-    return x_name, t_name, key, tuple(int(d) for d in image_shape)
+        out_channels *= 2
+        if not spec.shape.is_compatible_with([None] + image_shape[:-1] + [out_channels]):
+            _fail(path, f"output {key} has shape {_shape(spec)}, x_t has "
+                  f"{_shape(inputs[x_name])}")
+    return x_name, t_name, key, tuple(int(d) for d in image_shape), out_channels
 
 
 def load(path, name=None):
@@ -99,9 +108,9 @@ def load(path, name=None):
     signatures = getattr(loaded, "signatures", {})
     if SIGNATURE not in signatures:
         _fail(path, f"no {SIGNATURE} signature (it has: {', '.join(signatures) or 'none'})")
-    x_name, t_name, key, image_shape = _inspect(path, signatures[SIGNATURE])
+    x_name, t_name, key, image_shape, out_channels = _inspect(path, signatures[SIGNATURE])
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.normpath(path)))
-    layer = SavedModelNetwork(loaded, x_name, t_name, key, name=f"{name}_signature")
+    layer = SavedModelNetwork(loaded, x_name, t_name, key, out_channels, name=f"{name}_signature")
     x_t = keras.Input(image_shape, name="x_t")
     t = keras.Input((), name="t")
     return keras.Model([x_t, t], layer(x_t, t), name=name)

@@ -7,7 +7,10 @@ residual blocks with group norm and dropout, optional self-attention at chosen
 resolutions, a middle block, and skip connections. Sized by config, from the
 bundled 8x8 digits model up to Ho et al.'s CIFAR-10 model
 (`CIFAR10_CONFIG`: ch 128, mult 1,2,2,2, 2 res blocks, attention at 16x16).
-Every layer is registered as Keras-serializable.
+The options `norm_eps`, `resamp_with_conv`, `conv_shortcut` and `out_channels`
+cover every configuration of Ho et al.'s original code (`diffusion_tf`), whose
+checkpoints `ddss_tf.nets.diffusion_tf` converts into this model. Every layer is
+registered as Keras-serializable.
 """
 
 import math
@@ -25,6 +28,12 @@ DEFAULT_CONFIG = dict(
     attn_resolutions=(16,),
     dropout=0.1,
     norm_groups=32,
+    # Keras' GroupNormalization default (the bundled digits model was trained with it);
+    # Ho et al.'s code uses 1e-6.
+    norm_eps=1e-3,
+    resamp_with_conv=True,  # strided / post-upsampling 3x3 convs; False: 2x2 average pool, plain
+    conv_shortcut=False,    # a 3x3 conv (not 1x1) where a residual block changes the width
+    out_channels=None,      # None: the image's C; 2C for a learned-variance (eps, v) output
 )
 CIFAR10_CONFIG = dict(DEFAULT_CONFIG)
 DIGITS_CONFIG = dict(
@@ -53,7 +62,9 @@ class TimestepEmbedding(layers.Layer):
 
     def call(self, t):
         half = self.dim // 2
-        freqs = ops.exp(-math.log(self.max_period) * ops.arange(half, dtype="float32") / (half - 1))
+        # exp(i * -(log(max_period) / (half - 1))), rounded as Ho et al.'s code does (one float32
+        # product per frequency), so converted checkpoints reproduce their outputs to the last bits.
+        freqs = ops.exp(ops.arange(half, dtype="float32") * (-math.log(self.max_period) / (half - 1)))
         args = ops.cast(ops.reshape(t, (-1, 1)), "float32") * freqs[None, :]
         return ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
 
@@ -66,24 +77,33 @@ class TimestepEmbedding(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class ResBlock(layers.Layer):
-    """GroupNorm-swish-conv, + time embedding, GroupNorm-swish-dropout-conv, + skip."""
+    """GroupNorm-swish-conv, + time embedding, GroupNorm-swish-dropout-conv, + skip.
 
-    def __init__(self, out_ch, dropout=0.0, norm_groups=32, **kwargs):
+    The skip is the identity, or where the width changes a 1x1 conv (a 3x3 one with
+    conv_shortcut=True).
+    """
+
+    def __init__(self, out_ch, dropout=0.0, norm_groups=32, norm_eps=1e-3, conv_shortcut=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.out_ch, self.dropout_rate, self.norm_groups = int(out_ch), float(dropout), int(norm_groups)
+        self.norm_eps, self.conv_shortcut = float(norm_eps), bool(conv_shortcut)
 
     def build(self, input_shapes):
         x_shape, _ = input_shapes
         in_ch = x_shape[-1]
-        self.norm1 = layers.GroupNormalization(_groups(in_ch, self.norm_groups), name="norm1")
+        self.norm1 = _group_norm(in_ch, self.norm_groups, self.norm_eps, "norm1")
         self.conv1 = layers.Conv2D(self.out_ch, 3, padding="same", name="conv1")
         self.temb_proj = layers.Dense(self.out_ch, name="temb_proj")
-        self.norm2 = layers.GroupNormalization(_groups(self.out_ch, self.norm_groups), name="norm2")
+        self.norm2 = _group_norm(self.out_ch, self.norm_groups, self.norm_eps, "norm2")
         self.drop = layers.Dropout(self.dropout_rate)
         # Ho et al. zero-initialise the last conv of each block so it starts as the identity.
         self.conv2 = layers.Conv2D(self.out_ch, 3, padding="same", kernel_initializer="zeros",
                                    name="conv2")
-        self.skip = layers.Conv2D(self.out_ch, 1, name="skip") if in_ch != self.out_ch else None
+        self.skip = None
+        if in_ch != self.out_ch:
+            self.skip = layers.Conv2D(self.out_ch, 3 if self.conv_shortcut else 1, padding="same",
+                                      name="skip")
         # Build the children here so that weights exist before a saved model is loaded.
         out_shape = tuple(x_shape[:-1]) + (self.out_ch,)
         for layer, shape in ((self.norm1, x_shape), (self.conv1, x_shape), (self.norm2, out_shape),
@@ -104,20 +124,21 @@ class ResBlock(layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), out_ch=self.out_ch, dropout=self.dropout_rate,
-                    norm_groups=self.norm_groups)
+                    norm_groups=self.norm_groups, norm_eps=self.norm_eps,
+                    conv_shortcut=self.conv_shortcut)
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class AttnBlock(layers.Layer):
     """Single-head self-attention over the H*W positions, with a residual connection."""
 
-    def __init__(self, norm_groups=32, **kwargs):
+    def __init__(self, norm_groups=32, norm_eps=1e-3, **kwargs):
         super().__init__(**kwargs)
-        self.norm_groups = int(norm_groups)
+        self.norm_groups, self.norm_eps = int(norm_groups), float(norm_eps)
 
     def build(self, x_shape):
         ch = x_shape[-1]
-        self.norm = layers.GroupNormalization(_groups(ch, self.norm_groups), name="norm")
+        self.norm = _group_norm(ch, self.norm_groups, self.norm_eps, "norm")
         self.qkv = layers.Dense(3 * ch, name="qkv")
         self.proj = layers.Dense(ch, kernel_initializer="zeros", name="proj")
         self.norm.build(x_shape)
@@ -137,7 +158,7 @@ class AttnBlock(layers.Layer):
         return x_shape
 
     def get_config(self):
-        return dict(super().get_config(), norm_groups=self.norm_groups)
+        return dict(super().get_config(), norm_groups=self.norm_groups, norm_eps=self.norm_eps)
 
 
 def _groups(ch, norm_groups):
@@ -148,6 +169,10 @@ def _groups(ch, norm_groups):
     return g
 
 
+def _group_norm(ch, norm_groups, epsilon, name):
+    return layers.GroupNormalization(_groups(ch, norm_groups), epsilon=epsilon, name=name)
+
+
 def build_unet(config=None, name="unet"):
     """Functional Keras model [x_t, t] -> prediction; see module docstring for config keys."""
     cfg = dict(DEFAULT_CONFIG, **(config or {}))
@@ -155,7 +180,9 @@ def build_unet(config=None, name="unet"):
     ch, mult, groups = cfg["ch"], tuple(cfg["ch_mult"]), cfg["norm_groups"]
     if height % (2 ** (len(mult) - 1)) or width % (2 ** (len(mult) - 1)):
         raise ValueError(f"image size {height}x{width} must be divisible by 2^{len(mult) - 1}")
-    res_kw = dict(dropout=cfg["dropout"], norm_groups=groups)
+    eps, with_conv = cfg["norm_eps"], cfg["resamp_with_conv"]
+    res_kw = dict(dropout=cfg["dropout"], norm_groups=groups, norm_eps=eps,
+                  conv_shortcut=cfg["conv_shortcut"])
 
     x_in = keras.Input(shape=(height, width, channels), name="x_t")
     t_in = keras.Input(shape=(), name="t")
@@ -169,15 +196,19 @@ def build_unet(config=None, name="unet"):
         for i in range(cfg["num_res_blocks"]):
             h = ResBlock(ch * m, **res_kw, name=f"down{level}_res{i}")([h, temb])
             if res in cfg["attn_resolutions"]:
-                h = AttnBlock(groups, name=f"down{level}_attn{i}")(h)
+                h = AttnBlock(groups, eps, name=f"down{level}_attn{i}")(h)
             skips.append(h)
         if level != len(mult) - 1:
-            h = layers.Conv2D(h.shape[-1], 3, strides=2, padding="same", name=f"down{level}_ds")(h)
+            if with_conv:
+                h = layers.Conv2D(h.shape[-1], 3, strides=2, padding="same",
+                                  name=f"down{level}_ds")(h)
+            else:
+                h = layers.AveragePooling2D(2, name=f"down{level}_ds")(h)
             res //= 2
             skips.append(h)
 
     h = ResBlock(h.shape[-1], **res_kw, name="mid_res0")([h, temb])
-    h = AttnBlock(groups, name="mid_attn")(h)
+    h = AttnBlock(groups, eps, name="mid_attn")(h)
     h = ResBlock(h.shape[-1], **res_kw, name="mid_res1")([h, temb])
 
     for level, m in reversed(list(enumerate(mult))):
@@ -185,12 +216,14 @@ def build_unet(config=None, name="unet"):
             h = layers.Concatenate(name=f"up{level}_cat{i}")([h, skips.pop()])
             h = ResBlock(ch * m, **res_kw, name=f"up{level}_res{i}")([h, temb])
             if res in cfg["attn_resolutions"]:
-                h = AttnBlock(groups, name=f"up{level}_attn{i}")(h)
+                h = AttnBlock(groups, eps, name=f"up{level}_attn{i}")(h)
         if level != 0:
             h = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}_us")(h)
-            h = layers.Conv2D(h.shape[-1], 3, padding="same", name=f"up{level}_us_conv")(h)
+            if with_conv:
+                h = layers.Conv2D(h.shape[-1], 3, padding="same", name=f"up{level}_us_conv")(h)
             res *= 2
 
-    h = ops.silu(layers.GroupNormalization(_groups(h.shape[-1], groups), name="norm_out")(h))
-    out = layers.Conv2D(channels, 3, padding="same", kernel_initializer="zeros", name="conv_out")(h)
+    h = ops.silu(_group_norm(h.shape[-1], groups, eps, "norm_out")(h))
+    out = layers.Conv2D(cfg["out_channels"] or channels, 3, padding="same",
+                        kernel_initializer="zeros", name="conv_out")(h)
     return keras.Model([x_in, t_in], out, name=name)

@@ -12,11 +12,13 @@ LEARNABLE = ("ddim_sigma", "vars", "rddim", "ggdm")
 
 
 def load_denoiser(model="digits", clip_x0=False, *, schedule="", num_timesteps=1000,
-                  prediction="eps"):
+                  prediction="eps", **checkpoint_options):
     """(Denoiser, keras model) for any model `ddss_tf.models` loads: "digits" (the bundled
-    DDPM), a ddss_train_model directory, a Keras file or a SavedModel (with its schedule and
-    parametrisation). `load_denoiser(**models.options(cfg))` loads a SearchConfig's model."""
-    return models.load_denoiser(model, schedule, num_timesteps, prediction, clip_x0=clip_x0)
+    DDPM), a ddss_train_model directory, a Keras file, a SavedModel or a TF1 checkpoint (with
+    its schedule and parametrisation; checkpoint_options: model_preset, image_size, ema).
+    `load_denoiser(**models.options(cfg))` loads a SearchConfig's model."""
+    return models.load_denoiser(model, schedule, num_timesteps, prediction, clip_x0=clip_x0,
+                                **checkpoint_options)
 
 
 def _pixels():

@@ -27,13 +27,17 @@ class SearchConfig:
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
     init: str = "ddim"
     # The model and the data it was trained on ("digits" = the bundled model and data). A model
-    # brought as a Keras file or SavedModel names its schedule ("" = the model's own) and what
-    # it predicts (ddss_tf.models); a dataset may be a tfds name, image folder or .npz
-    # (ddss_tf.data), fitted to the model's image shape.
+    # brought as a Keras file, SavedModel or TF1 checkpoint names its schedule ("" = the model's
+    # own) and what it predicts (ddss_tf.models); a TF1 checkpoint also its image size or a
+    # released model's preset, and whether its EMA weights are used. A dataset may be a tfds
+    # name, image folder or .npz (ddss_tf.data), fitted to the model's image shape.
     model: str = "digits"
     schedule: str = ""
     num_timesteps: int = 1000
     prediction: str = "eps"
+    model_preset: str = ""
+    image_size: int = 0
+    ema: bool = True
     dataset: str = "digits"
     split: str = "train"
     # The loss: KID in the feature space of `features` (DESIGN section 4).
@@ -94,6 +98,8 @@ class SearchConfig:
                              f"{', '.join(denoisers.predictions())}")
         if self.num_timesteps < 2:
             raise ValueError(f"num_timesteps must be >= 2, got {self.num_timesteps}")
+        if self.image_size < 0:
+            raise ValueError(f"image_size must be >= 0 (0: the model's own), got {self.image_size}")
 
     def run_name(self):
         """The work directory name ddss_search gives this search: <family>[_pred][_time]_k<K>."""
