@@ -18,6 +18,7 @@ from absl import flags
 
 from ddss_tf import samplers
 from ddss_tf.metrics import mmd
+from ddss_tf.precision import PRECISIONS
 from ddss_tf.search import SearchConfig, components, run_search, strategies
 from ddss_tf.search.config import LR_DECAYS
 
@@ -47,8 +48,18 @@ flags.DEFINE_float("grad_clip", _D.grad_clip, "Global-norm clipping; 0 disables.
 flags.DEFINE_integer("seed", _D.seed, "Seed of every training batch's noise.")
 flags.DEFINE_enum("strategy", _D.strategy, list(strategies.names()), "tf.distribute strategy.")
 flags.DEFINE_string("tpu", _D.tpu, "TPU name for --strategy=tpu ('local' on a TPU VM / Colab).")
+flags.DEFINE_integer("cpu_devices", 0, "Present the CPU as this many devices, so that "
+                     "--strategy=mirrored runs as many replicas without GPUs (a rehearsal of a "
+                     "multi-device search); 0: as TensorFlow sees it.", lower_bound=0)
 flags.DEFINE_boolean("xla", _D.xla, "XLA-compile the sampling chain.")
 flags.DEFINE_boolean("remat", _D.remat, "Rematerialise network calls (memory flat in K).")
+flags.DEFINE_boolean("loop", _D.loop, "Run the sampling chain as one tf.while_loop, so XLA "
+                     "compiles the network once whatever K (--noloop: unrolled, compile time "
+                     "growing with K).")
+flags.DEFINE_enum("precision", _D.precision, list(PRECISIONS), "Arithmetic of the networks in "
+                  "the search step: bfloat16 for TPUs / recent GPUs (Keras networks; the "
+                  "sampler, the chain and the loss stay float32). Evaluation and export: "
+                  "float32.")
 flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "Steps between checkpoints.",
                      lower_bound=1)
 flags.DEFINE_integer("eval_every", _D.eval_every, "Steps between FID/KID evaluations.",
@@ -72,6 +83,8 @@ def _config():
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    if FLAGS.cpu_devices:
+        strategies.split_cpu(FLAGS.cpu_devices)  # before anything starts TensorFlow's runtime
     cfg = _config()
     if cfg.pred and cfg.family != "ggdm" and FLAGS["pred"].present:
         raise cli.UsageError(f"--pred applies to --family=ggdm only, not {cfg.family}")

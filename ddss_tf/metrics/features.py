@@ -45,10 +45,11 @@ class FeatureExtractor:
         None for no constraint.
       channels: accepted channel counts, e.g. (1, 3); None for any.
       fingerprint: string identifying the network's weights; defaults to name.
+      network: the underlying Keras model when there is one (ddss_tf.precision reads it).
     """
 
     def __init__(self, fn, name, data_range=(-1.0, 1.0), image_shape=None, channels=None,
-                 fingerprint=None):
+                 fingerprint=None, network=None):
         self._fn = fn
         self.name = str(name)
         self.data_range = (float(data_range[0]), float(data_range[1]))
@@ -57,6 +58,7 @@ class FeatureExtractor:
         self.image_shape = None if image_shape is None else tuple(image_shape)
         self.channels = None if channels is None else tuple(channels)
         self.fingerprint = str(fingerprint) if fingerprint is not None else self.name
+        self.network = network
 
     def __repr__(self):
         return f"FeatureExtractor(name={self.name!r}, data_range={self.data_range})"
@@ -90,13 +92,14 @@ def weights_digest(weights):
 
 
 
-def from_keras_classifier(model, name=None, data_range=(-1.0, 1.0)):
+def from_keras_classifier(model, name=None, data_range=(-1.0, 1.0), fingerprint=None):
     """Extractor over a Keras classifier built by `ddss_tf.nets.classifier.build_classifier`.
 
     features = the activations of the layer named "features" (the penultimate
-    layer), logits = the model's output; the model runs with training=False
-    (no dropout). Images are cast to the model's input dtype. The fingerprint
-    hashes the weights, so cached reference statistics follow retraining.
+    layer), logits = the model's output, in the dtype of its variables (float32 from
+    a bfloat16-computing copy); the model runs with training=False (no dropout). Images are cast to the
+    model's input dtype. The fingerprint (default) hashes the weights, so cached
+    reference statistics follow retraining.
     """
     try:
         feats = model.get_layer(classifier_lib.FEATURES_LAYER).output
@@ -110,11 +113,12 @@ def from_keras_classifier(model, name=None, data_range=(-1.0, 1.0)):
 
     def fn(images):
         features, logits = both(tf.cast(images, input_dtype), training=False)
-        return {"features": features, "logits": logits}
+        return {"features": tf.cast(features, model.variable_dtype),
+                "logits": tf.cast(logits, model.variable_dtype)}
 
     return FeatureExtractor(
         fn, name, data_range=data_range, image_shape=tuple(model.inputs[0].shape[1:]),
-        fingerprint=f"{name}:{weights_digest(model.get_weights())}")
+        fingerprint=fingerprint or f"{name}:{weights_digest(model.get_weights())}", network=model)
 
 
 def from_function(fn, name, data_range=(-1.0, 1.0), image_shape=None, logits_fn=None,

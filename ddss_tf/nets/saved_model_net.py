@@ -28,7 +28,13 @@ _CONTRACT = ("(x_t float [B, H, W, C], t float [B]) -> one output [B, H, W, C] (
 
 
 class SavedModelNetwork(keras.layers.Layer):
+    runs_own_variables = True
+
     """The `SIGNATURE` function of a loaded SavedModel as a frozen layer (x_t, t) -> prediction.
+
+    Its graph reads the SavedModel's own variables (`runs_own_variables`), not the layer's
+    weights: a call cannot be given other weight values, and the looped chain (whose
+    gradient would capture those variables inside a tf.while_loop) stays unrolled.
 
     Args:
       loaded: the object `tf.saved_model.load` returned (kept alive with the layer).

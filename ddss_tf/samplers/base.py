@@ -18,12 +18,24 @@ constraint maps of its variables), `_step`, and optionally `_predict_x0` and
 `_correct`. Step functions are pure in (states, coefficients, noise slice); the
 coefficients are computed once per call, outside the loop.
 
+loop=True runs the same chain as one tf.while_loop over its first K - 1 steps
+(then the last x0_hat), so a compiler sees the network (and its rematerialised
+backward) once whatever K: XLA's compile time no longer grows with K, and memory
+stays flat in K with remat. The step index is then a tensor, so a family opts in
+with `loopable` when its `_step` reads only the current state (`chain.xs[i]`,
+`chain.x0s[i]`, `chain.eps[i]`), or overrides `_loop_carry` / `_loop_step` to carry
+what it needs from earlier states (GGDM). The multistep solvers stay unrolled, and so
+does the chain over a SavedModel network (its graph reads variables of its own, which a
+loop's gradient cannot capture).
+
 Frozen network: the denoiser's Keras network (if any) is not tracked by the
 layer, and its weights are read once per call as stop-gradient tensors and fed
 to the network through `keras.StatelessScope`, so no network variable is ever
 watched by a tape or by `tf.recompute_grad`: the backward pass computes no weight
 gradients for it, and `layer.trainable_variables` holds only sampler variables.
 """
+
+import contextlib
 
 import numpy as np
 import tensorflow as tf
@@ -66,13 +78,16 @@ class Sampler(keras.layers.Layer):
         family's default.
       time: learn the query times (+TIME).
       remat: wrap every network call in tf.recompute_grad.
+      loop: run the chain as a tf.while_loop (families with `loopable`; see module doc).
       **kwargs: Keras layer arguments (name, dtype, trainable).
     """
 
     family = None
     default_stride = "quadratic"
+    loopable = True  # whether the chain can run as a tf.while_loop (a tensor step index)
 
-    def __init__(self, denoiser, num_steps=10, stride=None, time=False, remat=True, **kwargs):
+    def __init__(self, denoiser, num_steps=10, stride=None, time=False, remat=True, loop=False,
+                 **kwargs):
         super().__init__(**kwargs)
         if not (callable(denoiser) and hasattr(denoiser, "schedule")):
             raise ValueError(
@@ -86,6 +101,10 @@ class Sampler(keras.layers.Layer):
         self.initial_times = times_lib.initial_times(self.schedule, self.stride, self.num_steps)
         self.time = _check_bool("time", time)
         self.remat = _check_bool("remat", remat)
+        self.loop = _check_bool("loop", loop)
+        if self.loop and not self.loopable:
+            raise ValueError(f"loop=True does not apply to the {self.family} family (its steps read "
+                             "earlier predictions by a Python index); use loop=False")
         self._fixed = None
         self.build()
 
@@ -119,6 +138,19 @@ class Sampler(keras.layers.Layer):
     def stochastic(self):
         """Whether the sampler draws noise (deterministic ones accept noise=None)."""
         return True
+
+    @contextlib.contextmanager
+    def using_denoiser(self, denoiser):
+        """Calls (and traces) inside the block run on `denoiser` instead of the layer's own:
+        the same model in another form, e.g. its network in bfloat16 (ddss_tf.precision)."""
+        if denoiser.schedule.get_config() != self.schedule.get_config():
+            raise ValueError("using_denoiser needs a denoiser on the layer's schedule")
+        saved = self._denoiser, getattr(self, "_network_fn", None)
+        self._denoiser, self._network_fn = denoiser, None
+        try:
+            yield self
+        finally:
+            self._denoiser, self._network_fn = saved
 
     def query_times(self):
         """The K query times, descending, float64 numpy, model time units."""
@@ -173,6 +205,8 @@ class Sampler(keras.layers.Layer):
         coefs = self._coefficient_tensors()
         t = coefs["query_times"]
         denoise = self._denoise_fn()
+        if self.loop and not self._network_is_graph():
+            return self._looped_call(x_T, noise, coefs, denoise)
         chain = Chain(x_T)
         for i in range(self.num_steps):
             x0, eps = denoise(chain.xs[i], t[i])
@@ -185,6 +219,42 @@ class Sampler(keras.layers.Layer):
             z = None if noise is None else noise[i]
             chain.xs.append(self._step(i, chain, z, coefs))
         raise AssertionError("unreachable")
+
+    def _looped_call(self, x_T, noise, coefs, denoise):
+        """`call` as one tf.while_loop over steps 0 .. K-2, then the last x0_hat."""
+        k, t = self.num_steps, coefs["query_times"]
+
+        def body(i, x, carry):
+            x0, eps = denoise(x, tf.gather(t, i))
+            x0 = self._predict_x0(i, x, x0, eps, coefs)
+            z = None if noise is None else tf.gather(noise, i)
+            x, carry = self._loop_step(i, x, x0, eps, z, coefs, carry)
+            return i + 1, x, carry
+
+        x, carry = x_T, self._loop_carry(x_T, coefs)
+        if k > 1:
+            _, x, _ = tf.while_loop(lambda i, x, carry: i < k - 1, body,
+                                    (tf.constant(0), x, carry), maximum_iterations=k - 1)
+        x0, eps = denoise(x, t[k - 1])
+        return self._predict_x0(k - 1, x, x0, eps, coefs)
+
+    def _network_is_graph(self):
+        """True when the network is a graph reading its own variables (a SavedModel's): its
+        gradient inside a tf.while_loop cannot be taken, so such a chain stays unrolled."""
+        network = getattr(self._denoiser, "network", None)
+        return any(getattr(layer, "runs_own_variables", False)
+                   for layer in getattr(network, "layers", ()))
+
+    def _loop_carry(self, x_T, coefs):
+        """What the looped chain carries from step to step besides the state (nothing)."""
+        return ()
+
+    def _loop_step(self, i, x, x0, eps, z, coefs, carry):
+        """(x_{i+1}, carry) in the looped chain; i is a tensor. By default `_step` on the
+        current state alone, which is all a `loopable` family's step reads."""
+        chain = Chain(x)
+        chain.xs, chain.x0s, chain.eps = (_Current(v) for v in (x, x0, eps))
+        return self._step(i, chain, z, coefs), carry
 
     def _predict_x0(self, i, x, x0, eps, coefs):
         """x0_hat at step i; the denoiser's by default."""
@@ -281,7 +351,7 @@ class Sampler(keras.layers.Layer):
         """Constructor arguments; the denoiser is not part of it (see `from_config`)."""
         config = super().get_config()
         config.update(family=self.family, num_steps=self.num_steps, stride=self.stride,
-                      time=self.time, remat=self.remat)
+                      time=self.time, remat=self.remat, loop=self.loop)
         config.update(self._family_config())
         return config
 
@@ -300,6 +370,16 @@ class Sampler(keras.layers.Layer):
         if family != cls.family:
             raise ValueError(f"config is for family {family!r}, not {cls.family!r}")
         return cls(denoiser, **config)
+
+
+class _Current:
+    """The states of a looped chain as a step sees them: only the current one, at any index."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getitem__(self, index):
+        return self.value
 
 
 def _stateless(fn, weights):

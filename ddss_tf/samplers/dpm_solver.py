@@ -48,6 +48,7 @@ class DPMSolverPP2M(base.Sampler):
 
     family = "dpm_solver_pp_2m"
     default_stride = "logsnr_uniform"
+    loopable = False  # steps read earlier data predictions (m_{i-1}) by a Python index
 
     @property
     def stochastic(self):

@@ -140,6 +140,23 @@ class GGDM(learnable.LearnableSampler):
     def _predict_x0(self, i, x, x0, eps, coefs):
         return self.clip_x0(coefs["pred_a"][i] * x - coefs["pred_b"][i] * eps)
 
+    def _loop_carry(self, x_T, coefs):
+        """acc [K, B, H, W, C]: acc[j] = sum over the states seen so far of mu[j, l] x^(l).
+
+        In the looped chain a step reads what earlier states give it from acc[i + 1] instead
+        of weighing all of them, so the backward pass keeps one state per step (weighing a
+        buffer of all states would keep the whole buffer at every step: K^2 states).
+        """
+        return tf.repeat(tf.zeros_like(x_T)[None], self.num_steps, axis=0)
+
+    def _loop_step(self, i, x, x0, eps, z, coefs, acc):
+        weights = tf.gather(coefs["mu"], i, axis=1)               # mu[:, i]: state i in each state
+        acc = acc + tf.reshape(weights, [-1] + [1] * x.shape.rank) * x[None]
+        nxt = tf.gather(coefs["mu_x0"], i + 1) * x0 + tf.gather(acc, i + 1)
+        if z is not None:
+            nxt = nxt + tf.gather(coefs["sigma"], i + 1) * z
+        return nxt, acc
+
     def _step(self, i, chain, z, coefs):
         """x^(i+1) = mu_x0[i+1] x0_hat_i + sum_{l<=i} mu[i+1, l] x^(l) + sigma[i+1] z_i."""
         x = coefs["mu_x0"][i + 1] * chain.x0s[i]

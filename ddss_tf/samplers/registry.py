@@ -1,7 +1,7 @@
 """Family names -> sampler layers, with the options each family accepts.
 
     samplers.create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None,
-                    time=False, init=None, variance=None, remat=True)
+                    time=False, init=None, variance=None, remat=True, loop=False)
 
 Options that do not apply to a family raise ValueError rather than being ignored:
   eta       "ddim" only (default 0.0)
@@ -12,6 +12,8 @@ Options that do not apply to a family raise ValueError rather than being ignored
   time      every family (+TIME: learn the query times)
   stride    every family; None = the family's default ("quadratic", or
             "logsnr_uniform" for "dpm_solver_pp_2m" and "unipc")
+  loop      every family but the multistep solvers ("dpm_solver_pp_2m", "unipc"): run the
+            chain as a tf.while_loop (XLA compiles the network once whatever K)
 """
 
 from ddss_tf.samplers import ddim
@@ -50,7 +52,7 @@ def family(name):
 
 
 def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=False,
-           init=None, variance=None, remat=True, **layer_kwargs):
+           init=None, variance=None, remat=True, loop=False, **layer_kwargs):
     """Build a K-step sampler layer of family `name` over a canonical denoiser.
 
     Args:
@@ -61,6 +63,7 @@ def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=
       eta, pred, init, variance: family options (None = not given; see module doc).
       time: learn the query times (+TIME).
       remat: wrap every network call in tf.recompute_grad (memory flat in K).
+      loop: run the chain as one tf.while_loop (compile time flat in K; see samplers.base).
       **layer_kwargs: Keras layer arguments (name is taken by the family: use `layer_name`).
     Returns:
       A `base.Sampler` Keras layer: layer(x_T, noise) -> x0.
@@ -72,11 +75,12 @@ def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=
         if value is not None and key not in accepted and not (key == "pred" and value is False):
             raise ValueError(
                 f"option {key}={value!r} does not apply to the {name} family; "
-                f"{name} accepts: {', '.join(accepted + ('num_steps', 'stride', 'time', 'remat'))}")
+                f"{name} accepts: "
+                f"{', '.join(accepted + ('num_steps', 'stride', 'time', 'remat', 'loop'))}")
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
     if "layer_name" in layer_kwargs:
         layer_kwargs["name"] = layer_kwargs.pop("layer_name")
-    return cls(denoiser, num_steps=num_steps, stride=stride, time=time, remat=remat,
+    return cls(denoiser, num_steps=num_steps, stride=stride, time=time, remat=remat, loop=loop,
                **kwargs, **layer_kwargs)
 
 

@@ -45,7 +45,8 @@ def load_extractor(name):
 
 def build_sampler(cfg, denoiser):
     """The learnable sampler layer a SearchConfig describes (not yet built)."""
-    options = dict(num_steps=cfg.num_steps, stride=cfg.stride, remat=cfg.remat)
+    options = dict(num_steps=cfg.num_steps, stride=cfg.stride, remat=cfg.remat,
+                   loop=cfg.loop)
     if cfg.family in LEARNABLE:
         options.update(time=cfg.time, init=cfg.init)
         if cfg.family == "ggdm":

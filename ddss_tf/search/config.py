@@ -8,6 +8,7 @@ feature space, sized to finish within minutes on a laptop CPU.
 import dataclasses
 import json
 
+from ddss_tf.precision import PRECISIONS
 from ddss_tf.search import strategies
 
 __all__ = ["SearchConfig", "LR_DECAYS"]
@@ -54,6 +55,12 @@ class SearchConfig:
     seed: int = 0
     xla: bool = True
     remat: bool = True
+    # The chain as one tf.while_loop: XLA compiles the network once whatever K (unrolled, its
+    # compile time grows with K); the same sampler and gradients (samplers.base).
+    loop: bool = True
+    # The networks' arithmetic in the search step: float32, or bfloat16 for accelerators (the
+    # sampler, the chain's accumulation and the loss stay float32; ddss_tf.precision).
+    precision: str = "float32"
     # Distribution.
     strategy: str = "default"
     tpu: str = ""
@@ -98,6 +105,9 @@ class SearchConfig:
                              f"{', '.join(denoisers.predictions())}")
         if self.num_timesteps < 2:
             raise ValueError(f"num_timesteps must be >= 2, got {self.num_timesteps}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; accepted: "
+                             f"{', '.join(PRECISIONS)}")
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0 (0: the model's own), got {self.image_size}")
 

@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["make", "names"]
+__all__ = ["make", "names", "split_cpu"]
 
 
 def names():
@@ -65,6 +65,22 @@ def _tpu(tpu):
                          "use --strategy=default on a machine without a TPU") from e
     _TPU[tpu] = tf.distribute.TPUStrategy(resolver)
     return _TPU[tpu]
+
+
+def split_cpu(num_devices):
+    """Present the host CPU as `num_devices` logical devices, so that `mirrored` runs that
+    many replicas on a machine without GPUs (rehearsing a multi-device search, tests). Must
+    run before TensorFlow initialises its runtime."""
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
+        raise ValueError(f"the number of CPU devices must be a positive integer, got "
+                         f"{num_devices!r}")
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices)
+    except RuntimeError as e:
+        raise ValueError(f"cannot split the CPU into {num_devices} devices once TensorFlow's "
+                         f"runtime has started ({e})") from e
 
 
 def make(name="default", tpu=""):

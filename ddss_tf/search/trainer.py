@@ -8,7 +8,9 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
     g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
 
 then, only when L and g are finite, clip g by its global norm and take an Adam
-step. The gradient is computed by one tf.function (its per-replica body
+step. With cfg.precision = "bfloat16" the step runs the diffusion network and a Keras
+feature network in bfloat16 (ddss_tf.precision); the layer's own (float32) networks
+stay for evaluation and export. The gradient is computed by one tf.function (its per-replica body
 XLA-compiled on a single replica) and applied by a second one, so a NaN or
 Inf is caught in between and never reaches the variables or a checkpoint.
 
@@ -17,9 +19,12 @@ Static shapes throughout: the per-replica batch is global_batch / replicas.
 
 import math
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
+from ddss_tf import precision
 from ddss_tf.metrics import mmd
 
 __all__ = ["Trainer", "step_noise"]
@@ -51,12 +56,17 @@ class Trainer:
       extractor: differentiable images -> features [B, d].
       real_features: float32 [N, d] reference features (linear kernel: only their mean is used).
       strategy: the tf.distribute strategy the layer's variables live in.
-      cfg: the SearchConfig (kernel, batch_size, learning_rate, grad_clip, seed, xla).
+      cfg: the SearchConfig (kernel, batch_size, learning_rate, grad_clip, seed, xla,
+        precision).
       image_shape: (H, W, C) of one sample.
     """
 
     def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape):
-        self.layer, self.extractor, self.strategy, self.cfg = layer, extractor, strategy, cfg
+        self.layer, self.strategy, self.cfg = layer, strategy, cfg
+        self.extractor = precision.extractor(extractor, cfg.precision)
+        step_denoiser = precision.denoiser(layer.denoiser, cfg.precision)
+        self._denoising = (contextlib.nullcontext if step_denoiser is layer.denoiser
+                           else lambda: layer.using_denoiser(step_denoiser))
         self.replicas = strategy.num_replicas_in_sync
         self.local_batch = cfg.batch_size // self.replicas
         self.image_shape = [int(s) for s in image_shape]
@@ -102,7 +112,7 @@ class Trainer:
         """(global loss, global grad norm, all-reduced grads) on one replica."""
         ctx = tf.distribute.get_replica_context()
         variables = self.layer.trainable_variables
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, self._denoising():
             feats = self.extractor(self.layer(x_T, noise))
             if self.replicas > 1:
                 loss = mmd.cross_replica_kid_loss(feats, real, self.cfg.kernel) / self.replicas
