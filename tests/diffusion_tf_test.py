@@ -119,6 +119,22 @@ def test_a_prefix_its_files_and_its_directory_name_the_same_checkpoint(io):
                                             io["x"], io["t"]), want)
 
 
+def test_a_directory_written_elsewhere_or_without_a_checkpoint_file(tmp_path, io):
+    # Released checkpoints were written by TPUEstimator on a bucket: their `checkpoint` file
+    # names gs:// paths. A directory may also hold the files without a `checkpoint` file.
+    want = _call(models.load(PREFIX, image_size=16, **_LINEAR)[0], io["x"], io["t"])
+    elsewhere, bare = tmp_path / "elsewhere", tmp_path / "bare"
+    shutil.copytree(FIXTURE, elsewhere)
+    (elsewhere / "checkpoint").write_text(
+        'model_checkpoint_path: "gs://bucket/diffusion_cifar10_model/model.ckpt-1000"\n')
+    shutil.copytree(FIXTURE, bare)
+    os.remove(bare / "checkpoint")
+    for directory in (elsewhere, bare):
+        assert models.kind(str(directory)) == "tf1_checkpoint"
+        net, _ = models.load(str(directory), image_size=16, **_LINEAR)
+        np.testing.assert_array_equal(_call(net, io["x"], io["t"]), want)
+
+
 def test_t_is_real_valued(values, io):
     net, _ = models.load(PREFIX, image_size=16, **_LINEAR)
     t = np.array([17.5, 250.25, 0.5, 998.75])
@@ -265,7 +281,7 @@ def test_a_damaged_or_foreign_checkpoint_fails_with_one_line(tmp_path):
     orphan.mkdir()
     (orphan / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-9"\n')
     cases = {str(damaged / "model.ckpt-1000"): "cannot read the checkpoint",
-             str(orphan): "names no checkpoint that exists there"}
+             str(orphan): "no checkpoint to read in"}
     for path, message in cases.items():
         with pytest.raises(ValueError) as info:
             models.load(path, image_size=16, **_LINEAR)
@@ -283,6 +299,15 @@ def test_optimizer_slots_are_ignored_and_a_checkpoint_without_shadows_loads_its_
     prefix = _mutated(values, tmp_path, slots_no_ema)
     net, _ = models.load(prefix, image_size=16, **_LINEAR)  # ema=True, none there: raw
     np.testing.assert_allclose(_call(net, io["x"], io["t"]), io["out_raw"], rtol=0, atol=1e-5)
+
+
+def test_a_checkpoint_of_ema_weights_only_loads_them(values, tmp_path, io):
+    prefix = _mutated(values, tmp_path, lambda v: [v.pop(n) for n in list(v)
+                                                   if n.startswith("model/") and not n.endswith(EMA)])
+    net, _ = models.load(prefix, image_size=16, **_LINEAR)
+    np.testing.assert_allclose(_call(net, io["x"], io["t"]), io["out_ema"], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="the raw weight model/temb/dense0/W is missing"):
+        models.load(prefix, image_size=16, ema=False, **_LINEAR)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -10,6 +10,8 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import denoisers, samplers, schedules
+from ddss_tf.metrics import features
+from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
 
 SHAPE = [3, 8, 8, 1]
 
@@ -133,3 +135,21 @@ def test_the_looped_chain_keeps_remat_memory_flat(jit_compile):
 def test_the_multistep_solvers_refuse_the_loop(den, family):
     with pytest.raises(ValueError, match=f"loop=True does not apply to the {family} family"):
         samplers.create(family, den, num_steps=3, loop=True)
+
+
+def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(den):
+    # On one device a looped chain runs its loop as graph ops around the XLA-compiled network
+    # (search.trainer); the unrolled chain is compiled whole. Same step, same update.
+    ext = features.from_function(lambda x: tf.reshape(x, [tf.shape(x)[0], -1]), "pixels")
+    real = np.random.default_rng(2).standard_normal([32, 64]).astype(np.float32)
+    updated = {}
+    for loop in (False, True):
+        cfg = SearchConfig(num_steps=4, batch_size=8, loop=loop, xla=True, train_steps=5)
+        layer = components.build_sampler(cfg, den)
+        trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, SHAPE[1:])
+        assert (trainer._compiling == layer.compiling_network) == loop
+        loss, _ = trainer.train_step()
+        updated[loop] = (loss, [v.numpy() for v in layer.trainable_variables])
+    assert updated[True][0] == pytest.approx(updated[False][0], rel=1e-5)
+    for a, b in zip(updated[True][1], updated[False][1]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

@@ -33,6 +33,7 @@ and the scripts/run_*.py of the original code), with their architectures as a ch
 """
 
 import dataclasses
+import glob
 import os
 import re
 
@@ -102,22 +103,46 @@ def _strip(path):
 
 
 def is_checkpoint(path):
-    """True for a TF checkpoint prefix (or one of its files) or a directory with a `checkpoint`."""
+    """True for a TF checkpoint prefix (or one of its files), or a directory holding a
+    `checkpoint` file or checkpoint .index files."""
     path = str(path)
     if os.path.isdir(path):
-        return os.path.isfile(os.path.join(path, "checkpoint"))
+        return os.path.isfile(os.path.join(path, "checkpoint")) or bool(_indexed(path))
     return os.path.isfile(_strip(path) + ".index")
 
 
+def _indexed(directory):
+    """Checkpoint prefixes in a directory, by their .index files, highest step last."""
+    def step(prefix):
+        digits = re.search(r"(\d+)$", prefix)
+        return (int(digits.group(1)) if digits else -1, prefix)
+
+    return sorted((p[:-len(".index")] for p in glob.glob(os.path.join(directory, "*.index"))),
+                  key=step)
+
+
 def resolve(path):
-    """The checkpoint prefix `path` names: itself, or a directory's latest checkpoint."""
+    """The checkpoint prefix `path` names: itself, or a directory's latest checkpoint (as its
+    `checkpoint` file names it, also when that file holds the absolute path of the machine it
+    was written on, e.g. a gs:// bucket; without the file, the highest step's)."""
     path = str(path)
     if os.path.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
-        if prefix is None or not os.path.isfile(prefix + ".index"):
-            raise ValueError(f"the checkpoint file in {path} names no checkpoint that exists "
-                             f"there ({prefix or 'none named'})")
-        return prefix
+        state = None
+        if os.path.isfile(os.path.join(path, "checkpoint")):
+            try:
+                state = tf.train.get_checkpoint_state(path)
+            except (tf.errors.OpError, ValueError, UnicodeDecodeError):
+                state = None
+        named = state.model_checkpoint_path if state and state.model_checkpoint_path else None
+        candidates = [named, os.path.join(path, os.path.basename(named))] if named else []
+        candidates += _indexed(path)[-1:] if not named else []
+        for prefix in candidates:
+            if os.path.isfile(prefix + ".index"):
+                return prefix
+        found = ", ".join(os.path.basename(p) for p in _indexed(path)) or "none"
+        raise ValueError(f"no checkpoint to read in {path}: its `checkpoint` file names "
+                         f"{named or 'nothing readable'}, and no such .index file is there "
+                         f"(checkpoints there: {found})")
     prefix = _strip(path)
     if not os.path.isfile(prefix + ".index"):
         raise ValueError(f"no TF checkpoint at {path}: expected a prefix such as "
@@ -141,7 +166,8 @@ class _Variables:
 
     def __init__(self, prefix, shapes):
         self.prefix = prefix
-        scopes = sorted({n[:-len("/conv_in/W")] for n in shapes if n.endswith("/conv_in/W")})
+        bases = {n.removesuffix(f"/{EMA}") for n in shapes}
+        scopes = sorted({n[:-len("/conv_in/W")] for n in bases if n.endswith("/conv_in/W")})
         if not scopes:
             sample = ", ".join(sorted(shapes)[:4]) or "none"
             raise ValueError(f"{prefix} is not a checkpoint of diffusion_tf's UNet (Ho et al.'s "

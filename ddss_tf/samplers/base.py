@@ -106,6 +106,8 @@ class Sampler(keras.layers.Layer):
             raise ValueError(f"loop=True does not apply to the {self.family} family (its steps read "
                              "earlier predictions by a Python index); use loop=False")
         self._fixed = None
+        self._network_fns = {}    # jit_compile -> the network as one tf.function
+        self._jit_network = False
         self.build()
 
     # ---- variables ----
@@ -145,12 +147,23 @@ class Sampler(keras.layers.Layer):
         the same model in another form, e.g. its network in bfloat16 (ddss_tf.precision)."""
         if denoiser.schedule.get_config() != self.schedule.get_config():
             raise ValueError("using_denoiser needs a denoiser on the layer's schedule")
-        saved = self._denoiser, getattr(self, "_network_fn", None)
-        self._denoiser, self._network_fn = denoiser, None
+        saved = self._denoiser, self._network_fns
+        self._denoiser, self._network_fns = denoiser, {}
         try:
             yield self
         finally:
-            self._denoiser, self._network_fn = saved
+            self._denoiser, self._network_fns = saved
+
+    @contextlib.contextmanager
+    def compiling_network(self):
+        """Calls traced inside the block XLA-compile the network call on its own (its forward
+        and backward pass), outside any enclosing XLA program: how the search runs a looped
+        chain on one device (search.trainer), the loop itself staying graph ops."""
+        saved, self._jit_network = self._jit_network, True
+        try:
+            yield self
+        finally:
+            self._jit_network = saved
 
     def query_times(self):
         """The K query times, descending, float64 numpy, model time units."""
@@ -205,7 +218,7 @@ class Sampler(keras.layers.Layer):
         coefs = self._coefficient_tensors()
         t = coefs["query_times"]
         denoise = self._denoise_fn()
-        if self.loop and not self._network_is_graph():
+        if self.looped:
             return self._looped_call(x_T, noise, coefs, denoise)
         chain = Chain(x_T)
         for i in range(self.num_steps):
@@ -238,12 +251,14 @@ class Sampler(keras.layers.Layer):
         x0, eps = denoise(x, t[k - 1])
         return self._predict_x0(k - 1, x, x0, eps, coefs)
 
-    def _network_is_graph(self):
-        """True when the network is a graph reading its own variables (a SavedModel's): its
-        gradient inside a tf.while_loop cannot be taken, so such a chain stays unrolled."""
+    @property
+    def looped(self):
+        """Whether calls run the chain as a tf.while_loop: loop=True, unless the network is a
+        graph reading its own variables (a SavedModel's), whose gradient inside a loop cannot
+        be taken (such a chain stays unrolled)."""
         network = getattr(self._denoiser, "network", None)
-        return any(getattr(layer, "runs_own_variables", False)
-                   for layer in getattr(network, "layers", ()))
+        return self.loop and not any(getattr(layer, "runs_own_variables", False)
+                                     for layer in getattr(network, "layers", ()))
 
     def _loop_carry(self, x_T, coefs):
         """What the looped chain carries from step to step besides the state (nothing)."""
@@ -317,10 +332,12 @@ class Sampler(keras.layers.Layer):
         (`_in_xla_context`): called through a nested function there, XLA recompiled the
         chain whenever the input values changed.
         """
-        if getattr(self, "_network_fn", None) is None:
+        jit = self._jit_network
+        if jit not in self._network_fns:
             den = self._denoiser
-            self._network_fn = tf.function(_stateless(den.fn, den.network.weights), autograph=False)
-        return self._network_fn
+            self._network_fns[jit] = tf.function(_stateless(den.fn, den.network.weights),
+                                                 autograph=False, jit_compile=jit or None)
+        return self._network_fns[jit]
 
     def _check_inputs(self, x_T, noise):
         x_T = tf.convert_to_tensor(x_T)

@@ -8,11 +8,14 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
     g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
 
 then, only when L and g are finite, clip g by its global norm and take an Adam
-step. With cfg.precision = "bfloat16" the step runs the diffusion network and a Keras
-feature network in bfloat16 (ddss_tf.precision); the layer's own (float32) networks
-stay for evaluation and export. The gradient is computed by one tf.function (its per-replica body
-XLA-compiled on a single replica) and applied by a second one, so a NaN or
-Inf is caught in between and never reaches the variables or a checkpoint.
+step. The gradient is computed by one tf.function (its per-replica body
+XLA-compiled on a single replica; with a looped chain, the network call inside
+the loop is compiled instead) and applied by a second one, so a NaN or Inf is
+caught in between and never reaches the variables or a checkpoint. On a TPU the
+whole replica step is one XLA program, the looped chain's loop included. With
+cfg.precision = "bfloat16" the step runs the diffusion network and a Keras
+feature network in bfloat16 (ddss_tf.precision); the layer's own (float32)
+networks stay for evaluation and export.
 
 Static shapes throughout: the per-replica batch is global_batch / replicas.
 """
@@ -67,6 +70,7 @@ class Trainer:
         step_denoiser = precision.denoiser(layer.denoiser, cfg.precision)
         self._denoising = (contextlib.nullcontext if step_denoiser is layer.denoiser
                            else lambda: layer.using_denoiser(step_denoiser))
+        self._compiling = contextlib.nullcontext  # or layer.compiling_network (below)
         self.replicas = strategy.num_replicas_in_sync
         self.local_batch = cfg.batch_size // self.replicas
         self.image_shape = [int(s) for s in image_shape]
@@ -84,7 +88,14 @@ class Trainer:
         # The XLA-compiled part takes the noise as inputs: drawn inside it, XLA treated the
         # step-keyed seeds as compile-time constants and recompiled on every step.
         if self.replicas == 1 and not _is_tpu(strategy):  # a TPU, even one core, needs strategy.run
-            self._grads = tf.function(self._grads_fn, jit_compile=bool(cfg.xla))
+            # A looped chain runs its loop as graph ops around an XLA-compiled network call:
+            # XLA's CPU backend lowers the transposed-kernel convolutions of a backward pass
+            # inside a while body without its fast path (its convolution canonicalisation visits
+            # the entry computation only), which made whole-step compiled loops 4x slower.
+            if cfg.xla and layer.looped:
+                self._compiling = layer.compiling_network
+            self._grads = tf.function(self._grads_fn,
+                                      jit_compile=bool(cfg.xla) and not layer.looped)
             self._compute = tf.function(self._replica_step)
         else:
             # The all-gather is a synchronisation point, which a nested tf.function inside
@@ -112,7 +123,7 @@ class Trainer:
         """(global loss, global grad norm, all-reduced grads) on one replica."""
         ctx = tf.distribute.get_replica_context()
         variables = self.layer.trainable_variables
-        with tf.GradientTape() as tape, self._denoising():
+        with tf.GradientTape() as tape, self._denoising(), self._compiling():
             feats = self.extractor(self.layer(x_T, noise))
             if self.replicas > 1:
                 loss = mmd.cross_replica_kid_loss(feats, real, self.cfg.kernel) / self.replicas
