@@ -18,7 +18,7 @@ import math
 import keras
 from keras import layers, ops
 
-__all__ = ["build_unet", "DEFAULT_CONFIG", "CIFAR10_CONFIG", "DIGITS_CONFIG"]
+__all__ = ["build_unet", "DEFAULT_CONFIG", "CIFAR10_CONFIG", "DIGITS_CONFIG", "FULL_PRECISION"]
 
 DEFAULT_CONFIG = dict(
     image_shape=(32, 32, 3),
@@ -47,6 +47,10 @@ DIGITS_CONFIG = dict(
 )
 
 _PKG = "ddss_tf"
+# Layers whose precision matters beyond their cost: the time MLP (the network's resolution in t,
+# which learned query times follow) and the output convolution. ddss_tf.precision keeps them
+# float32 when the other convolutions and dense layers compute in bfloat16.
+FULL_PRECISION = ("temb_dense0", "temb_dense1", "conv_out")
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -115,9 +119,12 @@ class ResBlock(layers.Layer):
     def call(self, inputs, training=None):
         x, temb = inputs
         h = self.conv1(ops.silu(self.norm1(x)))
-        h = h + self.temb_proj(ops.silu(temb))[:, None, None, :]
+        h = h + ops.cast(self.temb_proj(ops.silu(temb)), h.dtype)[:, None, None, :]
         h = self.conv2(self.drop(ops.silu(self.norm2(h)), training=training))
-        return (self.skip(x) if self.skip is not None else x) + h
+        skip = self.skip(x) if self.skip is not None else x
+        # Under mixed precision (ddss_tf.precision) the convolutions may compute in a narrower
+        # dtype than the block: the residual stream keeps the block's (no-ops otherwise).
+        return ops.cast(skip, self.compute_dtype) + ops.cast(h, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):
         return tuple(input_shapes[0][:-1]) + (self.out_ch,)
@@ -150,9 +157,10 @@ class AttnBlock(layers.Layer):
         ch = x.shape[-1]
         h = ops.reshape(self.norm(x), (shape[0], -1, ch))
         q, k, v = ops.split(self.qkv(h), 3, axis=-1)
-        w = ops.softmax(ops.einsum("bic,bjc->bij", q, k) / math.sqrt(ch), axis=-1)
-        h = self.proj(ops.einsum("bij,bjc->bic", w, v))
-        return x + ops.reshape(h, shape)
+        logits = ops.einsum("bic,bjc->bij", q, k) / math.sqrt(ch)
+        w = ops.softmax(ops.cast(logits, self.compute_dtype), axis=-1)  # the block's dtype
+        h = self.proj(ops.einsum("bij,bjc->bic", ops.cast(w, v.dtype), v))
+        return x + ops.reshape(ops.cast(h, x.dtype), shape)
 
     def compute_output_shape(self, x_shape):
         return x_shape
