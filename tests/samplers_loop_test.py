@@ -153,3 +153,30 @@ def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(
     assert updated[True][0] == pytest.approx(updated[False][0], rel=1e-5)
     for a, b in zip(updated[True][1], updated[False][1]):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_the_looped_unet_chain_compiles_under_xla_with_and_without_remat(remat):
+    """The UNet's upsampling differentiates inside an XLA while loop without remat too (Keras'
+    UpSampling2D did not: its tile multiples were a forward-pass value)."""
+    from ddss_tf.nets import unet
+
+    keras.utils.set_random_seed(3)
+    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, num_res_blocks=1, attn_resolutions=(),
+                               norm_groups=4), name="tiny")
+    rng = np.random.default_rng(2)
+    for v in net.weights:  # the output convolution starts at zero: make every layer matter
+        v.assign(0.2 * rng.standard_normal(v.shape).astype(np.float32))
+    den = denoisers.from_keras_model(net, schedules.linear_beta(1000))
+    k = 3
+    x_T, noise = samplers.draw_noise(4, k, SHAPE)
+    results = {}
+    for loop in (False, True):
+        layer = samplers.create("ggdm", den, num_steps=k, pred=True, time=True, loop=loop,
+                                remat=remat)
+        results[loop] = tf.function(lambda x, z, layer=layer: _loss_and_grads(layer, x, z),
+                                    jit_compile=True)(x_T, noise)
+    np.testing.assert_allclose(results[True][0].numpy(), results[False][0].numpy(), atol=1e-5)
+    for g_l, g_u in zip(results[True][1], results[False][1]):
+        scale = max(float(tf.reduce_max(tf.abs(g_u))), 1e-6)
+        np.testing.assert_allclose(g_l.numpy(), g_u.numpy(), rtol=0, atol=1e-4 * scale)

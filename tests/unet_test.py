@@ -64,3 +64,9 @@ def test_timestep_embedding_is_sinusoidal():
 def test_bad_config():
     with pytest.raises(ValueError, match="divisible"):
         unet.build_unet(dict(unet.DIGITS_CONFIG, image_shape=(6, 6, 1), ch_mult=(1, 2, 2)))
+
+
+def test_upsampling_is_nearest_neighbour_repetition():
+    x = np.random.default_rng(0).standard_normal([2, 3, 5, 4]).astype(np.float32)
+    got = unet.Upsample2x()(x)
+    np.testing.assert_array_equal(np.asarray(got), np.repeat(np.repeat(x, 2, axis=1), 2, axis=2))

@@ -80,6 +80,25 @@ class TimestepEmbedding(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
+class Upsample2x(layers.Layer):
+    """2x nearest-neighbour upsampling, as `UpSampling2D(2)`, from concatenations and a reshape
+    to static sizes. Its gradient reads no shape computed in the forward pass, so it compiles
+    inside an XLA while loop without rematerialisation; UpSampling2D's tf.repeat feeds its
+    gradient the tile multiples it computed, which XLA cannot take from a loop's stack."""
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        x = ops.expand_dims(ops.expand_dims(x, 2), 4)        # [B, H, 1, W, 1, C]
+        x = ops.concatenate([x, x], axis=2)
+        x = ops.concatenate([x, x], axis=4)                  # [B, H, 2, W, 2, C]
+        return ops.reshape(x, (-1, 2 * h, 2 * w, c))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, 2 * h, 2 * w, c)
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
 class ResBlock(layers.Layer):
     """GroupNorm-swish-conv, + time embedding, GroupNorm-swish-dropout-conv, + skip.
 
@@ -226,7 +245,7 @@ def build_unet(config=None, name="unet"):
             if res in cfg["attn_resolutions"]:
                 h = AttnBlock(groups, eps, name=f"up{level}_attn{i}")(h)
         if level != 0:
-            h = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}_us")(h)
+            h = Upsample2x(name=f"up{level}_us")(h)
             if with_conv:
                 h = layers.Conv2D(h.shape[-1], 3, padding="same", name=f"up{level}_us_conv")(h)
             res *= 2
