@@ -27,9 +27,11 @@ strategy, XLA) with a per-replica batch of --batch_size, then records
               allocator hands out whole chunks, so this reads up to 2x the need
   xla_temp_mib  XLA's own buffer assignment of the compiled gradient computation: its temporary
               buffers (activations kept for the backward pass, workspace), exact
-  gflop       XLA's own HloCostAnalysis of the compiled gradient computation (the K-step chain,
-              its remat recomputation, the backward pass, InceptionV3 and the loss), read with
-              the XLA bindings of jaxlib (`pip install jax`); null without them
+  gflop       XLA's own HloCostAnalysis of the gradient computation (the K-step chain, its
+              remat recomputation, the backward pass, InceptionV3 and the loss) as traced with
+              the chain unrolled, which computes what the loop does: the analysis counts a while
+              loop's body once, whatever its trip count. Read with the XLA bindings of jaxlib
+              (`pip install -e ".[bench]"`); null without them
 Results accumulate in --out (JSON, one record per cell; rerunning skips the cells it holds),
 and the table is printed as markdown. A benchmark, not a test: its numbers go into docs/scale.md.
 
@@ -168,18 +170,30 @@ def _cell(spec):
     from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
 
     net, sched = _network(spec["shape"])
-    den = denoisers.from_keras_model(net, sched)
+    image_shape = [int(d) for d in net.inputs[0].shape[1:]]
     extractor = metrics.load_inception(inception_standin(os.path.join(spec["workdir"],
                                                                       "inception_v3")))
-    cfg = SearchConfig(num_steps=spec["k"], batch_size=spec["batch_size"], xla=True,
-                       remat=spec["remat"] == "on", loop=spec["chain"] == "loop",
-                       precision=spec["precision"], train_steps=1000)
-    strategy = tf.distribute.get_strategy()
-    with strategy.scope():
-        layer = components.build_sampler(cfg, den)
     real = np.random.default_rng(1).standard_normal([256, 2048]).astype(np.float32)
-    image_shape = [int(d) for d in net.inputs[0].shape[1:]]
-    trainer = trainer_lib.Trainer(layer, extractor, real, strategy, cfg, image_shape)
+    x_T, noise, _ = trainer_lib.step_noise(0, 0, 0, spec["k"], [spec["batch_size"]] + image_shape)
+
+    def trainer_for(chain):
+        cfg = SearchConfig(num_steps=spec["k"], batch_size=spec["batch_size"], xla=True,
+                           remat=spec["remat"] == "on", loop=chain == "loop",
+                           precision=spec["precision"], train_steps=1000)
+        strategy = tf.distribute.get_strategy()
+        with strategy.scope():
+            layer = components.build_sampler(cfg, denoisers.from_keras_model(net, sched))
+        return trainer_lib.Trainer(layer, extractor, real, strategy, cfg, image_shape)
+
+    # FLOPs: XLA's HloCostAnalysis counts a while loop's body once, so a looped chain's own
+    # program would count one step of K; the unrolled chain computes the same (tested).
+    unrolled = trainer_for("unrolled")
+    hlo_of = tf.function(unrolled._grads_fn, jit_compile=True).experimental_get_compiler_ir
+    gflop = _xla_gflop(hlo_of(x_T, noise, unrolled.real)(
+        stage="hlo_serialized"), spec["workdir"])
+    if spec.get("flops_only"):
+        return {"gflop": gflop}
+    trainer = trainer_for(spec["chain"])
 
     start = time.perf_counter()
     trainer.train_step()
@@ -198,7 +212,6 @@ def _cell(spec):
                   peak_mib=round(max(peaks) / 2 ** 20, 1))
     # The whole step as one XLA program, as a TPU compiles it (on this machine a looped chain
     # runs its loop as graph ops around a compiled network: search.trainer).
-    x_T, noise, _ = trainer_lib.step_noise(0, 0, 0, spec["k"], [spec["batch_size"]] + image_shape)
     whole = tf.function(trainer._grads_fn, jit_compile=True)
     start = time.perf_counter()
     hlo = hlo_pb2.HloProto.FromString(whole.experimental_get_compiler_ir(
@@ -208,10 +221,7 @@ def _cell(spec):
                if not (a.is_entry_computation_parameter or a.is_constant or a.is_thread_local
                        or a.maybe_live_out))
     record["xla_temp_mib"] = round(temp / 2 ** 20, 1)
-    # (The HloProto's module has its large literals dropped; this stage keeps them.)
-    module = whole.experimental_get_compiler_ir(x_T, noise, trainer.real)(
-        stage="optimized_hlo_serialized")
-    record["gflop"] = _xla_gflop(module, spec["workdir"])
+    record["gflop"] = gflop
     return record
 
 
