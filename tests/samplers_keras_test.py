@@ -9,6 +9,8 @@ from ddss_tf import denoisers
 from ddss_tf import samplers
 from ddss_tf import schedules
 
+import toy_networks
+
 K = 4
 SHAPE = [3, 4, 4, 1]
 
@@ -88,24 +90,13 @@ def test_keras_model_under_xla_and_baseline_reproduction(setup):
     np.testing.assert_allclose(eager, ddpm, atol=1e-5)
 
 
-def _conv_eps_model(channels=64, depth=3):
-    x_in = keras.Input((16, 16, 1))
-    t_in = keras.Input(())
-    emb = keras.layers.Dense(channels)(keras.layers.Reshape((1,))(t_in))
-    h = x_in
-    for _ in range(depth):
-        h = keras.layers.Conv2D(channels, 3, padding="same", activation="swish")(h)
-        h = h + keras.layers.Reshape((1, 1, channels))(emb)
-    return keras.Model([x_in, t_in], keras.layers.Conv2D(1, 3, padding="same")(h))
-
-
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_remat_saves_memory_in_graph_mode(jit_compile):
     """Remat must hold in tf.function / XLA too, where op scheduling is dataflow-driven.
 
     (Peak from the CPU allocator; bin/bench_remat_memory.py measures the full picture.)
     """
-    den = denoisers.from_keras_model(_conv_eps_model(), schedules.linear_beta(1000))
+    den = denoisers.from_keras_model(toy_networks.conv_eps_model(), schedules.linear_beta(1000))
     k = 8
     x_T, noise = samplers.draw_noise(0, k, [8, 16, 16, 1])
     peaks = {}

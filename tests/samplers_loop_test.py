@@ -13,6 +13,8 @@ from ddss_tf import denoisers, samplers, schedules
 from ddss_tf.metrics import features
 from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
 
+import toy_networks
+
 SHAPE = [3, 8, 8, 1]
 
 
@@ -101,21 +103,10 @@ def test_the_compiled_program_holds_the_network_once_whatever_k(den):
     assert unrolled[1] > 2 * unrolled[0], unrolled  # one copy per step
 
 
-def _conv_eps_model(channels=64, depth=3):
-    x_in = keras.Input((16, 16, 1))
-    t_in = keras.Input(())
-    emb = keras.layers.Dense(channels)(keras.layers.Reshape((1,))(t_in))
-    h = x_in
-    for _ in range(depth):
-        h = keras.layers.Conv2D(channels, 3, padding="same", activation="swish")(h)
-        h = h + keras.layers.Reshape((1, 1, channels))(emb)
-    return keras.Model([x_in, t_in], keras.layers.Conv2D(1, 3, padding="same")(h))
-
-
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_the_looped_chain_keeps_remat_memory_flat(jit_compile):
     """(Allocator peak; bin/bench_scale.py measures it at the paper's shapes.)"""
-    den = denoisers.from_keras_model(_conv_eps_model(), schedules.linear_beta(1000))
+    den = denoisers.from_keras_model(toy_networks.conv_eps_model(), schedules.linear_beta(1000))
     peaks = {}
     for k, remat in ((8, True), (16, True), (16, False)):
         x_T, noise = samplers.draw_noise(0, k, [8, 16, 16, 1])
