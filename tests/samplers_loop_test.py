@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from ddss_tf import denoisers, samplers, schedules
 from ddss_tf.metrics import features
+from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
 
 import toy_networks
@@ -150,8 +151,6 @@ def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(
 def test_the_looped_unet_chain_compiles_under_xla_with_and_without_remat(remat):
     """The UNet's upsampling differentiates inside an XLA while loop without remat too (Keras'
     UpSampling2D did not: its tile multiples were a forward-pass value)."""
-    from ddss_tf.nets import unet
-
     keras.utils.set_random_seed(3)
     net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, num_res_blocks=1, attn_resolutions=(),
                                norm_groups=4), name="tiny")
