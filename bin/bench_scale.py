@@ -193,7 +193,7 @@ def _cell(spec):
         stage="hlo_serialized"), spec["workdir"])
     if spec.get("flops_only"):
         return {"gflop": gflop}
-    trainer = trainer_for(spec["chain"])
+    trainer = unrolled if spec["chain"] == "unrolled" else trainer_for(spec["chain"])
 
     start = time.perf_counter()
     trainer.train_step()
