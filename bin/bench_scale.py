@@ -191,8 +191,6 @@ def _cell(spec):
     hlo_of = tf.function(unrolled._grads_fn, jit_compile=True).experimental_get_compiler_ir
     gflop = _xla_gflop(hlo_of(x_T, noise, unrolled.real)(
         stage="hlo_serialized"), spec["workdir"])
-    if spec.get("flops_only"):
-        return {"gflop": gflop}
     trainer = unrolled if spec["chain"] == "unrolled" else trainer_for(spec["chain"])
 
     start = time.perf_counter()
