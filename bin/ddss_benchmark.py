@@ -59,11 +59,7 @@ def _config():
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    try:
-        benchmark.run(_config(), FLAGS.workdir)
-    except benchmark.Interrupted as e:
-        print(f"ddss_benchmark: {e}")
-        return 130
+    benchmark.run(_config(), FLAGS.workdir)  # interrupted: cli.run exits 130 / 143
     print(f"table in {FLAGS.workdir}/table.md; plots {FLAGS.workdir}/fid_vs_k.png and "
           f"{FLAGS.workdir}/samples.png")
 

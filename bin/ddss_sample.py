@@ -66,10 +66,10 @@ def _source():
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    if not FLAGS.out.endswith(".npz"):
-        raise cli.UsageError(f"--out must name a .npz file, got {FLAGS.out!r}")
+    sampling.check_output(FLAGS.out)  # before any work: a bad --out fails at once
     source = _source()
-    bar = progress.Progress(FLAGS.num_samples, desc="sample")
+    sampling.check_fits_in_memory(FLAGS.num_samples, source.image_shape)
+    bar = progress.Progress(FLAGS.num_samples, desc="sample", first="compiling")
     images, uint8 = sampling.draw(source, FLAGS.num_samples, FLAGS.seed, FLAGS.batch_size, bar)
     bar.close()
     npz, png = sampling.write(FLAGS.out, images, uint8)

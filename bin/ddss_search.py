@@ -20,7 +20,7 @@ from ddss_tf import samplers
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.search import SearchConfig, components, run_search, strategies
-from ddss_tf.search.config import LR_DECAYS
+from ddss_tf.search.config import LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES
 
 _D = SearchConfig()
 FLAGS = flags.FLAGS
@@ -45,7 +45,8 @@ flags.DEFINE_float("learning_rate", _D.learning_rate, "Adam learning rate.", low
 flags.DEFINE_enum("lr_decay", _D.lr_decay, list(LR_DECAYS), "Learning-rate schedule over "
                   "train_steps: cosine to 0, or constant (the paper's).")
 flags.DEFINE_float("grad_clip", _D.grad_clip, "Global-norm clipping; 0 disables.", lower_bound=0)
-flags.DEFINE_integer("seed", _D.seed, "Seed of every training batch's noise.")
+flags.DEFINE_integer("seed", _D.seed, "Seed of every training batch's noise.", lower_bound=0,
+                     upper_bound=MAX_SEED)
 flags.DEFINE_enum("strategy", _D.strategy, list(strategies.names()), "tf.distribute strategy.")
 flags.DEFINE_string("tpu", _D.tpu, "TPU name for --strategy=tpu ('local' on a TPU VM / Colab).")
 flags.DEFINE_integer("cpu_devices", 0, "Present the CPU as this many devices, so that "
@@ -65,9 +66,9 @@ flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "Steps between che
 flags.DEFINE_integer("eval_every", _D.eval_every, "Steps between FID/KID evaluations.",
                      lower_bound=1)
 flags.DEFINE_integer("eval_samples", _D.eval_samples, "Samples per periodic evaluation.",
-                     lower_bound=2)
+                     lower_bound=MIN_EVAL_SAMPLES)
 flags.DEFINE_integer("final_samples", _D.final_samples, "Samples of the final comparison.",
-                     lower_bound=2)
+                     lower_bound=MIN_EVAL_SAMPLES)
 flags.DEFINE_integer("reference_steps", _D.reference_steps, "Steps of the DDPM reference row of "
                      "the final comparison (capped at the model's T; computed once per model).",
                      lower_bound=1)

@@ -37,8 +37,7 @@ import os
 
 import numpy as np
 
-from ddss_tf import export
-from ddss_tf.export import _files
+from ddss_tf import export, files, interrupt
 from ddss_tf.search import components, evaluation, report
 from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.run import differing_settings, run_search
@@ -113,8 +112,9 @@ def _search_config(cfg, k, pred, time):
     return dataclasses.replace(cfg.search, family="ggdm", pred=pred, time=time, num_steps=int(k))
 
 
-class Interrupted(Exception):
-    """A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume."""
+# A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume. The old
+# spelling of interrupt.Interrupted, which run_search raises.
+Interrupted = interrupt.Interrupted
 
 
 def _learned_layer(setup, cfg, k, pred, time, workdir, log):
@@ -125,17 +125,19 @@ def _learned_layer(setup, cfg, k, pred, time, workdir, log):
     path = os.path.join(directory, "coefficients.json")
     results = os.path.join(directory, "results.json")
     if os.path.exists(results):
-        with open(results) as f:
-            diff = differing_settings(json.load(f).get("config"), scfg)
+        diff = differing_settings(files.read_json(results, "results file").get("config"), scfg)
         if diff:
             raise ValueError(f"{directory} holds a finished search with different "
                              f"{', '.join(diff)} than this benchmark's; give the same settings "
                              "or another --searches directory")
     else:
         log(f"searching {scfg.run_name()} in {directory} (rerun to resume if interrupted)")
-        if run_search(scfg, directory, log) is None:
-            raise Interrupted(f"the search in {directory} was interrupted; its checkpoint is "
-                              "saved: rerun the same command to resume")
+        try:
+            run_search(scfg, directory, log)
+        except interrupt.Interrupted as e:
+            raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
+                                        "interrupted; its checkpoint is saved: rerun the same "
+                                        "command to resume") from e
     with open(path, "rb") as f:
         digest = hashlib.sha1(f.read()).hexdigest()[:16]
     return export.load_coefficients(path, setup.denoiser, remat=False), digest
@@ -175,9 +177,8 @@ def _evaluate(setup, cfg, name, k, workdir, log):
         layer, extra = _learned_layer(setup, cfg, k, *spec, workdir, log)
     key = _cell_key(setup, cfg, name, k, extra)
     path = os.path.join(workdir, "cells", f"{name}_k{k}_n{cfg.num_samples}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
+    cached = report.read_cache(path, log)
+    if cached is not None:
         if cached.get("key") == key:
             return cached
         log(f"  {label} K={k}: inputs changed since {path}; recomputing")
@@ -205,7 +206,7 @@ def _evaluate(setup, cfg, name, k, workdir, log):
                                                 f"{label} K={k}", log)
         grid = imgs[:GRID_IMAGES]
     cell = dict(report.record(label, k, scores), key=key, grid=np.round(grid, 5).tolist())
-    report.write_json_atomic(path, cell)
+    files.write_json(path, cell)
     return cell
 
 
@@ -319,9 +320,9 @@ def _write_outputs(cfg, cells, workdir, log):
             f"`{cfg.search.heldout_features}`; the same x_T for every cell.\n\n"
             f"{paper_table(records, ks)}\nEvery metric (KID with its block standard error; "
             f"held-out FID in the second feature space):\n\n{metrics_table(records)}")
-    with _files.atomic_file(os.path.join(workdir, "table.md")) as f:
+    with files.atomic_file(os.path.join(workdir, "table.md")) as f:
         f.write(text)
-    report.write_json_atomic(os.path.join(workdir, "results.json"), records)
+    files.write_json(os.path.join(workdir, "results.json"), records)
     try:
         _plot_fid(records, ks, os.path.join(workdir, "fid_vs_k.png"))
         _plot_samples(cells, ks, os.path.join(workdir, "samples.png"))

@@ -1,5 +1,5 @@
-"""Shared plumbing for the absl binaries in bin/: quiet TF logs, one-line errors, and the
-flags every binary that loads a model or real data defines the same way:
+"""Shared plumbing for the absl binaries in bin/: quiet start-up, one-line errors, exit codes,
+--help, and the flags every binary that loads a model or real data defines the same way:
 
     cli.define_model_flags()    # --model --schedule --num_timesteps --prediction, and for TF1
                                 # checkpoints --model_preset --image_size --ema (module level)
@@ -7,27 +7,157 @@ flags every binary that loads a model or real data defines the same way:
     ...
     cfg = SearchConfig(**cli.model_options(), **cli.data_options(), ...)   # in main()
     den, net = components.load_denoiser(**cli.model_options())
+
+Exit codes of every binary (README: "Exit codes"):
+
+    0    finished
+    1    an unexpected error (a bug: the traceback is printed)
+    2    bad input: a flag, a file, a path that cannot be read or written, a busy work directory
+    3    a numerical failure: a non-finite loss, gradient, sample, coefficient or score (nothing
+         broken is written; a search keeps its last good checkpoint)
+    4    a multi-worker run lost a worker or timed out waiting for one
+    130  stopped by SIGINT (Ctrl-C) after saving a checkpoint; rerun to resume
+    143  stopped by SIGTERM after saving a checkpoint; rerun to resume
 """
 
 import os
 import sys
+import tempfile
 
-__all__ = ["run", "UsageError", "define_model_flags", "model_options", "define_data_flags",
-           "data_options", "DATA_DEFAULTS"]
+__all__ = ["run", "UsageError", "NumericalError", "define_model_flags", "model_options",
+           "define_data_flags", "data_options", "DATA_DEFAULTS", "EXIT_CODES"]
 
 DATA_DEFAULTS = dict(dataset="digits", split="train")  # = SearchConfig's
+
+EXIT_CODES = dict(finished=0, error=1, bad_input=2, numerical=3, worker_lost=4,
+                  sigint=130, sigterm=143)
 
 # TensorFlow's C++ start-up chatter hides the one line a user needs; keep warnings and errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Lines TensorFlow's native code prints while it loads, before any log level applies.
+_STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
+                  "oneDNN custom operations are on",
+                  "This TensorFlow binary is optimized to use available CPU instructions",
+                  "To enable the following instructions",
+                  "Unable to register cuDNN factory", "Unable to register cuFFT factory",
+                  "Unable to register cuBLAS factory", "TF-TRT Warning",
+                  "computation placer already registered")
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with file descriptor 2 captured, then pass on what was not start-up
+    noise. The oneDNN notice and absl's InitializeLog warning are written by native code
+    before TF_CPP_MIN_LOG_LEVEL is read, so no setting hides them."""
+    if "tensorflow" in sys.modules or os.environ.get("DDSS_TF_STARTUP_LOGS"):
+        return
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (a notebook, a test runner)
+        return
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), stderr_fd)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, stderr_fd)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
+                    if not any(noise in line for noise in _STARTUP_NOISE)]
+            sys.stderr.write("".join(kept))
+
+
+_import_tensorflow_quietly()
+
 
 class UsageError(ValueError):
-    """A bad flag or input, reported as one line without a traceback."""
+    """A bad flag or input, reported as one line without a traceback (exit code 2)."""
+
+
+class NumericalError(FloatingPointError):
+    """A non-finite result refused before it was written (exit code 3)."""
+
+
+def _one_line(e):
+    return " ".join(str(e).split())
+
+
+def _exit_code(e):
+    """(exit code, message) for an exception a binary reports in one line, or None."""
+    import tensorflow as tf
+
+    from ddss_tf import interrupt
+
+    if isinstance(e, interrupt.Interrupted):
+        return e.exit_code, _one_line(e)
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_CODES["sigint"], "interrupted (SIGINT) before any checkpoint was due"
+    if isinstance(e, FloatingPointError):
+        return EXIT_CODES["numerical"], _one_line(e)
+    if isinstance(e, (tf.errors.UnavailableError, tf.errors.AbortedError,
+                      tf.errors.DeadlineExceededError, tf.errors.CancelledError)):
+        first = _one_line(str(e.message).splitlines()[0] if e.message else type(e).__name__)
+        return EXIT_CODES["worker_lost"], (
+            f"lost contact with another worker of the cluster ({first[:200]}); restart every "
+            "worker with the same command to resume from the last checkpoint")
+    if isinstance(e, OSError):  # a path that cannot be read or written: name it and why
+        if e.filename is not None:
+            return EXIT_CODES["bad_input"], f"cannot use {e.filename}: {e.strerror}"
+        return EXIT_CODES["bad_input"], _one_line(e)
+    if isinstance(e, (tf.errors.PermissionDeniedError, tf.errors.NotFoundError,
+                      tf.errors.FailedPreconditionError, tf.errors.DataLossError)):
+        return EXIT_CODES["bad_input"], _one_line(e.message)
+    if isinstance(e, ValueError):
+        return EXIT_CODES["bad_input"], _one_line(e)
+    return None
+
+
+def _adopt_binary_flags(main):
+    """Make --help list the binary's own flags and its docstring as the usage.
+
+    absl's --help shows the flags of the module named sys.argv[0], i.e. of a script run as
+    __main__. An installed console script runs `main` from an imported module instead, so
+    its flags are re-registered under sys.argv[0] and its docstring becomes __main__'s."""
+    from absl import flags
+
+    name = getattr(main, "__module__", "__main__")
+    if name == "__main__" or name not in sys.modules:
+        return
+    fv = flags.FLAGS
+    for flag in fv.flags_by_module_dict().get(name, []):
+        fv.register_flag_by_module(sys.argv[0], flag)
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not main_module.__doc__:
+        main_module.__doc__ = sys.modules[name].__doc__
+
+
+def _prog():
+    return os.path.basename(sys.argv[0]).removesuffix(".py")
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag as one line and exit code 2 (absl: 1)."""
+    from absl import app, flags
+
+    if any(a in ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?") for a in argv[1:]):
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl: exit code 1
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"{_prog()}: error: {_one_line(e)} (--help lists the flags)", file=sys.stderr)
+        sys.exit(EXIT_CODES["bad_input"])
 
 
 def run(main):
-    """absl.app.run(main), turning ValueError / FileNotFoundError into one line and exit code 2."""
+    """absl.app.run(main): a bad flag or input, a numerical failure, an unusable path or an
+    interruption becomes one line on stderr and the exit code of the module docstring."""
     from absl import app
+
+    _adopt_binary_flags(main)
 
     def guarded(argv):
         from absl import flags, logging
@@ -36,13 +166,16 @@ def run(main):
             logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
-        except (ValueError, FileNotFoundError, FloatingPointError) as e:
-            prog = os.path.basename(sys.argv[0]).removesuffix(".py")
-            msg = " ".join(str(e).split())
-            print(f"{prog}: error: {msg}", file=sys.stderr)
-            sys.exit(2)
+        except (Exception, KeyboardInterrupt) as e:
+            found = _exit_code(e)
+            if found is None:
+                raise
+            code, msg = found
+            kind = "stopped" if code >= 128 else "error"
+            print(f"{_prog()}: {kind}: {msg}", file=sys.stderr)
+            sys.exit(code)
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=_parse_flags)
 
 
 def _flag_values(flag_values):
@@ -80,7 +213,8 @@ def define_model_flags(flag_values=None):
         "(digits and ddss_train_model directories carry theirs).", flag_values=fv,
         module_name=module)
     flags.DEFINE_integer("num_timesteps", d["num_timesteps"], f"T of --schedule={names}.",
-                         lower_bound=2, flag_values=fv, module_name=module)
+                         lower_bound=2, upper_bound=schedules.MAX_TIMESTEPS, flag_values=fv,
+                         module_name=module)
     flags.DEFINE_enum("prediction", d["prediction"], list(denoisers.predictions()),
                       "What the model returns: eps, x (= x0) or v.", flag_values=fv,
                       module_name=module)

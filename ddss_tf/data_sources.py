@@ -101,6 +101,10 @@ def _stack(arrays, image_shape, where):
 
 
 def _folder(path, split, image_shape):
+    parts = split.replace("\\", "/").split("/")
+    if os.path.isabs(split) or ".." in parts or not split.strip("/."):
+        raise ValueError(f"split {split!r} must name a subfolder inside the image folder {path} "
+                         "(no absolute path, no '..')")
     root = os.path.join(path, split)
     if not os.path.isdir(root):
         if split not in _WHOLE:

@@ -5,15 +5,32 @@
             ...
             if stop:            # a signal arrived: save a checkpoint and leave cleanly
                 break
+    if stop:
+        raise interrupt.Interrupted(stop.received, "stopped at step 7; checkpoint saved")
 
 A second signal of the same kind falls through to the default handler, so a
-stuck process can still be killed.
+stuck process can still be killed. A run that stopped early raises `Interrupted`
+rather than returning, so no caller can take an unfinished run for a finished one;
+the binaries exit with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM),
+as shells report a process killed by that signal.
 """
 
 import signal
 import threading
 
-__all__ = ["Catch"]
+__all__ = ["Catch", "Interrupted"]
+
+
+class Interrupted(Exception):
+    """A run stopped by a signal after saving its checkpoint: rerun the same command to resume.
+
+    Attributes: signal_name ("SIGINT", "SIGTERM"), exit_code (128 + the signal's number).
+    """
+
+    def __init__(self, signal_name, message):
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.exit_code = 128 + int(getattr(signal.Signals, signal_name, signal.SIGINT))
 
 
 class Catch:

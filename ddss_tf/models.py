@@ -32,13 +32,12 @@ The keyword arguments are the SearchConfig fields of the same names (`OPTIONS`),
 """
 
 import dataclasses
-import json
 import os
 
 import keras
 import numpy as np
 
-from ddss_tf import denoisers, pretrained, schedules
+from ddss_tf import denoisers, files, pretrained, schedules
 from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
@@ -109,9 +108,8 @@ def load_schedule(schedule, num_timesteps=1000):
     elif os.path.isfile(str(schedule)):
         where = f"schedule file {schedule}"
         try:
-            with open(schedule) as f:
-                config = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            config = files.read_json(schedule, "schedule file")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise ValueError(f"{where} is not readable JSON ({e}); {accepted}") from e
     else:
         raise ValueError(f"unknown schedule {schedule!r} (not a name, no such file); {accepted}")

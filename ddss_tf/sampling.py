@@ -14,16 +14,19 @@ runs the same noise and uint8 ops, so one seed gives the same bytes whether the
 sampler is exported, rebuilt from JSON or in memory (for the same batch_size).
 """
 
+import errno
+import os
+
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import denoisers, images as images_lib, models, samplers
-from ddss_tf.export import _files, ops
+from ddss_tf import denoisers, files, images as images_lib, models, samplers
+from ddss_tf.export import ops
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import exported
 
 __all__ = ["LayerSource", "from_export", "from_coefficients", "from_family", "load_model", "draw",
-           "write", "MAX_SEED"]
+           "write", "MAX_SEED", "memory_needed", "check_fits_in_memory", "check_output"]
 
 MAX_SEED = 2 ** 31 - 1
 
@@ -104,11 +107,48 @@ def draw(source, num_samples, seed=0, batch_size=256, progress=None):
         n = min(batch_size, num_samples - start)
         x_T, noise = ops.draw_noise([seed, b], n, source.num_steps, source.image_shape)
         f, u = source.from_noise(x_T, noise)
-        floats.append(np.asarray(f, np.float32))
+        f = np.asarray(f, np.float32)
+        if not np.all(np.isfinite(f)):
+            raise FloatingPointError(
+                f"the sampler returned non-finite values in batch {b} (samples {start}.."
+                f"{start + n - 1}): the model or the sampler's coefficients produce NaN / Inf; "
+                "nothing written")
+        floats.append(f)
         uint8s.append(np.asarray(u, np.uint8))
         if progress is not None:
             progress.update(start + n)
     return np.concatenate(floats), np.concatenate(uint8s)
+
+
+def memory_needed(num_samples, image_shape):
+    """Bytes `draw` holds for num_samples images: float32 and uint8 copies."""
+    return int(num_samples) * int(np.prod(image_shape)) * (4 + 1)
+
+
+def check_fits_in_memory(num_samples, image_shape, fraction=0.5):
+    """ValueError when num_samples images would take more than `fraction` of this machine's
+    memory (draw holds them all before writing one .npz)."""
+    need = memory_needed(num_samples, image_shape)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > fraction * total:
+        fit = int(fraction * total // memory_needed(1, image_shape))
+        raise ValueError(f"num_samples {num_samples} of {list(image_shape)} images need "
+                         f"{need / 2**30:.1f} GiB in memory, over half of this machine's "
+                         f"{total / 2**30:.1f} GiB; draw at most {fit} per call (several calls "
+                         "with different --seed give independent samples)")
+
+
+def check_output(out):
+    """Check `out` (a .npz path) can be written, before any sampling: its directory exists or
+    can be made and is writable, and `out` is not a directory."""
+    if not str(out).endswith(".npz"):
+        raise ValueError(f"--out must name a .npz file, got {out!r}")
+    if os.path.isdir(out):
+        raise IsADirectoryError(errno.EISDIR, "--out is a directory, not a .npz file", out)
+    files.writable_dir(os.path.dirname(os.path.abspath(out)), "the directory of --out")
 
 
 def write(out, images, uint8, ncols=None):
@@ -121,8 +161,8 @@ def write(out, images, uint8, ncols=None):
     png = out[:-len(".npz")] + ".png"
     h, w = uint8.shape[1:3]
     grid = images_lib.make_grid(uint8, ncols=ncols, scale=max(1, 32 // max(h, w)))
-    _files.write_bytes(out, _files.npz_bytes({"images": np.asarray(images, np.float32)}))
-    _files.write_bytes(png, tf.io.encode_png(grid).numpy())
+    files.write_bytes(out, files.npz_bytes({"images": np.asarray(images, np.float32)}))
+    files.write_bytes(png, tf.io.encode_png(grid).numpy())
     return out, png
 
 

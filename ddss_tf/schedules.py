@@ -231,9 +231,15 @@ def from_config(config):
     return _SCHEDULES[kind](**config)
 
 
+# Discrete-time models use T <= 4000 (iDDPM); beyond a million steps a schedule's tables (and
+# a T-step reference run) stop fitting in memory or time, so such a T is a typo.
+MAX_TIMESTEPS = 1_000_000
+
+
 def _check_num_timesteps(num_timesteps):
-    if int(num_timesteps) != num_timesteps or num_timesteps < 2:
-        raise ValueError(f"num_timesteps must be an integer >= 2, got {num_timesteps!r}")
+    if int(num_timesteps) != num_timesteps or not 2 <= num_timesteps <= MAX_TIMESTEPS:
+        raise ValueError(f"num_timesteps must be an integer in [2, {MAX_TIMESTEPS}], got "
+                         f"{num_timesteps!r}")
 
 
 # ---- strides ----

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddss_tf import progress
+from ddss_tf import interrupt, progress
 from ddss_tf.metrics import mmd
 from ddss_tf.search import SearchConfig, components, run_search, step_noise
 from ddss_tf.search.run import Setup
@@ -134,7 +134,9 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
     full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
 
     sent = _sigint_at(monkeypatch, 2)
-    assert run_search(cfg, str(tmp_path / "resumed"), log=_QUIET) is None  # stopped
+    with pytest.raises(interrupt.Interrupted, match="stopped by SIGINT at step 2") as stopped:
+        run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+    assert stopped.value.exit_code == 130
     assert sent == [2]
     assert not os.path.exists(tmp_path / "resumed" / "results.json")
     assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-2")
@@ -239,7 +241,8 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     _sigint_at(monkeypatch, 1)
-    run_search(_cfg(), workdir, log=_QUIET)
+    with pytest.raises(interrupt.Interrupted):
+        run_search(_cfg(), workdir, log=_QUIET)
     with pytest.raises(ValueError, match="different num_steps"):
         run_search(_cfg(num_steps=3), workdir, log=_QUIET)
     # A cosine schedule's length is part of the trajectory: more steps would not be a resume.

@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 
-from ddss_tf import pretrained, progress
+from ddss_tf import interrupt, pretrained, progress
 from ddss_tf.training import ddpm
 
 _TINY = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0,
@@ -39,7 +39,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch)
 
     monkeypatch.setattr(progress.Progress, "update", interrupt_at_3)
     workdir = str(tmp_path / "resumed")
-    assert ddpm.train(_cfg(), workdir) is None  # stopped cleanly at step 3
+    with pytest.raises(interrupt.Interrupted, match="at step 3"):  # stopped cleanly
+        ddpm.train(_cfg(), workdir)
     assert not os.path.exists(os.path.join(workdir, "model"))
     monkeypatch.setattr(progress.Progress, "update", original_update)
     resumed = ddpm.train(_cfg(), workdir)

@@ -16,8 +16,7 @@ import json
 
 import numpy as np
 
-from ddss_tf import __version__, samplers, schedules
-from ddss_tf.export import _files
+from ddss_tf import __version__, files, samplers, schedules
 from ddss_tf.metrics import features as _features
 
 __all__ = ["write_coefficients", "load_coefficients", "read_coefficients", "coefficients_document",
@@ -27,6 +26,8 @@ FORMAT = "ddss_tf.coefficients"
 FORMAT_VERSION = 1
 _REQUIRED = ("family", "num_steps", "query_times", "coefficients", "variables", "schedule",
              "model", "layer_config")
+_TYPES = dict(family=str, num_steps=int, query_times=list, coefficients=dict, variables=dict,
+              schedule=dict, model=dict, layer_config=dict)
 
 
 def model_fingerprint(network):
@@ -89,7 +90,7 @@ def write_coefficients(layer, path, model_fingerprint, image_shape=None):
       image_shape: [H, W, C]; default: read from the denoiser's Keras network.
     """
     text = dumps(coefficients_document(layer, model_fingerprint, image_shape))
-    with _files.atomic_file(path) as f:
+    with files.atomic_file(path) as f:
         f.write(text)
     return path
 
@@ -97,11 +98,10 @@ def write_coefficients(layer, path, model_fingerprint, image_shape=None):
 def read_coefficients(path):
     """The coefficients.json at `path` as a dict, with one clear error when it is not one."""
     try:
-        with open(path) as f:
-            doc = json.load(f)
+        doc = files.read_json(path, "coefficients.json")
     except FileNotFoundError:
         raise FileNotFoundError(f"coefficients file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable coefficients.json ({e})") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ddss_tf coefficients.json (no \"format\": \"{FORMAT}\")")
@@ -111,6 +111,10 @@ def read_coefficients(path):
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
         raise ValueError(f"{path} is malformed: missing {', '.join(missing)}")
+    wrong = [f'"{k}" is {type(doc[k]).__name__}, not {kind.__name__}' for k, kind in _TYPES.items()
+             if not isinstance(doc[k], kind) or isinstance(doc[k], bool)]
+    if wrong:
+        raise ValueError(f"{path} is malformed: {'; '.join(wrong)}")
     return doc
 
 
@@ -139,7 +143,10 @@ def load_coefficients(path, denoiser, remat=None, check_fingerprint=True):
         config["remat"] = bool(remat)
     if config.get("family") != doc["family"] or config.get("num_steps") != doc["num_steps"]:
         raise ValueError(f"{path} is inconsistent: layer_config disagrees with family / num_steps")
-    layer = samplers.from_config(config, denoiser)
+    try:
+        layer = samplers.from_config(config, denoiser)
+    except (TypeError, AttributeError, KeyError, ValueError) as e:  # a hand-edited layer_config
+        raise ValueError(f"{path}: layer_config is invalid ({type(e).__name__}: {e})") from None
     _assign_variables(layer, doc["variables"], path)
     _check_coefficients(layer, doc["coefficients"], path)
     return layer
@@ -180,7 +187,12 @@ def _assign_variables(layer, values, path):
         raise ValueError(f"{path} holds variables {sorted(values)} but a {layer.family} layer with "
                          f"this config has {sorted(have)}")
     for name, var in have.items():
-        value = np.asarray(values[name], np.float32)
+        try:
+            value = np.asarray(values[name], np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: variable {name} is not an array of numbers") from None
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{path}: variable {name} holds non-finite values")
         if value.shape != tuple(var.shape):
             raise ValueError(f"{path}: variable {name} has shape {list(value.shape)}, the layer "
                              f"expects {list(var.shape)}")

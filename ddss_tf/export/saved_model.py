@@ -30,7 +30,7 @@ import os
 import tensorflow as tf
 
 from ddss_tf import samplers
-from ddss_tf.export import _files
+from ddss_tf import files
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import ops
 
@@ -92,9 +92,9 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
     doc["export"] = {"max_num_samples": int(max_num_samples),
                      "signatures": {k: list(v) for k, v in SIGNATURES.items()}}
     module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples))
-    with _files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
+    with files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
         tf.saved_model.save(module, out.tmp, signatures=signatures)
-        _files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
+        files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
                            coefficients_lib.dumps(doc).encode())
     return out.path
 

@@ -9,11 +9,14 @@ import dataclasses
 import json
 
 from ddss_tf.precision import PRECISIONS
+from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import strategies
 
-__all__ = ["SearchConfig", "LR_DECAYS"]
+__all__ = ["SearchConfig", "LR_DECAYS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
+MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
+MAX_SEED = 2 ** 63 - 1  # the training noise is keyed on (seed, step) as int64
 
 
 @dataclasses.dataclass
@@ -98,13 +101,18 @@ class SearchConfig:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of the {num_replicas} replica(s) "
                 "with at least 2 samples per replica")
-        if self.eval_samples < 2 or self.final_samples < 2:
-            raise ValueError("eval_samples and final_samples must be >= 2 (KID needs two samples)")
+        for name in ("eval_samples", "final_samples"):
+            if getattr(self, name) < MIN_EVAL_SAMPLES:
+                raise ValueError(f"{name} must be >= {MIN_EVAL_SAMPLES} (the Inception Score "
+                                 f"splits its samples in 10), got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed}")
         if self.prediction not in denoisers.predictions():
             raise ValueError(f"unknown prediction {self.prediction!r}; accepted: "
                              f"{', '.join(denoisers.predictions())}")
-        if self.num_timesteps < 2:
-            raise ValueError(f"num_timesteps must be >= 2, got {self.num_timesteps}")
+        if not 2 <= self.num_timesteps <= MAX_TIMESTEPS:
+            raise ValueError(f"num_timesteps must be in [2, {MAX_TIMESTEPS}], got "
+                             f"{self.num_timesteps}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; accepted: "
                              f"{', '.join(PRECISIONS)}")

@@ -6,28 +6,55 @@ import os
 
 import numpy as np
 
-from ddss_tf import export, images, metrics, pretrained
-from ddss_tf.export import _files
+from ddss_tf import export, files, images, metrics, pretrained
 from ddss_tf.search import components, evaluation
 
 __all__ = ["sample_and_score", "log_scores", "learned_label", "record", "baselines",
            "reference_scores", "reference_file", "score_reference", "finish", "markdown_table",
-           "write_json_atomic"]
+           "write_json_atomic", "read_cache", "checked_scores"]
 
 
-def write_json_atomic(path, value):
-    """Write JSON to path via a temporary file and a rename: never half-written."""
-    with _files.atomic_file(path) as f:
-        json.dump(value, f, indent=2, sort_keys=True)
+# The old spelling of files.write_json (strict JSON, written atomically).
+write_json_atomic = files.write_json
+
+
+def read_cache(path, log):
+    """A cached JSON score file, or None when there is none or it is damaged (truncated,
+    invalid, non-finite): then it is named in the log and recomputed."""
+    if not os.path.exists(path):
+        return None
+    try:
+        value = files.read_json(path, "cache file")
+    except ValueError as e:
+        log(f"  ignoring a damaged cache: {e}; recomputing it")
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def sample_and_score(setup, layer, num_samples, label, log, show_progress=False):
     """(scores, images) of num_samples samples of `layer` on the evaluation seeds; logs a line."""
     imgs = evaluation.sample(layer, num_samples, setup.image_shape, show_progress=show_progress,
                              desc=label)
-    scores = setup.scorer(imgs)
+    if not np.all(np.isfinite(imgs)):
+        raise FloatingPointError(f"{label}: its samples hold NaN / Inf (the model or the "
+                                 "sampler's coefficients); nothing scored or written")
+    scores = checked_scores(setup.scorer(imgs), label)
     log_scores(label, scores, log)
     return scores, imgs
+
+
+def checked_scores(scores, label):
+    """scores, after refusing non-finite ones (FloatingPointError naming the sampler): a NaN
+    never reaches a table, a cache or results.json. KID's standard error is undefined (None)
+    with a single block."""
+    bad = [k for k in ("fid", "kid", "heldout_fid", "is")
+           if scores.get(k) is not None and not np.isfinite(scores[k])]
+    if bad:
+        raise FloatingPointError(f"{label}: {', '.join(bad)} not finite "
+                                 f"({', '.join(f'{k} = {scores[k]}' for k in bad)}); its samples "
+                                 "hold NaN / Inf (the model or the sampler's coefficients)")
+    se = scores.get("kid_se")
+    return dict(scores, kid_se=None) if se is not None and not np.isfinite(se) else scores
 
 
 def log_scores(label, scores, log, note=""):
@@ -39,16 +66,16 @@ def log_scores(label, scores, log, note=""):
 def baselines(setup, cfg, workdir, num_samples, tag, log, keep_images=False):
     """Scores (and optionally samples) of DDPM / DDIM at the search's K, cached in workdir."""
     path = os.path.join(workdir, f"baselines_{tag}_{num_samples}.json")
-    if os.path.exists(path) and not keep_images:
-        with open(path) as f:
-            return json.load(f)
+    cached = None if keep_images else read_cache(path, log)
+    if cached is not None:
+        return cached
     log(f"baselines at K={cfg.num_steps} on {num_samples} samples:")
     scores, samples = {}, {}
     for label, family, options in components.baseline_specs():
         layer = components.build_layer(family, setup.denoiser, cfg.num_steps, **options)
         scores[label], samples[label] = sample_and_score(setup, layer, num_samples, label,
                                                           log)
-    write_json_atomic(path, scores)
+    files.write_json(path, scores)
     return (scores, samples) if keep_images else scores
 
 
@@ -93,21 +120,22 @@ def reference_scores(setup, cfg, num_samples, log, cache_dir=None, return_images
     name, key = reference_file(setup, steps, num_samples)
     cache_dir = cache_dir or metrics.reference.default_cache_dir()
     for directory in (cache_dir, os.path.join(pretrained.asset_dir("digits_ddpm"), "reference")):
-        if os.path.exists(os.path.join(directory, name)):
-            with open(os.path.join(directory, name)) as f:
-                scores = json.load(f)
+        scores = read_cache(os.path.join(directory, name), log)
+        if scores is not None:
             return (scores, None) if return_images else scores
     path = os.path.join(cache_dir, name)
     log(f"DDPM with {steps} steps on {num_samples} samples (once per model; cached in {path}):")
     scores, images = score_reference(setup, steps, num_samples, log)
     os.makedirs(cache_dir, exist_ok=True)
-    write_json_atomic(path, dict(scores, key=key))
+    files.write_json(path, dict(scores, key=key))
     return (scores, images) if return_images else scores
 
 
 def _kid_text(kid, kid_se):
     """ "KID +- SE", or "n/a" for a row without KID (the resampled training data)."""
-    return "n/a" if kid is None else f"{kid:.5f} +- {kid_se:.5f}"
+    if kid is None:
+        return "n/a"
+    return f"{kid:.5f} +- " + ("n/a" if kid_se is None else f"{kid_se:.5f}")
 
 
 def _num(value, fmt):
@@ -143,7 +171,7 @@ def finish(setup, cfg, workdir, log):
     steps = min(cfg.reference_steps, setup.denoiser.schedule.num_timesteps)
     records.append(record(f"DDPM {steps} steps", steps, ref))
     rows = [base_images[lbl][:12] for lbl in base_scores] + [learned_images[:12]]
-    grid = images.labelled_rows(rows, ncols=12, scale=4)
+    grid = images.labelled_rows(rows, ncols=12, scale=4, labels=list(base_scores) + [label])
     images.write_png(os.path.join(workdir, "samples", "compare.png"), grid)
     export.write_coefficients(setup.layer, os.path.join(workdir, "coefficients.json"),
                               model_fingerprint=export.model_fingerprint(setup.net))
@@ -157,7 +185,7 @@ def finish(setup, cfg, workdir, log):
                                                 num_samples=n),
                    query_times=np.asarray(setup.layer.query_times()).tolist())
     table = markdown_table(records)
-    with _files.atomic_file(os.path.join(workdir, "results.md")) as f:
+    with files.atomic_file(os.path.join(workdir, "results.md")) as f:
         f.write(f"# DDSS search: {label}, K = {k}\n\n{table}\n"
                 f"Rows 1-4 of samples/compare.png are the baselines in this order, row 5 the "
                 f"learned sampler, all on the same x_T. FID ratio learned / best baseline: "
@@ -166,6 +194,6 @@ def finish(setup, cfg, workdir, log):
                 f"score FID {floor['fid']:.4f}, held-out FID "
                 f"{floor['heldout_fid']:.4f} (what a model reproducing its data "
                 f"exactly would get).\n")
-    write_json_atomic(os.path.join(workdir, "results.json"), summary)
+    files.write_json(os.path.join(workdir, "results.json"), summary)
     log("\n" + table)
     return summary

@@ -16,7 +16,7 @@ import shutil
 
 import tensorflow as tf
 
-from ddss_tf import images, interrupt, progress, summaries
+from ddss_tf import checkpoints, files, images, interrupt, progress, summaries
 from ddss_tf.search import components, evaluation, report, strategies
 from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.trainer import Trainer
@@ -46,17 +46,32 @@ def differing_settings(saved, cfg, resume=False):
                   if k not in ignore and saved.get(k) != v)
 
 
-def _check_workdir(workdir, cfg):
+def _read_saved_config(workdir, cfg):
+    """Refuse a work directory that holds another search (read only: nothing is written).
+
+    Its config.json must learn the same sampler; checkpoints without a config.json belong
+    to a run no one can name, so they are not resumed (nor overwritten)."""
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
-        with open(path) as f:
-            diff = differing_settings(json.load(f), cfg, resume=True)
+        diff = differing_settings(files.read_json(path, "search config"), cfg, resume=True)
         if diff:
             raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
                              "use a new --workdir, or the same settings to resume")
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(cfg.to_json())
+    elif checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints")):
+        raise ValueError(f"{workdir}/checkpoints holds checkpoints but {path} is missing, so "
+                         "their settings are unknown; restore config.json or use a new --workdir")
+
+
+def _write_config(workdir, cfg):
+    """config.json, rewritten only when it changes (a bookkeeping setting), atomically."""
+    path = os.path.join(workdir, "config.json")
+    text = cfg.to_json()
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+    with files.atomic_file(path) as f:
+        f.write(text)
 
 
 class Setup(evaluation.EvalSetup):
@@ -75,23 +90,13 @@ class Setup(evaluation.EvalSetup):
 
 def _evaluate_during_training(setup, cfg, step, workdir):
     imgs = evaluation.sample(setup.layer, cfg.eval_samples, setup.image_shape)
-    scores = setup.scorer(imgs)
+    scores = report.checked_scores(setup.scorer(imgs), f"the learned sampler at step {step}")
     for key in ("fid", "kid", "heldout_fid"):
         summaries.scalar(f"eval/{key}", scores[key], step)
     grid = images.make_grid(imgs[:64], ncols=8, scale=4)
     summaries.image("samples", grid, step)
     images.write_png(os.path.join(workdir, "samples", f"step_{step:06d}.png"), grid)
     return scores
-
-
-def _is_chief(strategy):
-    """False only on the non-chief workers of a MultiWorkerMirroredStrategy."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
-                                             and resolver.task_id == 0)
 
 
 def _train(setup, cfg, workdir, baselines, log, chief=True):
@@ -102,16 +107,16 @@ def _train(setup, cfg, workdir, baselines, log, chief=True):
     # write beside it and, like the chief, resume from the chief's latest checkpoint.
     own_dir = chief_dir if chief else os.path.join(
         workdir, f".worker{setup.strategy.cluster_resolver.task_id}_checkpoints")
-    manager = tf.train.CheckpointManager(ckpt, own_dir, max_to_keep=3)
-    latest = tf.train.latest_checkpoint(chief_dir)
+    manager, latest = checkpoints.open_manager(ckpt, own_dir, log=log, restore_from=chief_dir)
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
         log(f"resumed from {latest} at step {int(trainer.step)}")
     writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief
               else tf.summary.create_noop_writer())
-    bar = progress.Progress(cfg.train_steps, initial=int(trainer.step), desc="search")
+    bar = progress.Progress(cfg.train_steps, initial=int(trainer.step), desc="search",
+                            first="compiling")
+    stopped = None
     with interrupt.Catch() as stop, writer.as_default():
-        while int(trainer.step) < cfg.train_steps and not stop:
+        while int(trainer.step) < cfg.train_steps and not stopped:
             try:
                 loss, norm = trainer.train_step()
             except FloatingPointError as e:
@@ -128,54 +133,97 @@ def _train(setup, cfg, workdir, baselines, log, chief=True):
                 for label, base in baselines.items():
                     summaries.scalar(f"eval/fid_{label.replace(' ', '_')}", base["fid"], step)
                 bar.update(step, force=True, loss=loss, fid=scores["fid"])
+            stopped = _agreed_stop(setup.strategy, stop.received)
         manager.save(checkpoint_number=int(trainer.step))
     bar.close()
     if not chief:
         shutil.rmtree(own_dir, ignore_errors=True)
-    return stop.received
+    return stopped
 
 
-def _finished_results(workdir, cfg):
-    """The results of a finished run with these settings, or None. A finished run asked for
-    more steps or another final evaluation stops looking finished until it is."""
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        results = json.load(f)
-    if _with_defaults(results.get("config")) == json.loads(cfg.to_json()):
-        return results
-    for name in ("results.json", "results.md"):  # kept, but no longer marking the run finished
-        stem, ext = os.path.splitext(name)
-        os.replace(os.path.join(workdir, name), os.path.join(workdir, f"{stem}.previous{ext}"))
+_SIGNALS = (None, "SIGINT", "SIGTERM")
+
+
+def _agreed_stop(strategy, received):
+    """The signal that stops every worker after this step, or None.
+
+    One worker's SIGTERM must stop all of them at the same step: a worker that left the
+    loop alone would leave the others waiting in the next step's collectives. So on a
+    multi-worker strategy the workers all-reduce which signals they received (SIGTERM wins
+    over SIGINT), and every worker saves and stops together. One process: its own signal.
+    """
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        getattr(strategy.cluster_resolver, "task_type", None) is not None
+    if not multi_worker:
+        return received
+    local = tf.one_hot(_SIGNALS.index(received), len(_SIGNALS))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)),
+                            axis=None).numpy()
+    for name in reversed(_SIGNALS[1:]):
+        if total[_SIGNALS.index(name)] > 0:
+            return name
     return None
 
 
+def _finished_results(workdir, cfg):
+    """The results of a finished run with these settings, or None (read only)."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    results = files.read_json(path, "results file")
+    if _with_defaults(results.get("config")) == json.loads(cfg.to_json()):
+        return results
+    return None
+
+
+def _retire_results(workdir):
+    """A finished run asked for more steps or another final evaluation stops looking finished
+    until it is: its results are kept as results.previous.*."""
+    for name in ("results.json", "results.md"):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            stem, ext = os.path.splitext(name)
+            os.replace(path, os.path.join(workdir, f"{stem}.previous{ext}"))
+
+
 def run_search(cfg, workdir, log=print):
-    """Run (or resume) a search in workdir. Returns the results dict, or None when interrupted."""
-    setup = Setup(cfg, log)  # validates everything before the work directory is touched
-    chief = _is_chief(setup.strategy)
-    if not chief:  # a non-chief worker only contributes its replicas' gradients
-        results = os.path.join(workdir, "results.json")
-        if os.path.exists(results):  # the chief returns at once; a collective save would hang
-            with open(results) as f:
-                if _with_defaults(json.load(f).get("config")) == json.loads(cfg.to_json()):
-                    return None
-        os.makedirs(workdir, exist_ok=True)
-        _train(setup, cfg, workdir, {}, lambda *a: None, chief=False)
-        return None
-    _check_workdir(workdir, cfg)
+    """Run (or resume) a search in workdir. Returns the results dict (None on the non-chief
+    workers of a multi-worker run). Raises interrupt.Interrupted when a signal stopped it
+    (its checkpoint saved: the same call resumes).
+
+    Order: the flags, the work directory's own config and a finished run's results are
+    checked first (reading only, so a finished search prints its results from a read-only
+    place); then the model and data are loaded and validated against the settings; only
+    then is the work directory written, under a lock that keeps a second search out."""
+    cfg.validate()
+    _read_saved_config(workdir, cfg)
+    chief = strategies.is_chief_task(cfg.strategy)
     finished = _finished_results(workdir, cfg)
-    if finished:
-        log(f"{workdir} holds this finished search; results in {workdir}/results.md")
-        return finished
-    log(f"{cfg.family} pred={cfg.pred} time={cfg.time} K={cfg.num_steps} on {cfg.model}; "
-        f"{setup.strategy.num_replicas_in_sync} replica(s); {cfg.train_steps} steps of batch "
-        f"{cfg.batch_size}")
-    baselines = report.baselines(setup, cfg, workdir, cfg.eval_samples, "eval", log)
-    stopped = _train(setup, cfg, workdir, baselines, log)
-    if stopped:
-        log(f"stopped by {stopped} at step {int(setup.trainer.step)}; checkpoint saved, rerun the "
-            "same command to resume")
+    if finished:  # every worker returns at once; a collective would hang
+        if chief:
+            log(f"{workdir} holds this finished search; results in {workdir}/results.md")
+            return finished
         return None
-    return report.finish(setup, cfg, workdir, log)
+    setup = Setup(cfg, log)  # validates the settings against the model before any write
+    if not chief:  # a non-chief worker only contributes its replicas' gradients
+        os.makedirs(workdir, exist_ok=True)
+        stopped = _train(setup, cfg, workdir, {}, lambda *a: None, chief=False)
+        if stopped:
+            raise interrupt.Interrupted(stopped, f"stopped with the cluster ({stopped}) at step "
+                                        f"{int(setup.trainer.step)}; checkpoint saved, rerun "
+                                        "the same command to resume")
+        return None
+    files.writable_dir(workdir, "the work directory")
+    with files.WorkdirLock(workdir):
+        _retire_results(workdir)
+        _write_config(workdir, cfg)
+        log(f"{cfg.family} pred={cfg.pred} time={cfg.time} K={cfg.num_steps} on {cfg.model}; "
+            f"{setup.strategy.num_replicas_in_sync} replica(s); {cfg.train_steps} steps of batch "
+            f"{cfg.batch_size}")
+        baselines = report.baselines(setup, cfg, workdir, cfg.eval_samples, "eval", log)
+        stopped = _train(setup, cfg, workdir, baselines, log)
+        if stopped:
+            raise interrupt.Interrupted(stopped, f"stopped by {stopped} at step "
+                                        f"{int(setup.trainer.step)}; checkpoint saved, rerun "
+                                        "the same command to resume")
+        return report.finish(setup, cfg, workdir, log)

@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["make", "names", "split_cpu"]
+__all__ = ["make", "names", "split_cpu", "is_chief_task", "cluster_task"]
 
 
 def names():
@@ -33,15 +33,32 @@ def _mirrored():
     return _MIRRORED[devices]
 
 
-def _multi_worker():
+def cluster_task():
+    """(cluster dict, task type, task index) from TF_CONFIG; ValueError when it is missing or
+    malformed."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         raise ValueError("strategy multi_worker needs TF_CONFIG (cluster and task) in the environment")
     try:
         cfg = json.loads(raw)
-        cfg["cluster"]["worker"], cfg["task"]["index"]
+        cfg["cluster"]["worker"]
+        return cfg["cluster"], cfg["task"]["type"], int(cfg["task"]["index"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"TF_CONFIG is not a valid cluster spec with workers and a task ({e})") from e
+
+
+def is_chief_task(name):
+    """Whether this process writes the work directory: always, except on the non-chief tasks
+    of a multi_worker cluster (the chief is task "chief", else worker 0)."""
+    if name != "multi_worker":
+        return True
+    cluster, task_type, index = cluster_task()
+    return task_type == "chief" or ("chief" not in cluster and task_type == "worker"
+                                    and index == 0)
+
+
+def _multi_worker():
+    cluster_task()
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

@@ -7,14 +7,13 @@ shipped model reproduces it.
 """
 
 import dataclasses
-import json
 import os
 import time
 
 import keras
 import numpy as np
 
-from ddss_tf import data
+from ddss_tf import data, files
 from ddss_tf.nets import classifier as classifier_net
 
 __all__ = ["ClassifierConfig", "train", "evaluate"]
@@ -95,6 +94,5 @@ def train(cfg, out_dir):
     meta = dict(kind="classifier", net=net_cfg, dataset=cfg.dataset, train_split="train",
                 heldout_accuracy=acc, heldout_loss=loss, train_config=dataclasses.asdict(cfg),
                 train_seconds=round(time.time() - start, 1), data_range=[-1.0, 1.0])
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    files.write_json(os.path.join(out_dir, "config.json"), meta, sort_keys=False)
     return meta

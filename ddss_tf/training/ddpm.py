@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import data, interrupt, progress, schedules, summaries
+from ddss_tf import checkpoints, data, files, interrupt, progress, schedules, summaries
 from ddss_tf.nets import unet
 
 __all__ = ["TrainConfig", "train", "export_model", "heldout_loss"]
@@ -103,23 +103,27 @@ def _check_resume_config(workdir, cfg):
     path = os.path.join(workdir, "config.json")
     current = dataclasses.asdict(cfg)
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+        saved = files.read_json(path, "training config")
         keys = ("dataset", "net", "schedule", "batch_size", "seed")
         diff = [k for k in keys if json.dumps(saved.get(k), sort_keys=True)
                 != json.dumps(current[k], sort_keys=True)]
         if diff:
             raise ValueError(f"{workdir} holds a run with a different {', '.join(diff)}; "
                              "use a new --workdir or the same settings to resume")
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(current, f, indent=2)
+    files.writable_dir(workdir, "the work directory")
+    files.write_json(path, current, sort_keys=False)
 
 
 def train(cfg, workdir):
-    """Train (or resume) a DDPM in workdir; returns the path of the exported model directory."""
+    """Train (or resume) a DDPM in workdir; returns the path of the exported model directory.
+    Raises interrupt.Interrupted when a signal stopped it (checkpoint saved)."""
     cfg.validate()
     _check_resume_config(workdir, cfg)
+    with files.WorkdirLock(workdir):  # a second run on this directory refuses
+        return _train(cfg, workdir)
+
+
+def _train(cfg, workdir):
     images = data.load(cfg.dataset, "train")
     sched = schedules.from_config(cfg.schedule)
     keras.utils.set_random_seed(cfg.seed)
@@ -130,13 +134,13 @@ def train(cfg, workdir):
            for v in model.trainable_variables]
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer, ema=ema)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
+    manager, latest = checkpoints.open_manager(ckpt, os.path.join(workdir, "checkpoints"))
+    if latest:
+        print(f"resumed from {latest} at step {int(step)}")
     train_step = _make_train_step(cfg, model, optimizer, ema, images, sched)
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-    bar = progress.Progress(cfg.train_steps, initial=int(step), desc="train")
+    bar = progress.Progress(cfg.train_steps, initial=int(step), desc="train",
+                            first="compiling")
     losses = []
     with interrupt.Catch() as stop, writer.as_default():
         while int(step) < cfg.train_steps and not stop:
@@ -158,8 +162,8 @@ def train(cfg, workdir):
         manager.save(checkpoint_number=int(step))
     bar.close()
     if stop:
-        print(f"stopped by {stop.received} at step {int(step)}; checkpoint saved, rerun to resume")
-        return None
+        raise interrupt.Interrupted(stop.received, f"stopped by {stop.received} at step "
+                                    f"{int(step)}; checkpoint saved, rerun to resume")
     for e, v in zip(ema, model.trainable_variables):
         v.assign(e)
     held = heldout_loss(model, sched, data.load(cfg.dataset, "heldout"))
@@ -196,6 +200,5 @@ def export_model(model, cfg, out_dir, extra=None):
                 schedule=cfg.schedule, dataset=cfg.dataset, train_config=dataclasses.asdict(cfg),
                 data_range=[-1.0, 1.0], exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     meta.update(extra or {})
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    files.write_json(os.path.join(out_dir, "config.json"), meta, sort_keys=False)
     return out_dir

@@ -1,0 +1,244 @@
+"""The files ddss_tf writes and reads: never half-written, never silently broken.
+
+- Atomic writers: every writer puts its output in a temporary sibling (same directory,
+  so the same file system) and renames it into place; on any error the temporary is
+  removed and the destination is untouched.
+- Strict JSON: `write_json` refuses NaN / Infinity (naming the key) instead of writing
+  what most parsers reject; `read_json` rejects them too and names the file of any
+  damage.
+- Work directories: `writable_dir` checks a directory can be written before any work
+  starts; `WorkdirLock` keeps a second run out of a directory while the first runs.
+"""
+
+import contextlib
+import errno
+import fcntl
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["atomic_file", "atomic_dir", "write_bytes", "npz_bytes", "TMP_PREFIX", "write_json",
+           "read_json", "dumps_json", "non_finite_path", "writable_dir", "WorkdirLock",
+           "WorkdirBusy"]
+
+# TF Serving only looks at directories whose names are integers, and our own
+# version scan skips this prefix, so an interrupted export is never picked up.
+TMP_PREFIX = ".tmp-"
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="w"):
+    """Open a temporary file beside `path`; on success rename it to `path`."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=TMP_PREFIX + os.path.basename(path) + ".")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes(path, data):
+    """Write `data` (bytes) to `path` atomically."""
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_dir(parent, name_fn):
+    """Yield a fresh temporary directory inside `parent`; on success rename it.
+
+    name_fn() -> the final name, asked right before the rename (so a version
+    number can be taken as late as possible); if another writer took that name in
+    the meantime, name_fn is asked again (up to 5 times). The final path is stored
+    in the yielded holder's `path` attribute after the block.
+    """
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
+    holder = _Holder(tmp)
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700: a server user could not read it
+        yield holder
+        for _ in range(5):
+            final = os.path.join(parent, name_fn())
+            try:
+                os.rename(tmp, final)   # fails if `final` exists and is not empty
+            except OSError:
+                if not os.path.exists(final):
+                    raise
+                continue
+            holder.path = final
+            return
+        raise FileExistsError(f"could not claim a new directory name in {parent}")
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Holder:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.path = None
+
+
+def npz_bytes(arrays):
+    """An uncompressed .npz (what np.load reads) with fixed timestamps: same arrays, same bytes.
+
+    np.savez stamps each member with the current time, so two runs differ.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, value in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def non_finite_path(value, path=""):
+    """The key path ("records[3].fid") of the first non-finite float in a JSON-like value, or
+    None when every number is finite."""
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        number = isinstance(value, (float, np.floating)) and not math.isfinite(value)
+        return (path or "the value") if number else None
+    for key, v in items:
+        found = non_finite_path(v, key)
+        if found:
+            return found
+    return None
+
+
+def dumps_json(value, what="the value", indent=2, sort_keys=True):
+    """json.dumps that refuses non-finite numbers with FloatingPointError naming the key."""
+    bad = non_finite_path(value)
+    if bad:
+        raise FloatingPointError(f"refusing to write {what}: {bad} is not finite "
+                                 f"({_lookup(value, bad)})")
+    return json.dumps(value, indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def _lookup(value, path):
+    """The value at a non_finite_path (for the message)."""
+    import re
+
+    for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        if path == "the value":
+            break
+        value = value[int(index)] if index else value[key]
+    return value
+
+
+def write_json(path, value, indent=2, sort_keys=True):
+    """Write strict JSON to path atomically; FloatingPointError (nothing written) if any
+    number is NaN or infinite."""
+    text = dumps_json(value, path, indent, sort_keys)
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def _refuse_constant(path):
+    def refuse(name):
+        raise ValueError(f"{path} holds {name}, not a finite number; JSON written by ddss_tf "
+                         "never does: the file is damaged or was edited")
+    return refuse
+
+
+def read_json(path, what="file"):
+    """json.load that names the file in every error: a missing or unreadable file, invalid
+    or truncated JSON, or NaN / Infinity (ValueError; OSError for the file system)."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text, parse_constant=_refuse_constant(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a valid JSON {what} ({e.msg} at line {e.lineno} "
+                         f"column {e.colno}); the file is damaged or truncated") from None
+
+
+def writable_dir(path, what="directory"):
+    """Create `path` if needed and check a file can be written in it, before any work.
+
+    Raises OSError naming the path and why (a file in the way, no permission, a read-only
+    file system), so a run fails at once rather than after hours of work."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, f"{what} is a file, not a directory", path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=TMP_PREFIX + "probe.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise type(e)(e.errno, f"{what} is not writable ({e.strerror})",
+                      e.filename or path) from None
+    return path
+
+
+class WorkdirBusy(ValueError):
+    """Another process holds the work directory's lock."""
+
+
+class WorkdirLock:
+    """An exclusive lock on a work directory (an flock on <dir>/.lock) while a run writes it.
+
+    The lock belongs to the open file, so the kernel drops it when its process dies: a
+    killed run leaves no stale lock. The file records the holder's pid and host for the
+    message a second run gets. (flock is advisory and local to one machine's kernel; on
+    some network file systems it does not reach other hosts.)
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, self.NAME)
+        self._file = None
+
+    def __enter__(self):
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise WorkdirBusy(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it "
+                              "to finish (or stop it) or use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        return False

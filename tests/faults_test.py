@@ -1,0 +1,539 @@
+"""Faults and bad input, with the real binaries on tiny settings: no traceback, no exit 0 on a
+broken or unfinished result, no lost checkpoint (README: "Exit codes").
+
+Read-only places: chmod for a normal user; as root (CI), which chmod does not stop, the
+file system's immutable attribute (chattr +i), which does.
+"""
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddss_tf import checkpoints, files, images, progress, sampling
+from ddss_tf.search import report
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TINY = ["--num_steps=2", "--batch_size=8", "--noxla", "--eval_every=1000", "--eval_samples=16",
+         "--final_samples=16", "--reference_steps=10"]
+
+
+def _env(tmp_path, **extra):
+    return dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"), **extra)
+
+
+def _run(binary, *flags, env, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(_ROOT, "bin", binary + ".py"), *flags],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _one_line_error(proc, code, *phrases):
+    """The process exited with `code` after one line on stderr naming every phrase."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    return lines[0]
+
+
+def _digest(directory):
+    """{relative path: sha1} of every file below directory."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(directory, "**"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = hashlib.sha1(f.read()).hexdigest()
+    return out
+
+
+@contextlib.contextmanager
+def _read_only(path):
+    """Make `path` (and everything below it) unwritable for this user, then restore it."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-R", "+i", path], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-R", "-i", path], check=True)
+    else:
+        modes = {}
+        for root, dirs, names in os.walk(path):
+            for p in [root] + [os.path.join(root, n) for n in names]:
+                modes[p] = os.stat(p).st_mode
+                os.chmod(p, modes[p] & ~0o222)
+        try:
+            yield
+        finally:
+            for p, mode in modes.items():
+                os.chmod(p, mode)
+
+
+def _coefficients(workdir):
+    with open(os.path.join(workdir, "coefficients.json")) as f:
+        return json.load(f)["variables"]
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(tmp_path):
+    env = _env(tmp_path)
+    flags = _TINY + ["--train_steps=6", "--checkpoint_every=2"]
+    full = str(tmp_path / "full")
+    proc = _run("ddss_search", *flags, f"--workdir={full}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # The newest checkpoint cut short and the index file garbage: resume from ckpt-4, saying so.
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(full, damaged)
+    for name in ("results.json", "results.md"):
+        os.remove(os.path.join(damaged, name))
+    data = os.path.join(damaged, "checkpoints", "ckpt-6.data-00000-of-00001")
+    os.truncate(data, 10)
+    with open(os.path.join(damaged, "checkpoints", "checkpoint"), "w") as f:
+        f.write("garbage\n")
+    proc = _run("ddss_search", *flags, f"--workdir={damaged}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert f"checkpoint {data}" in out and "is damaged" in out
+    assert "index file" in out and "rebuilding it" in out
+    assert "resumed from" in out and "ckpt-4 at step 4" in out
+    assert sorted(os.listdir(os.path.join(damaged, "checkpoints", "damaged"))) == [
+        "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    assert _coefficients(damaged) == _coefficients(full)  # the same run, resumed
+
+    # Nothing readable: refuse in one line, and every file stays as it was.
+    broken = str(tmp_path / "broken")
+    shutil.copytree(full, broken)
+    for name in ("results.json", "results.md"):
+        os.remove(os.path.join(broken, name))
+    for index in glob.glob(os.path.join(broken, "checkpoints", "*.index")):
+        open(index, "w").close()
+    before = _digest(os.path.join(broken, "checkpoints"))
+    proc = _run("ddss_search", *flags, f"--workdir={broken}", env=env)
+    _one_line_error(proc, 2, "none of the checkpoints", "nothing was overwritten")
+    assert _digest(os.path.join(broken, "checkpoints")) == before
+
+    # A finished search in a read-only place prints its results and writes nothing.
+    before = _digest(full)
+    with _read_only(full):
+        proc = _run("ddss_search", *flags, f"--workdir={full}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "holds this finished search" in proc.stdout + proc.stderr
+    assert _digest(full) == before
+
+
+def _toy_checkpoint(directory, steps=(1, 2, 3)):
+    step = tf.Variable(0, dtype=tf.int64)
+    ckpt = tf.train.Checkpoint(step=step, w=tf.Variable(tf.zeros([64])))
+    manager = tf.train.CheckpointManager(ckpt, directory, max_to_keep=5)
+    for s in steps:
+        step.assign(s)
+        manager.save(checkpoint_number=s)
+    return ckpt, step
+
+
+@pytest.mark.parametrize("damage", ["truncated data", "emptied index", "flipped data byte",
+                                    "missing data"])
+def test_each_kind_of_damage_is_detected_and_the_previous_checkpoint_restored(tmp_path, damage):
+    directory = str(tmp_path / "ckpts")
+    _toy_checkpoint(directory)
+    prefix = os.path.join(directory, "ckpt-3")
+    data, index = prefix + ".data-00000-of-00001", prefix + ".index"
+    if damage == "truncated data":
+        os.truncate(data, os.path.getsize(data) // 2)
+    elif damage == "emptied index":
+        open(index, "w").close()
+    elif damage == "flipped data byte":
+        with open(data, "r+b") as f:
+            f.seek(os.path.getsize(data) - 4)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    else:
+        os.remove(data)
+    with pytest.raises(checkpoints.DamagedCheckpoint, match="ckpt-3"):
+        checkpoints.verify(prefix)
+    logged = []
+    ckpt, step = _toy_checkpoint(str(tmp_path / "fresh"), steps=())
+    manager, restored = checkpoints.open_manager(ckpt, directory, log=logged.append)
+    assert restored == os.path.join(directory, "ckpt-2") and int(step) == 2
+    assert any("ckpt-3" in line and "is damaged" in line for line in logged)
+    assert manager.latest_checkpoint == restored
+    assert checkpoints.checkpoint_numbers(directory) == [2, 1]  # ckpt-3 set aside, kept
+
+
+def test_a_garbage_index_file_is_rebuilt_not_read_as_no_checkpoint(tmp_path):
+    directory = str(tmp_path / "ckpts")
+    _toy_checkpoint(directory)
+    with open(os.path.join(directory, "checkpoint"), "w") as f:
+        f.write("\x00\x01 not a checkpoint state\n")
+    ckpt, step = _toy_checkpoint(str(tmp_path / "fresh"), steps=())
+    logged = []
+    manager, restored = checkpoints.open_manager(ckpt, directory, log=logged.append)
+    assert int(step) == 3 and restored.endswith("ckpt-3")
+    assert any("unreadable; rebuilding it" in line for line in logged)
+    assert tf.train.latest_checkpoint(directory) == restored
+    # The manager owns them again: it rotates the rebuilt ones out.
+    manager2 = tf.train.CheckpointManager(ckpt, directory, max_to_keep=2)
+    step.assign(4)
+    manager2.save(checkpoint_number=4)
+    assert checkpoints.checkpoint_numbers(directory) == [4, 3]
+
+
+# ---- exit codes ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
+    workdir = str(tmp_path / "run")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), *_TINY,
+         "--train_steps=100000", "--checkpoint_every=100000", f"--workdir={workdir}"],
+        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err
+    assert f"ddss_search: stopped: stopped by {sig.name}" in err
+    assert checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints"))
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+# ---- bad input, checked before any work ------------------------------------------------------
+
+@pytest.mark.parametrize("binary,flags,phrases", [
+    ("ddss_search", ["--final_samples=8"], ["--final_samples=8", "8 is not integer >= 10"]),
+    ("ddss_search", ["--eval_samples=8"], ["--eval_samples=8"]),
+    ("ddss_search", [f"--seed={2 ** 70}"], ["--seed"]),
+    ("ddss_search", ["--schedule=linear_beta", "--num_timesteps=2000000000"],
+     ["--num_timesteps"]),
+    ("ddss_search", ["--num_steps=5000"], ["num_steps 5000 exceeds the model's T = 1000"]),
+    ("ddss_search", ["--dataset={data}", "--split=../outside"], ["no absolute path, no '..'"]),
+    ("ddss_search", ["--dataset={data}", "--split=/etc"], ["no absolute path"]),
+    ("ddss_sample", ["--family=ddim", "--num_samples=2000000000", "--out={tmp}/s.npz"],
+     ["need", "GiB in memory"]),
+    ("ddss_sample", ["--family=ddim", "--num_samples=2e9"], ["--num_samples=2e9"]),
+])
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path, binary, flags, phrases):
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    images.write_png(str(data / "a.png"), np.zeros([8, 8, 1], np.uint8))
+    workdir = tmp_path / "run"
+    flags = [f.format(data=tmp_path / "data", tmp=tmp_path) for f in flags]
+    extra = [f"--workdir={workdir}"] if binary == "ddss_search" else []
+    proc = _run(binary, *flags, *extra, env=_env(tmp_path), timeout=300)
+    _one_line_error(proc, 2, *phrases)
+    assert not workdir.exists() and not (tmp_path / "s.npz").exists()
+
+
+def test_unusable_paths_are_one_line_naming_the_path(tmp_path):
+    env = _env(tmp_path)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _one_line_error(_run("ddss_search", *_TINY, f"--workdir={a_file}", env=env), 2,
+                    str(a_file), "not a directory")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with _read_only(str(locked)):
+        _one_line_error(_run("ddss_search", *_TINY, f"--workdir={locked}/run", env=env), 2,
+                        f"{locked}/run")
+        start = time.monotonic()
+        proc = _run("ddss_sample", "--family=ddim", "--num_samples=100000",
+                    f"--out={locked}/s.npz", env=env)
+        _one_line_error(proc, 2, str(locked), "not writable")
+        assert "sample 1" not in proc.stderr  # refused before sampling
+    # A read-only cache: the reference statistics cannot be cached there.
+    cache = tmp_path / "ro_cache"
+    cache.mkdir()
+    with _read_only(str(cache)):
+        proc = _run("ddss_search", *_TINY, "--train_steps=1", f"--workdir={tmp_path}/w",
+                    env=dict(env, DDSS_TF_CACHE=str(cache)))
+    _one_line_error(proc, 2, str(cache))
+
+
+def test_a_second_search_on_a_busy_work_directory_refuses_and_a_stale_lock_does_not_block(
+        tmp_path):
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from ddss_tf import files\n"
+        "with files.WorkdirLock(sys.argv[1]):\n"
+        "    print('held', flush=True); time.sleep(600)\n"), workdir],
+        env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(files.WorkdirBusy, match=f"pid {holder.pid}"):
+            with files.WorkdirLock(workdir):
+                pass
+        proc = _run("ddss_search", *_TINY, "--train_steps=1", f"--workdir={workdir}",
+                    env=_env(tmp_path))
+        _one_line_error(proc, 2, workdir, "is in use by", f"pid {holder.pid}")
+        assert not os.path.exists(os.path.join(workdir, "config.json"))
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, its lock goes with the process
+        holder.wait()
+    assert os.path.exists(os.path.join(workdir, files.WorkdirLock.NAME))
+    with files.WorkdirLock(workdir):
+        pass
+
+
+# ---- broken numbers --------------------------------------------------------------------------
+
+def _nan_model(path):
+    x = keras.Input([8, 8, 1])
+    t = keras.Input([])
+    conv = keras.layers.Conv2D(1, 1)
+    model = keras.Model([x, t], conv(x))
+    conv.set_weights([np.full([1, 1, 1, 1], np.nan, np.float32), np.zeros([1], np.float32)])
+    model.save(path)
+    return path
+
+
+def test_non_finite_samples_or_scores_exit_3_and_write_nothing(tmp_path):
+    model = _nan_model(str(tmp_path / "nan.keras"))
+    env = _env(tmp_path)
+    out = tmp_path / "s.npz"
+    proc = _run("ddss_sample", "--family=ddim", "--num_steps=2", "--num_samples=4",
+                f"--model={model}", "--schedule=linear_beta", f"--out={out}", env=env)
+    _one_line_error(proc, 3, "non-finite", "nothing written")
+    assert not out.exists() and not (tmp_path / "s.png").exists()
+    workdir = tmp_path / "run"
+    proc = _run("ddss_search", *_TINY, "--train_steps=2", f"--model={model}",
+                "--schedule=linear_beta", f"--workdir={workdir}", env=env)
+    _one_line_error(proc, 3, "NaN / Inf", "nothing scored or written")
+    assert not (workdir / "results.json").exists() and not (workdir / "coefficients.json").exists()
+
+
+@pytest.fixture(scope="module")
+def coefficients_doc():
+    from ddss_tf import export, pretrained, samplers, denoisers
+
+    net, sched = pretrained.digits_ddpm()
+    layer = samplers.create("ggdm", denoisers.from_keras_model(net, sched), num_steps=2,
+                            pred=True, time=True)
+    return export.coefficients_document(layer, export.model_fingerprint(net))
+
+
+@pytest.mark.parametrize("edit,phrase", [
+    (lambda d: d["variables"].__setitem__(next(iter(d["variables"])), float("inf")), "Infinity"),
+    (lambda d: d.__setitem__("model", None), '"model" is NoneType, not dict'),
+    (lambda d: d["layer_config"].__setitem__("dtype", {"x": 1}), "layer_config is invalid"),
+    (lambda d: d["variables"].__setitem__(
+        [k for k in d["variables"] if "time" in k][0], [float("nan")] * 2), "NaN"),
+])
+def test_a_broken_coefficients_file_is_refused_naming_it(tmp_path, coefficients_doc, edit, phrase):
+    doc = json.loads(json.dumps(coefficients_doc))
+    edit(doc)
+    path = str(tmp_path / "coefficients.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)  # what a hand edit or another writer may leave: Infinity, NaN
+    with pytest.raises(ValueError, match=phrase) as e:
+        sampling.from_coefficients(path)
+    assert path in str(e.value) or phrase.startswith('"model"')
+
+
+def test_a_broken_coefficients_file_through_the_binary(tmp_path, coefficients_doc):
+    doc = json.loads(json.dumps(coefficients_doc))
+    doc["variables"][next(iter(doc["variables"]))] = float("inf")
+    path = tmp_path / "coefficients.json"
+    path.write_text(json.dumps(doc))
+    proc = _run("ddss_sample", f"--coefficients={path}", f"--out={tmp_path}/s.npz",
+                env=_env(tmp_path))
+    _one_line_error(proc, 2, str(path), "Infinity")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_json_is_strict_both_ways(tmp_path):
+    path = str(tmp_path / "r.json")
+    with pytest.raises(FloatingPointError, match=r"records\[1\]\.fid is not finite \(nan\)"):
+        files.write_json(path, {"records": [{"fid": 1.0}, {"fid": float("nan")}]})
+    assert not os.path.exists(path)
+    files.write_json(path, {"kid_se": None, "fid": 2.5})
+    with open(path) as f:
+        assert json.loads(f.read()) == {"fid": 2.5, "kid_se": None}
+    for text, phrase in [('{"fid": NaN}', "holds NaN"), ('{"fid": -Infinity}', "-Infinity"),
+                         ('{"fid": 1.0', "damaged or truncated")]:
+        with open(path, "w") as f:
+            f.write(text)
+        with pytest.raises(ValueError, match=phrase) as e:
+            files.read_json(path)
+        assert path in str(e.value)
+    # A damaged cache is named and recomputed, never a traceback.
+    logged = []
+    assert report.read_cache(path, logged.append) is None
+    assert path in logged[0] and "recomputing" in logged[0]
+    with pytest.raises(FloatingPointError, match="DDIM: fid not finite"):
+        report.checked_scores(dict(fid=float("nan"), kid=0.1, kid_se=0.01, heldout_fid=1.0),
+                              "DDIM")
+    assert report.checked_scores(dict(fid=1.0, kid=0.1, kid_se=float("nan"), heldout_fid=1.0),
+                                 "x")["kid_se"] is None
+
+
+# ---- first contact ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("binary,own", [
+    ("ddss_search", ["--workdir", "--num_steps", "--family", "--train_steps", "--model"]),
+    ("ddss_sample", ["--sampler", "--coefficients", "--num_samples", "--out"]),
+    ("ddss_benchmark", ["--workdir", "--num_steps", "--num_samples"]),
+    ("ddss_train_model", ["--workdir", "--train_steps"]),
+    ("ddss_train_classifier", ["--out_dir"]),
+])
+def test_help_lists_the_binarys_own_flags_and_usage_without_start_up_noise(tmp_path, binary,
+                                                                          own):
+    proc = _run(binary, "--help", env=_env(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert text.lstrip().splitlines()[0]  # the docstring: what the binary does
+    for flag in own:
+        assert f"  {flag}:" in text or f"  {flag.replace('--', '--[no]')}:" in text, flag
+    assert binary in text  # the usage examples
+    for noise in ("oneDNN", "absl::InitializeLog", "cpu_feature_guard"):
+        assert noise not in proc.stderr
+
+
+def test_progress_eta_leaves_out_the_compiling_first_step(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+
+    class Stream(list):
+        def write(self, text):
+            self.append(text)
+
+        def flush(self):
+            pass
+
+    stream = Stream()
+    bar = progress.Progress(100, desc="search", stream=stream, log_every_seconds=0,
+                            first="compiling")
+    assert "compiling" in stream[-1] and "search 0/100" in stream[-1]
+    clock[0] = 600.0  # ten minutes of XLA compilation
+    bar.update(1)
+    assert "ETA ?" in stream[-1]
+    clock[0] = 601.0
+    bar.update(2)  # one second per step from here on: 98 steps left
+    assert "1.00 steps/s" in stream[-1] and "ETA 1m38s" in stream[-1], stream[-1]
+
+
+def test_compare_rows_carry_their_labels():
+    # "I" in the 5 x 7 font, drawn by hand.
+    want = np.array([[0, 1, 1, 1, 0, 0]] + [[0, 0, 1, 0, 0, 0]] * 5 + [[0, 1, 1, 1, 0, 0]], bool)
+    np.testing.assert_array_equal(images.render_text("i"), want)
+    np.testing.assert_array_equal(images.render_text("I", scale=2), want.repeat(2, 0).repeat(2, 1))
+    rows = [np.ones([12, 8, 8, 1], np.float32)] * 2  # white images
+    plain = images.labelled_rows(rows, ncols=12)
+    labelled = images.labelled_rows(rows, ncols=12, labels=["DDIM", "DDSS GGDM +PRED"])
+    width = labelled.shape[1] - plain.shape[1]
+    assert width > 0 and labelled.shape[0] == plain.shape[0]
+    np.testing.assert_array_equal(labelled[:, width:], plain)
+    band = plain.shape[0] // 2
+    ink = (labelled[:, :width, 0] == 0).sum(axis=1)
+    assert ink[:band].sum() > 0 and ink[band:].sum() > ink[:band].sum()  # the longer label
+    with pytest.raises(ValueError, match="3 labels for 2 rows"):
+        images.labelled_rows(rows, ncols=12, labels=["a", "b", "c"])
+
+
+# ---- two localhost workers -------------------------------------------------------------------
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start_workers(tmp_path, workdir, flags, caches=None):
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = []
+    for i in range(2):
+        env = _env(tmp_path, TF_CONFIG=json.dumps({"cluster": cluster,
+                                                   "task": {"type": "worker", "index": i}}))
+        env["DDSS_TF_CACHE"] = (caches or {}).get(i, str(tmp_path / f"cache{i}"))
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), *_TINY,
+             "--strategy=multi_worker", "--lr_decay=constant", f"--workdir={workdir}", *flags],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _wait_for_training(proc):
+    """Read proc's stderr until its progress bar reports a trained step (a loss)."""
+    for line in proc.stderr:
+        if line.startswith("search ") and "loss=" in line:
+            return
+
+
+def _finish(proc, timeout):
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_two_workers_stop_together_fail_together_and_resume(tmp_path):
+    # (a) The chief fails before training (its cache is read-only): the other worker, already
+    # waiting in its first collective, exits non-zero with one line instead of hanging.
+    ro_cache = tmp_path / "ro_cache"
+    ro_cache.mkdir()
+    with _read_only(str(ro_cache)):
+        procs = _start_workers(tmp_path, str(tmp_path / "a"), ["--train_steps=5"],
+                               caches={0: str(ro_cache)})
+        chief = _finish(procs[0], timeout=300)
+        other = _finish(procs[1], timeout=120)  # bounded: well before any collective timeout
+    _one_line_error(chief, 2, str(ro_cache))
+    _one_line_error(other, 4, "lost contact with another worker")
+
+    # (b) SIGTERM to the non-chief mid-training: both save at the same step and exit 143.
+    workdir = str(tmp_path / "run")
+    long = ["--train_steps=100000", "--checkpoint_every=100000"]
+    procs = _start_workers(tmp_path, workdir, long)
+    _wait_for_training(procs[0])
+    procs[1].send_signal(signal.SIGTERM)
+    results = [_finish(p, timeout=300) for p in procs]
+    for proc in results:
+        assert proc.returncode == 143, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    numbers = checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints"))
+    assert len(numbers) == 1 and numbers[0] > 0
+    stopped_at = numbers[0]
+
+    # (c) SIGKILL of the non-chief: the chief exits 4 within a bounded time, the checkpoint
+    # of (b) is kept.
+    procs = _start_workers(tmp_path, workdir, long)
+    _wait_for_training(procs[0])
+    procs[1].kill()
+    procs[1].wait()
+    _one_line_error(_finish(procs[0], timeout=120), 4, "lost contact")
+    assert checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints"))[0] >= stopped_at
+
+    # A rerun of both resumes and ends where one uninterrupted run with the same two
+    # replicas (one process, two CPU devices) ends.
+    total = checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints"))[0] + 2
+    procs = _start_workers(tmp_path, workdir, [f"--train_steps={total}",
+                                               "--checkpoint_every=100000"])
+    for proc in [_finish(p, timeout=600) for p in procs]:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = str(tmp_path / "reference")
+    proc = _run("ddss_search", *_TINY, "--strategy=mirrored", "--cpu_devices=2",
+                "--lr_decay=constant", f"--train_steps={total}", "--checkpoint_every=100000",
+                f"--workdir={reference}", env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got, want = _coefficients(workdir), _coefficients(reference)
+    assert sorted(got) == sorted(want)
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6)
