@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -250,7 +249,6 @@ def test_unusable_paths_are_one_line_naming_the_path(tmp_path):
     with _read_only(str(locked)):
         _one_line_error(_run("ddss_search", *_TINY, f"--workdir={locked}/run", env=env), 2,
                         f"{locked}/run")
-        start = time.monotonic()
         proc = _run("ddss_sample", "--family=ddim", "--num_samples=100000",
                     f"--out={locked}/s.npz", env=env)
         _one_line_error(proc, 2, str(locked), "not writable")
