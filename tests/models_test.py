@@ -345,8 +345,8 @@ def test_a_work_dir_from_before_the_model_options_still_resumes(tmp_path):
     for key in ("schedule", "num_timesteps", "prediction"):
         del saved[key]
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    run_lib._check_workdir(str(tmp_path), cfg)  # no "different settings" error
+    run_lib._read_saved_config(str(tmp_path), cfg)  # no "different settings" error
     saved["prediction"] = "v"
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="different prediction"):
-        run_lib._check_workdir(str(tmp_path), cfg)
+        run_lib._read_saved_config(str(tmp_path), cfg)
