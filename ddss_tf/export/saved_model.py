@@ -115,9 +115,13 @@ def _build_module(layer, image_shape, max_num_samples):
 
     def from_noise(x_T, noise):
         n = _check_batch(tf.shape(x_T)[0], max_num_samples, "the batch of x_T")
-        same_batch = tf.debugging.assert_equal(
-            tf.shape(noise)[1], n, message="noise must be [K, N, H, W, C] with N = x_T's batch")
-        with tf.control_dependencies([same_batch]):
+        # A signature call does not enforce the TensorSpec's K: a noise with more or fewer
+        # steps than the sampler takes would be sliced silently or fail mid-chain.
+        same_shape = tf.debugging.assert_equal(
+            tf.shape(noise)[:2], tf.stack([tf.constant(k), n]),
+            message=f"noise must be [K, N, H, W, C] with K = {k} (the steps of this sampler) and "
+                    "N = the batch of x_T")
+        with tf.control_dependencies([same_shape]):
             x0 = ops.clip_to_range(tf.cast(layer(x_T, noise), tf.float32), data_range)
         return {"images": x0, "images_uint8": ops.to_uint8(x0, data_range)}
 
