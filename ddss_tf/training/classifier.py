@@ -66,6 +66,7 @@ def evaluate(model, images, labels, batch_size=512):
 def train(cfg, out_dir):
     """Train, evaluate on the held-out split and write out_dir/{config.json, model.weights.h5}."""
     cfg.validate()
+    files.writable_dir(out_dir, "the output directory")  # before the training, not after it
     x_train, y_train = data.load_labeled(cfg.dataset, "train")
     x_held, y_held = data.load_labeled(cfg.dataset, "heldout")
     keras.utils.set_random_seed(cfg.seed)
