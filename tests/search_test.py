@@ -8,7 +8,6 @@ per-replica noise, clipping and a fresh Keras Adam, with no tf.distribute involv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import workers
 from ddss_tf import interrupt, progress
 from ddss_tf.metrics import mmd
 from ddss_tf.search import SearchConfig, components, run_search, step_noise
@@ -269,24 +269,14 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_path):
     cfg = _cfg(strategy="multi_worker", train_steps=2, checkpoint_every=100)
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    cluster = workers.localhost_cluster(2)
     workdir = str(tmp_path / "run")
     procs = []
     for i in range(2):
         env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / f"cache{i}"),
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+                   TF_CONFIG=workers.tf_config(cluster, i))
         procs.append(subprocess.Popen(
             [sys.executable, "-c", _WORKER, json.dumps(vars(cfg)), workdir], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

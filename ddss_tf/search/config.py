@@ -67,6 +67,9 @@ class SearchConfig:
     # Distribution.
     strategy: str = "default"
     tpu: str = ""
+    # multi_worker: how long a worker waits for the cluster to form and for any one collective
+    # (a peer that hangs) before it exits with one line; 0 waits forever.
+    worker_timeout: int = 1800
     # Bookkeeping.
     checkpoint_every: int = 50
     eval_every: int = 100
@@ -116,6 +119,9 @@ class SearchConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; accepted: "
                              f"{', '.join(PRECISIONS)}")
+        if self.worker_timeout < 0:
+            raise ValueError(f"worker_timeout must be >= 0 seconds (0: wait forever), got "
+                             f"{self.worker_timeout}")
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0 (0: the model's own), got {self.image_size}")
 

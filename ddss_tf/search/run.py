@@ -31,7 +31,7 @@ def _with_defaults(saved):
 
 
 # Settings that change how a run is watched, not the sampler it learns.
-_BOOKKEEPING = {"eval_every", "checkpoint_every", "final_samples", "eval_samples"}
+_BOOKKEEPING = {"eval_every", "checkpoint_every", "final_samples", "eval_samples", "worker_timeout"}
 
 
 def differing_settings(saved, cfg, resume=False):
@@ -79,7 +79,7 @@ class Setup(evaluation.EvalSetup):
     the strategy, the learnable sampler and its trainer."""
 
     def __init__(self, cfg, log):
-        self.strategy = strategies.make(cfg.strategy, cfg.tpu)
+        self.strategy = strategies.make(cfg.strategy, cfg.tpu, worker_timeout=cfg.worker_timeout)
         cfg.validate(self.strategy.num_replicas_in_sync)
         super().__init__(cfg, log, num_steps=(cfg.num_steps,))
         with self.strategy.scope():
@@ -110,6 +110,7 @@ def _train(setup, cfg, workdir, baselines, log, chief=True):
     manager, latest = checkpoints.open_manager(ckpt, own_dir, log=log, restore_from=chief_dir)
     if latest:
         log(f"resumed from {latest} at step {int(trainer.step)}")
+    _check_same_start(setup.strategy, int(trainer.step), chief_dir)
     writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief
               else tf.summary.create_noop_writer())
     bar = progress.Progress(cfg.train_steps, initial=int(trainer.step), desc="search",
@@ -144,6 +145,32 @@ def _train(setup, cfg, workdir, baselines, log, chief=True):
 _SIGNALS = (None, "SIGINT", "SIGTERM")
 
 
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        getattr(strategy.cluster_resolver, "task_type", None) is not None
+
+
+def _sum_over_workers(strategy, values):
+    """The float64 sum over every replica of every worker of `values` (the same on each)."""
+    local = tf.constant(values, tf.float64)
+    per_replica = strategy.run(lambda: tf.identity(local))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+
+def _check_same_start(strategy, step, chief_dir):
+    """Every worker must resume from the same step: a worker that cannot see the chief's
+    checkpoints (no shared file system) would start again from step 0 and feed gradients of
+    other coefficients into the chief's run. The workers all-reduce their steps first."""
+    if not _multi_worker(strategy):
+        return
+    count, total, squares = _sum_over_workers(strategy, [1.0, step, float(step) ** 2])
+    if squares * count != total * total:  # not all equal
+        raise ValueError(
+            f"the workers resumed from different steps (this one from step {step}, the mean is "
+            f"{total / count:g}): every worker must see the chief's checkpoints in {chief_dir}; "
+            "give all of them the same --workdir on a shared file system")
+
+
 def _agreed_stop(strategy, received):
     """The signal that stops every worker after this step, or None.
 
@@ -152,13 +179,9 @@ def _agreed_stop(strategy, received):
     multi-worker strategy the workers all-reduce which signals they received (SIGTERM wins
     over SIGINT), and every worker saves and stops together. One process: its own signal.
     """
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-        getattr(strategy.cluster_resolver, "task_type", None) is not None
-    if not multi_worker:
+    if not _multi_worker(strategy):
         return received
-    local = tf.one_hot(_SIGNALS.index(received), len(_SIGNALS))
-    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)),
-                            axis=None).numpy()
+    total = _sum_over_workers(strategy, [float(received == name) for name in _SIGNALS])
     for name in reversed(_SIGNALS[1:]):
         if total[_SIGNALS.index(name)] > 0:
             return name

@@ -8,6 +8,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import tensorflow as tf
 
@@ -57,9 +59,38 @@ def is_chief_task(name):
                                     and index == 0)
 
 
-def _multi_worker():
-    cluster_task()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+# Kills the process `pid` after `timeout` seconds unless killed first; says why in one line.
+_WATCHDOG = (
+    "import os, signal, sys, time\n"
+    "pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]\n"
+    "time.sleep(timeout)\n"
+    "if os.getppid() == pid:\n"
+    "    sys.stderr.write(message + '\\n'); sys.stderr.flush(); os.kill(pid, signal.SIGKILL)\n")
+
+
+def _multi_worker(timeout):
+    """MultiWorkerMirroredStrategy whose collectives give up after `timeout` seconds (a peer
+    that hangs: DeadlineExceededError, exit code 4).
+
+    Its constructor waits for every worker in TF_CONFIG without a limit, holding Python's
+    GIL, so no thread of this process can end the wait: a watchdog process prints one line
+    and kills this one (SIGKILL, exit status 137) if the cluster has not formed within
+    `timeout` seconds."""
+    cluster, task_type, index = cluster_task()
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout or None)
+    if not timeout:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    prog = os.path.basename(sys.argv[0]).removesuffix(".py") or "ddss_tf"
+    message = (f"{prog}: error: the cluster did not form within {timeout} s: worker "
+               f"{task_type}:{index} waited for {json.dumps(cluster)}; start every worker "
+               "listed in TF_CONFIG (or raise --worker_timeout)")
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout),
+                                 message], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    finally:
+        watchdog.kill()
+        watchdog.wait()
 
 
 _TPU = {}
@@ -100,14 +131,16 @@ def split_cpu(num_devices):
                          f"runtime has started ({e})") from e
 
 
-def make(name="default", tpu=""):
-    """The strategy called `name` (see module docstring); ValueError for unknown names."""
+def make(name="default", tpu="", worker_timeout=0):
+    """The strategy called `name` (see module docstring); ValueError for unknown names.
+    worker_timeout (multi_worker): seconds a worker waits for the cluster to form and for
+    one collective; 0: forever."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return _mirrored()
     if name == "multi_worker":
-        return _multi_worker()
+        return _multi_worker(worker_timeout)
     if name == "tpu":
         return _tpu(tpu)
     raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(names())}")
