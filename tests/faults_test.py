@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import workers
 from ddss_tf import checkpoints, files, images, progress, sampling
 from ddss_tf.search import report
 
@@ -445,28 +446,18 @@ def test_compare_rows_carry_their_labels():
 
 # ---- two localhost workers -------------------------------------------------------------------
 
-def _free_ports(n):
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _start_workers(tmp_path, workdir, flags, caches=None):
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+def _start_workers(tmp_path, workdir, flags, caches=None, workdirs=None, only=(0, 1)):
+    """Start the workers `only` of a two-worker localhost cluster (each its own cache;
+    `workdirs` overrides --workdir per worker)."""
+    cluster = workers.localhost_cluster(2)
     procs = []
-    for i in range(2):
-        env = _env(tmp_path, TF_CONFIG=json.dumps({"cluster": cluster,
-                                                   "task": {"type": "worker", "index": i}}))
+    for i in only:
+        env = _env(tmp_path, TF_CONFIG=workers.tf_config(cluster, i))
         env["DDSS_TF_CACHE"] = (caches or {}).get(i, str(tmp_path / f"cache{i}"))
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), *_TINY,
-             "--strategy=multi_worker", "--lr_decay=constant", f"--workdir={workdir}", *flags],
+             "--strategy=multi_worker", "--lr_decay=constant",
+             f"--workdir={(workdirs or {}).get(i, workdir)}", *flags],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -519,6 +510,27 @@ def test_two_workers_stop_together_fail_together_and_resume(tmp_path):
     _one_line_error(_finish(procs[0], timeout=120), 4, "lost contact")
     assert checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints"))[0] >= stopped_at
 
+    # (d) A worker that cannot see the chief's checkpoints (no shared file system) would start
+    # from step 0 under the chief's resumed run: both refuse in one line instead.
+    procs = _start_workers(tmp_path, workdir, long, workdirs={1: str(tmp_path / "elsewhere")})
+    for proc in [_finish(p, timeout=300) for p in procs]:
+        _one_line_error(proc, 2, "resumed from different steps", "shared file system")
+
+    # (e) A worker that never starts: the other gives up after --worker_timeout (killed by
+    # its watchdog: TensorFlow's wait for the cluster cannot be interrupted from inside).
+    (alone,) = _start_workers(tmp_path, workdir, long + ["--worker_timeout=10"], only=(0,))
+    _one_line_error(_finish(alone, timeout=120), -signal.SIGKILL, "did not form within 10 s")
+
+    # (f) A worker that hangs (SIGSTOP) mid-training: the other's collective times out.
+    procs = _start_workers(tmp_path, workdir, long + ["--worker_timeout=30"])
+    _wait_for_training(procs[0])
+    procs[1].send_signal(signal.SIGSTOP)
+    try:
+        _one_line_error(_finish(procs[0], timeout=180), 4, "lost contact")
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+
     # A rerun of both resumes and ends where one uninterrupted run with the same two
     # replicas (one process, two CPU devices) ends.
     total = checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints"))[0] + 2
@@ -535,3 +547,20 @@ def test_two_workers_stop_together_fail_together_and_resume(tmp_path):
     assert sorted(got) == sorted(want)
     for name in got:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6)
+
+
+def test_the_exported_from_noise_refuses_noise_of_another_shape(tmp_path):
+    from ddss_tf import export
+
+    source = sampling.from_family("ddpm", num_steps=3)
+    signature = sampling.from_export(export.export_sampler(source.layer, str(tmp_path)))
+    from_noise = signature._signatures["from_noise"]  # as TF Serving calls it
+    x_T = tf.zeros([2, 8, 8, 1])
+    for shape in ([4, 2, 8, 8, 1], [2, 2, 8, 8, 1], [3, 3, 8, 8, 1], [3, 1, 8, 8, 1]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="K = 3 .* N = the batch of x_T"):
+            from_noise(x_T=x_T, noise=tf.zeros(shape))
+        with pytest.raises(ValueError, match="noise must"):
+            source.from_noise(x_T, tf.zeros(shape))
+    images, _ = source.from_noise(x_T, tf.zeros([3, 2, 8, 8, 1]))
+    np.testing.assert_array_equal(from_noise(x_T=x_T, noise=tf.zeros([3, 2, 8, 8, 1]))["images"],
+                                  images)
