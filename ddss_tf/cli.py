@@ -16,6 +16,7 @@ Exit codes of every binary (README: "Exit codes"):
     3    a numerical failure: a non-finite loss, gradient, sample, coefficient or score (nothing
          broken is written; a search keeps its last good checkpoint)
     4    a multi-worker run lost a worker or timed out waiting for one
+    137  a multi-worker run whose cluster did not form in time (killed by its watchdog)
     130  stopped by SIGINT (Ctrl-C) after saving a checkpoint; rerun to resume
     143  stopped by SIGTERM after saving a checkpoint; rerun to resume
 """

@@ -13,3 +13,48 @@ try:
         _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 except RuntimeError:  # the runtime was initialised before this file was imported
     pass
+
+
+# ---- tiers: pytest markers mirroring BUILD ---------------------------------------------------
+# BUILD says which tests are slow: size = "large" (training, subprocesses: 0.5-7 minutes each) or
+# tagged "slow". Both get the marker `slow` here (and the large ones `large` too), read from BUILD
+# itself so the two cannot drift: `pytest -m "not slow"` is the fast tier.
+
+import os as _os
+import re as _re
+
+_BUILD = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "BUILD")
+
+
+def _build_tiers(path=_BUILD):
+    """{test file name: set of markers} for BUILD's large or slow py_tests ({} without BUILD,
+    e.g. inside Bazel's runfiles, where --config=ci filters by size and tag instead)."""
+    if not _os.path.exists(path):
+        return {}
+    with open(path) as f:
+        text = f.read()
+    tiers = {}
+    for name, body in _re.findall(r'\npy_test\(\n    name = "(\w+)",(.*?)\n\)', text, _re.S):
+        marks = set()
+        if 'size = "large"' in body:
+            marks |= {"large", "slow"}
+        if _re.search(r'tags = \[[^\]]*"slow"', body):
+            marks.add("slow")
+        if marks:
+            tiers[f"{name}.py"] = marks
+    return tiers
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a large or slow test in BUILD (left out of the "
+                            "fast tier: pytest -m 'not slow')")
+    config.addinivalue_line("markers", "large: size = \"large\" in BUILD (training, subprocesses)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    tiers = _build_tiers()
+    for item in items:
+        for mark in sorted(tiers.get(item.path.name, ())):
+            item.add_marker(getattr(pytest.mark, mark))
