@@ -51,7 +51,9 @@ flags.DEFINE_enum("strategy", _D.strategy, list(strategies.names()), "tf.distrib
 flags.DEFINE_string("tpu", _D.tpu, "TPU name for --strategy=tpu ('local' on a TPU VM / Colab).")
 flags.DEFINE_integer("worker_timeout", _D.worker_timeout, "--strategy=multi_worker: seconds a "
                      "worker waits for the cluster to form, and for any one collective (a peer "
-                     "that hangs), before it exits with code 4; 0: forever.", lower_bound=0)
+                     "that hangs), before it exits; 0: forever. Must exceed the chief's work "
+                     "while the others wait: reference statistics and baselines before "
+                     "training, and each periodic evaluation.", lower_bound=0)
 flags.DEFINE_integer("cpu_devices", 0, "Present the CPU as this many devices, so that "
                      "--strategy=mirrored runs as many replicas without GPUs (a rehearsal of a "
                      "multi-device search); 0: as TensorFlow sees it.", lower_bound=0)

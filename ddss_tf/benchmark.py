@@ -125,7 +125,7 @@ def _learned_layer(setup, cfg, k, pred, time, workdir, log):
     path = os.path.join(directory, "coefficients.json")
     results = os.path.join(directory, "results.json")
     if os.path.exists(results):
-        diff = differing_settings(files.read_json(results, "results file").get("config"), scfg)
+        diff = differing_settings(files.read_json(results, "results file", dict).get("config"), scfg)
         if diff:
             raise ValueError(f"{directory} holds a finished search with different "
                              f"{', '.join(diff)} than this benchmark's; give the same settings "

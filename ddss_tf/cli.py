@@ -8,11 +8,12 @@
     cfg = SearchConfig(**cli.model_options(), **cli.data_options(), ...)   # in main()
     den, net = components.load_denoiser(**cli.model_options())
 
-Exit codes of every binary (README: "Exit codes"):
+Exit codes of every binary (README: "Exit codes and faults"):
 
     0    finished
     1    an unexpected error (a bug: the traceback is printed)
-    2    bad input: a flag, a file, a path that cannot be read or written, a busy work directory
+    2    bad input: a flag, a file, a path that cannot be read or written, a busy work
+         directory, settings that do not fit in memory
     3    a numerical failure: a non-finite loss, gradient, sample, coefficient or score (nothing
          broken is written; a search keeps its last good checkpoint)
     4    a multi-worker run lost a worker or timed out waiting for one
@@ -25,18 +26,19 @@ import os
 import sys
 import tempfile
 
-__all__ = ["run", "UsageError", "NumericalError", "define_model_flags", "model_options",
-           "define_data_flags", "data_options", "DATA_DEFAULTS", "EXIT_CODES"]
+__all__ = ["run", "UsageError", "define_model_flags", "model_options", "define_data_flags",
+           "data_options", "DATA_DEFAULTS", "EXIT_CODES"]
 
 DATA_DEFAULTS = dict(dataset="digits", split="train")  # = SearchConfig's
 
 EXIT_CODES = dict(finished=0, error=1, bad_input=2, numerical=3, worker_lost=4,
-                  sigint=130, sigterm=143)
+                  sigint=130, cluster_never_formed=137, sigterm=143)
 
 # TensorFlow's C++ start-up chatter hides the one line a user needs; keep warnings and errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Lines TensorFlow's native code prints while it loads, before any log level applies.
+# Lines TensorFlow's native code prints while it loads, before any log level applies
+# (DDSS_TF_STARTUP_LOGS=1 shows everything, e.g. to debug an import that crashes).
 _STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
                   "oneDNN custom operations are on",
                   "This TensorFlow binary is optimized to use available CPU instructions",
@@ -79,10 +81,6 @@ class UsageError(ValueError):
     """A bad flag or input, reported as one line without a traceback (exit code 2)."""
 
 
-class NumericalError(FloatingPointError):
-    """A non-finite result refused before it was written (exit code 3)."""
-
-
 def _one_line(e):
     return " ".join(str(e).split())
 
@@ -96,15 +94,21 @@ def _exit_code(e):
     if isinstance(e, interrupt.Interrupted):
         return e.exit_code, _one_line(e)
     if isinstance(e, KeyboardInterrupt):
-        return EXIT_CODES["sigint"], "interrupted (SIGINT) before any checkpoint was due"
+        return EXIT_CODES["sigint"], ("interrupted (SIGINT) outside a training loop: what was "
+                                      "finished is kept, rerun the same command to go on")
     if isinstance(e, FloatingPointError):
         return EXIT_CODES["numerical"], _one_line(e)
     if isinstance(e, (tf.errors.UnavailableError, tf.errors.AbortedError,
                       tf.errors.DeadlineExceededError, tf.errors.CancelledError)):
         first = _one_line(str(e.message).splitlines()[0] if e.message else type(e).__name__)
         return EXIT_CODES["worker_lost"], (
-            f"lost contact with another worker of the cluster ({first[:200]}); restart every "
-            "worker with the same command to resume from the last checkpoint")
+            f"a remote or collective operation failed ({first[:200]}): with "
+            "--strategy=multi_worker, lost contact with another worker of the cluster; restart "
+            "every worker with the same command to resume from the last checkpoint")
+    if isinstance(e, tf.errors.ResourceExhaustedError):
+        return EXIT_CODES["bad_input"], (
+            f"out of memory ({_one_line(e.message)[:200]}); lower --batch_size (or the sample "
+            "counts) or use a device with more memory")
     if isinstance(e, OSError):  # a path that cannot be read or written: name it and why
         if e.filename is not None:
             return EXIT_CODES["bad_input"], f"cannot use {e.filename}: {e.strerror}"

@@ -44,7 +44,10 @@ def atomic_file(path, mode="w"):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=TMP_PREFIX + os.path.basename(path) + ".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=TMP_PREFIX + os.path.basename(path) + ".")
+    except OSError as e:  # name the file the caller asked for, not the temporary
+        raise type(e)(e.errno, e.strerror, path) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode) as f:
@@ -74,7 +77,10 @@ def atomic_dir(parent, name_fn):
     in the yielded holder's `path` attribute after the block.
     """
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
+    try:
+        tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, parent) from None
     holder = _Holder(tmp)
     try:
         os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700: a server user could not read it
@@ -118,15 +124,15 @@ def npz_bytes(arrays):
 
 
 def non_finite_path(value, path=""):
-    """The key path ("records[3].fid") of the first non-finite float in a JSON-like value, or
-    None when every number is finite."""
+    """(key path such as "records[3].fid", the number) of the first non-finite float in a
+    JSON-like value, or None when every number is finite."""
     if isinstance(value, dict):
         items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
     elif isinstance(value, (list, tuple)):
         items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
     else:
         number = isinstance(value, (float, np.floating)) and not math.isfinite(value)
-        return (path or "the value") if number else None
+        return (path or "the value", value) if number else None
     for key, v in items:
         found = non_finite_path(v, key)
         if found:
@@ -138,20 +144,8 @@ def dumps_json(value, what="the value", indent=2, sort_keys=True):
     """json.dumps that refuses non-finite numbers with FloatingPointError naming the key."""
     bad = non_finite_path(value)
     if bad:
-        raise FloatingPointError(f"refusing to write {what}: {bad} is not finite "
-                                 f"({_lookup(value, bad)})")
+        raise FloatingPointError(f"refusing to write {what}: {bad[0]} is not finite ({bad[1]})")
     return json.dumps(value, indent=indent, sort_keys=sort_keys, allow_nan=False)
-
-
-def _lookup(value, path):
-    """The value at a non_finite_path (for the message)."""
-    import re
-
-    for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
-        if path == "the value":
-            break
-        value = value[int(index)] if index else value[key]
-    return value
 
 
 def write_json(path, value, indent=2, sort_keys=True):
@@ -162,23 +156,38 @@ def write_json(path, value, indent=2, sort_keys=True):
         f.write(text)
 
 
-def _refuse_constant(path):
+def _refusing(path):
+    """(parse_constant, parse_float) for json.loads that refuse NaN, Infinity and numbers
+    that overflow to infinity (1e999)."""
     def refuse(name):
         raise ValueError(f"{path} holds {name}, not a finite number; JSON written by ddss_tf "
                          "never does: the file is damaged or was edited")
-    return refuse
+
+    def parse_float(text):
+        value = float(text)
+        if not math.isfinite(value):
+            refuse(text)
+        return value
+
+    return refuse, parse_float
 
 
-def read_json(path, what="file"):
+def read_json(path, what="file", expect=None):
     """json.load that names the file in every error: a missing or unreadable file, invalid
-    or truncated JSON, or NaN / Infinity (ValueError; OSError for the file system)."""
+    or truncated JSON, NaN / Infinity, or (with `expect`, e.g. dict) another kind of value
+    at the top (ValueError; OSError for the file system)."""
     with open(path) as f:
         text = f.read()
+    refuse, parse_float = _refusing(path)
     try:
-        return json.loads(text, parse_constant=_refuse_constant(path))
+        value = json.loads(text, parse_constant=refuse, parse_float=parse_float)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not a valid JSON {what} ({e.msg} at line {e.lineno} "
                          f"column {e.colno}); the file is damaged or truncated") from None
+    if expect is not None and not isinstance(value, expect):
+        raise ValueError(f"{path} is not a {what}: it holds a JSON {type(value).__name__}, "
+                         f"not a {expect.__name__}")
+    return value
 
 
 def writable_dir(path, what="directory"):
@@ -195,8 +204,7 @@ def writable_dir(path, what="directory"):
         os.close(fd)
         os.remove(probe)
     except OSError as e:
-        raise type(e)(e.errno, f"{what} is not writable ({e.strerror})",
-                      e.filename or path) from None
+        raise type(e)(e.errno, f"{what} is not writable ({e.strerror})", path) from None
     return path
 
 

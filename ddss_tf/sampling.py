@@ -121,8 +121,16 @@ def draw(source, num_samples, seed=0, batch_size=256, progress=None):
 
 
 def memory_needed(num_samples, image_shape):
-    """Bytes `draw` holds for num_samples images: float32 and uint8 copies."""
-    return int(num_samples) * int(np.prod(image_shape)) * (4 + 1)
+    """Peak bytes of `draw` + `write` for num_samples images: the float32 and uint8 batches
+    and their concatenations, the .npz's in-memory copy, and the PNG grid (upscaled)."""
+    h, w, c = (int(s) for s in image_shape)
+    scale = _grid_scale(h, w)
+    per_image = h * w * c * (4 + 1) * 2 + h * w * c * 4 + (h * scale + 1) * (w * scale + 1) * c
+    return int(num_samples) * per_image
+
+
+def _grid_scale(h, w):
+    return max(1, 32 // max(h, w))
 
 
 def check_fits_in_memory(num_samples, image_shape, fraction=0.5):
@@ -160,7 +168,7 @@ def write(out, images, uint8, ncols=None):
         raise ValueError(f"--out must name a .npz file, got {out!r}")
     png = out[:-len(".npz")] + ".png"
     h, w = uint8.shape[1:3]
-    grid = images_lib.make_grid(uint8, ncols=ncols, scale=max(1, 32 // max(h, w)))
+    grid = images_lib.make_grid(uint8, ncols=ncols, scale=_grid_scale(h, w))
     files.write_bytes(out, files.npz_bytes({"images": np.asarray(images, np.float32)}))
     files.write_bytes(png, tf.io.encode_png(grid).numpy())
     return out, png

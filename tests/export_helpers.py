@@ -41,6 +41,17 @@ def tiny_denoiser(net=None, **kwargs):
     return denoisers.from_keras_model(net or tiny_net(), schedules.from_config(SCHEDULE), **kwargs)
 
 
+def digits_coefficients_document():
+    """The coefficients.json content (a dict) of an untrained GGDM +PRED +TIME, K = 2, on the
+    bundled digits model: a valid file to damage."""
+    from ddss_tf import pretrained
+
+    net, sched = pretrained.digits_ddpm()
+    layer = samplers.create("ggdm", denoisers.from_keras_model(net, sched), num_steps=2,
+                            pred=True, time=True)
+    return export.coefficients_document(layer, export.model_fingerprint(net))
+
+
 def learned_layer(den, family="ggdm", seed=2, **options):
     """A K-step sampler whose variables are moved off their initial values."""
     layer = samplers.create(family, den, num_steps=K, **options)

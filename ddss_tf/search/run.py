@@ -53,7 +53,7 @@ def _read_saved_config(workdir, cfg):
     to a run no one can name, so they are not resumed (nor overwritten)."""
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
-        diff = differing_settings(files.read_json(path, "search config"), cfg, resume=True)
+        diff = differing_settings(files.read_json(path, "search config", dict), cfg, resume=True)
         if diff:
             raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
                              "use a new --workdir, or the same settings to resume")
@@ -193,10 +193,20 @@ def _finished_results(workdir, cfg):
     path = os.path.join(workdir, "results.json")
     if not os.path.exists(path):
         return None
-    results = files.read_json(path, "results file")
-    if _with_defaults(results.get("config")) == json.loads(cfg.to_json()):
+    results = files.read_json(path, "results file", dict)
+    saved = results.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds no search config; it is damaged: move it away")
+    # Every setting counts (more steps or another final evaluation is not finished yet), except
+    # how long workers wait for each other.
+    mine = json.loads(cfg.to_json())
+    if {k: v for k, v in _with_defaults(saved).items() if k not in _NOT_RESULTS} == \
+            {k: v for k, v in mine.items() if k not in _NOT_RESULTS}:
         return results
     return None
+
+
+_NOT_RESULTS = {"worker_timeout"}
 
 
 def _retire_results(workdir):
@@ -238,6 +248,12 @@ def run_search(cfg, workdir, log=print):
         return None
     files.writable_dir(workdir, "the work directory")
     with files.WorkdirLock(workdir):
+        # Again under the lock: another search may have written here since the checks above.
+        _read_saved_config(workdir, cfg)
+        finished = _finished_results(workdir, cfg)
+        if finished:
+            log(f"{workdir} holds this finished search; results in {workdir}/results.md")
+            return finished
         _retire_results(workdir)
         _write_config(workdir, cfg)
         log(f"{cfg.family} pred={cfg.pred} time={cfg.time} K={cfg.num_steps} on {cfg.model}; "

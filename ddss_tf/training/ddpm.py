@@ -103,23 +103,22 @@ def _check_resume_config(workdir, cfg):
     path = os.path.join(workdir, "config.json")
     current = dataclasses.asdict(cfg)
     if os.path.exists(path):
-        saved = files.read_json(path, "training config")
+        saved = files.read_json(path, "training config", dict)
         keys = ("dataset", "net", "schedule", "batch_size", "seed")
         diff = [k for k in keys if json.dumps(saved.get(k), sort_keys=True)
                 != json.dumps(current[k], sort_keys=True)]
         if diff:
             raise ValueError(f"{workdir} holds a run with a different {', '.join(diff)}; "
                              "use a new --workdir or the same settings to resume")
-    files.writable_dir(workdir, "the work directory")
     files.write_json(path, current, sort_keys=False)
-
 
 def train(cfg, workdir):
     """Train (or resume) a DDPM in workdir; returns the path of the exported model directory.
     Raises interrupt.Interrupted when a signal stopped it (checkpoint saved)."""
     cfg.validate()
-    _check_resume_config(workdir, cfg)
+    files.writable_dir(workdir, "the work directory")
     with files.WorkdirLock(workdir):  # a second run on this directory refuses
+        _check_resume_config(workdir, cfg)  # under the lock: nothing written by a refused run
         return _train(cfg, workdir)
 
 
