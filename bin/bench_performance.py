@@ -26,9 +26,9 @@ import time
 import tensorflow as tf
 from absl import flags
 
-from ddss_tf import export, samplers
-from ddss_tf.search import SearchConfig, components
-from ddss_tf.search.run import Setup
+from ddss_tf import export, models, samplers
+from ddss_tf.search import SearchConfig
+from ddss_tf.search.run import Run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["search", "sampling"], "Tables to measure: search (speed and "
@@ -65,7 +65,7 @@ def _forward_fn(net, batch, image_shape, xla):
 
 def _setup(k, xla, remat, batch):
     cfg = SearchConfig(num_steps=k, xla=xla, remat=remat, batch_size=batch, train_steps=10**6)
-    return Setup(cfg, _QUIET)
+    return Run(cfg, tempfile.gettempdir(), _QUIET)
 
 
 def _peak_step_bytes(trainer):
@@ -87,7 +87,7 @@ def search_tables(ks, batch, repeats):
             step[xla, remat] = _median_seconds(setup.trainer.train_step, repeats)
             peak[xla, remat] = _peak_step_bytes(setup.trainer)
             if remat:
-                fwd[xla] = _median_seconds(_forward_fn(setup.net, batch, setup.image_shape, xla),
+                fwd[xla] = _median_seconds(_forward_fn(setup.evaluator.net, batch, setup.evaluator.image_shape, xla),
                                            5 * repeats)
         for xla in (True, False):
             speed.append(f"| {k} | {'on' if xla else 'off'} | {step[xla, True]:.3f} | "
@@ -124,8 +124,8 @@ def sampling_table(ks, batches, repeats):
     print("\n## sampling: exported SavedModel vs K bare forward passes\n")
     print("| K | batch | SavedModel s / batch | samples / s | K x forward s | overhead |")
     print("|---|---|---|---|---|---|")
-    denoiser, net = components.load_denoiser("digits")
-    image_shape = export.image_shape_of(net)
+    denoiser, net = models.load_denoiser("digits")
+    image_shape = list(models.image_shape(net))
     with tempfile.TemporaryDirectory() as tmp:
         for k in ks:
             layer = samplers.create("ggdm", denoiser, num_steps=k, pred=True, time=True,

@@ -166,15 +166,15 @@ def _cell(spec):
     import tensorflow as tf
     from tensorflow.compiler.xla.service import hlo_pb2  # XLA's HloProto, as TensorFlow ships it
 
-    from ddss_tf import denoisers, metrics
-    from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
+    from ddss_tf import denoisers, metrics, noise as noise_lib
+    from ddss_tf.search import SearchConfig, trainer as trainer_lib
 
     net, sched = _network(spec["shape"])
     image_shape = [int(d) for d in net.inputs[0].shape[1:]]
     extractor = metrics.load_inception(inception_standin(os.path.join(spec["workdir"],
                                                                       "inception_v3")))
     real = np.random.default_rng(1).standard_normal([256, 2048]).astype(np.float32)
-    x_T, noise, _ = trainer_lib.step_noise(0, 0, 0, spec["k"], [spec["batch_size"]] + image_shape)
+    x_T, noise, _ = noise_lib.step_noise(0, 0, 0, spec["k"], [spec["batch_size"]] + image_shape)
 
     def trainer_for(chain):
         cfg = SearchConfig(num_steps=spec["k"], batch_size=spec["batch_size"], xla=True,
@@ -182,7 +182,7 @@ def _cell(spec):
                            precision=spec["precision"], train_steps=1000)
         strategy = tf.distribute.get_strategy()
         with strategy.scope():
-            layer = components.build_sampler(cfg, denoisers.from_keras_model(net, sched))
+            layer = cfg.build_sampler(denoisers.from_keras_model(net, sched))
         return trainer_lib.Trainer(layer, extractor, real, strategy, cfg, image_shape)
 
     # FLOPs: XLA's HloCostAnalysis counts a while loop's body once, so a looped chain's own

@@ -19,7 +19,7 @@ from absl import flags
 from ddss_tf import samplers
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
-from ddss_tf.search import SearchConfig, components, run_search, strategies
+from ddss_tf.search import SearchConfig, run_search, strategies
 from ddss_tf.search.config import LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES
 
 _D = SearchConfig()
@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<family>..._k<K>).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
 cli.define_data_flags()   # --dataset --split
-flags.DEFINE_enum("family", _D.family, list(components.LEARNABLE),
+flags.DEFINE_enum("family", _D.family, samplers.learnable_names(),
                   "Learnable sampler family.")
 flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
 flags.DEFINE_enum("stride", _D.stride, samplers.stride_names(), "Initial query times.")
@@ -91,11 +91,11 @@ def main(argv):
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if FLAGS.cpu_devices:
         strategies.split_cpu(FLAGS.cpu_devices)  # before anything starts TensorFlow's runtime
-    cfg = _config()
-    if cfg.pred and cfg.family != "ggdm" and FLAGS["pred"].present:
-        raise cli.UsageError(f"--pred applies to --family=ggdm only, not {cfg.family}")
-    if cfg.family != "ggdm":
-        cfg.pred = False
+    cfg = _config()  # normalised: pred is False for a family without the option
+    if FLAGS.pred and FLAGS["pred"].present and not cfg.pred:
+        families = [f for f in samplers.learnable_names() if "pred" in samplers.options(f)]
+        raise cli.UsageError(f"--pred applies to --family={'|'.join(families)} only, not "
+                             f"{cfg.family}")
     workdir = FLAGS.workdir or os.path.join("ddss_runs", cfg.run_name())
     result = run_search(cfg, workdir)
     if result:

@@ -2,13 +2,14 @@
 
     records = benchmark.run(BenchmarkConfig(), "bench")      # what `ddss_benchmark` does
 
-A cell is one sampler at one K. It draws `num_samples` images on the evaluation
-seeds (search.evaluation.EVAL_SEED: the same x_T for every sampler and every K)
-and scores them with search.evaluation.Scorer: FID, KID +- SE and IS in the
-feature space the searches optimise, and the held-out FID. Every finished cell
-is cached in workdir/cells/ under a key naming the model, the feature networks,
-the sample count and (for a learned sampler) its coefficients, so an interrupted
-benchmark resumes where it stopped and a changed input is recomputed.
+A row is one sampler (a `Row`: its layer at each K and how a cell is scored), a cell
+one sampler at one K. A cell draws `num_samples` images on the evaluation seeds
+(noise.EVAL_SEED: the same x_T for every sampler and every K) and scores them with
+evaluation.Scorer: FID, KID +- SE and IS in the feature space the searches
+optimise, and the held-out FID. Every finished cell is cached in workdir/cells/
+under a key naming the model, the feature networks, the sample count and (for a
+learned sampler) its coefficients, so an interrupted benchmark resumes where it
+stopped and a changed input is recomputed.
 
 Learned samplers come from search work directories named as `ddss_search` names
 them (`SearchConfig.run_name()`) under `searches`: a finished search is loaded
@@ -37,43 +38,167 @@ import os
 
 import numpy as np
 
-from ddss_tf import export, files, interrupt
-from ddss_tf.search import components, evaluation, report
+from ddss_tf import evaluation, export, files, interrupt, samplers
 from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.run import differing_settings, run_search
 
 __all__ = ["BenchmarkConfig", "Interrupted", "sampler_names", "run", "paper_table",
-           "metrics_table", "RECORD_KEYS"]
+           "metrics_table", "RECORD_KEYS", "Row"]
 
 RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples")
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch).
 GRID_IMAGES = 6
-_ALL_STEPS = "ddpm_all"
-_DATA = "training_data"
+
+
+class Row:
+    """One row of the table: a sampler evaluated at some K.
+
+    `layer(bench, k)` is the sampler at K = k (None for a row without one), `cache_inputs`
+    what its cached cells depend on besides the model, data and sample count, and
+    `score(bench, k)` the cell's (scores, grid images)."""
+
+    def __init__(self, name, label, role):
+        self.name, self.label, self.role = name, label, role
+
+    def steps(self, ks, num_timesteps):
+        """The K values of this row's cells."""
+        return sorted(set(ks))
+
+    def cache_inputs(self, bench, k):
+        return None
+
+    def layer(self, bench, k):
+        return None
+
+    def score(self, bench, k):
+        scores, imgs = bench.evaluator.sample_and_score(self.layer(bench, k),
+                                                        bench.cfg.num_samples,
+                                                        f"{self.label} K={k}")
+        return scores, imgs[:GRID_IMAGES]
+
+
+class FixedRow(Row):
+    """A training-free family with fixed options."""
+
+    def __init__(self, name, label, family, options):
+        super().__init__(name, label, "baseline")
+        self.family, self.options = family, dict(options)
+
+    def cache_inputs(self, bench, k):
+        return [self.family, self.options]
+
+    def layer(self, bench, k):
+        return bench.evaluator.baseline_layer(self.family, k, **self.options)
+
+
+class LearnedRow(Row):
+    """GGDM with or without +PRED +TIME, learned by a search in the benchmark's searches
+    directory (searched there first when it is missing or unfinished)."""
+
+    def __init__(self, name, pred, time):
+        cfg = SearchConfig(family="ggdm", pred=pred, time=time)
+        super().__init__(name, cfg.label(), "learned")
+        self.pred, self.time = pred, time
+        self._loaded = {}  # (searches directory, k) -> (layer, digest of coefficients.json)
+
+    def search_config(self, bench, k):
+        return dataclasses.replace(bench.cfg.search, family="ggdm", pred=self.pred,
+                                   time=self.time, num_steps=int(k))
+
+    def _load(self, bench, k):
+        """(layer, digest): loaded from, or first searched into, its search work directory.
+        A finished search there with other settings is refused."""
+        scfg = self.search_config(bench, k)
+        directory = os.path.join(bench.searches, scfg.run_name())
+        if (directory, k) in self._loaded:
+            return self._loaded[directory, k]
+        results = os.path.join(directory, "results.json")
+        if os.path.exists(results):
+            diff = differing_settings(files.read_json(results, "results file", dict).get("config"),
+                                      scfg)
+            if diff:
+                raise ValueError(f"{directory} holds a finished search with different "
+                                 f"{', '.join(diff)} than this benchmark's; give the same "
+                                 "settings or another --searches directory")
+        else:
+            bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if "
+                      "interrupted)")
+            try:
+                run_search(scfg, directory, bench.log)
+            except interrupt.Interrupted as e:
+                raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
+                                            "interrupted; its checkpoint is saved: rerun the "
+                                            "same command to resume") from e
+        path = os.path.join(directory, "coefficients.json")
+        with open(path, "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()[:16]
+        layer = export.load_coefficients(path, bench.evaluator.denoiser, remat=False)
+        self._loaded[directory, k] = layer, digest
+        return layer, digest
+
+    def cache_inputs(self, bench, k):
+        return self._load(bench, k)[1]
+
+    def layer(self, bench, k):
+        return self._load(bench, k)[0]
+
+
+class AllStepsRow(Row):
+    """DDPM with every step of the model: the quality a fast sampler aims for."""
+
+    def __init__(self):
+        super().__init__("ddpm_all", "DDPM all T steps", "reference")
+
+    def steps(self, ks, num_timesteps):
+        return [num_timesteps]
+
+    def layer(self, bench, k):
+        return bench.evaluator.baseline_layer("ddpm", k, stride="linear")
+
+    def score(self, bench, k):
+        ev = bench.evaluator
+        scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True)
+        evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
+        # Cached scores come without images: draw just the grid's.
+        grid = imgs[:GRID_IMAGES] if imgs is not None else evaluation.grid_images(
+            self.layer(bench, k), ev.image_shape, bench.cfg.num_samples, GRID_IMAGES)
+        return scores, grid
+
+
+class DataRow(Row):
+    """The reference images themselves, resampled: FID's floor at the sample count (K = 0).
+    KID is unbiased (its floor is 0), but not for a sample that repeats the very images of
+    the reference set (the two sets are not independent): this row reports no KID."""
+
+    def __init__(self):
+        super().__init__("training_data", "Training data, resampled", "data")
+
+    def steps(self, ks, num_timesteps):
+        return [0]
+
+    def score(self, bench, k):
+        imgs = bench.evaluator.resampled_real(bench.cfg.num_samples)
+        scores = dict(bench.evaluator.scorer(imgs), kid=None, kid_se=None)
+        evaluation.log_scores(self.label, scores, bench.log)
+        return scores, imgs[:GRID_IMAGES]
 
 
 def _catalogue():
-    """name -> (label, kind, spec): kind "fixed" (family, options), "learned" (pred, time),
-    "all" (DDPM with every step of the model) or "data" (the real images, resampled)."""
-    out = {}
-    for label, family, options in components.baseline_specs():
-        out[label.lower().replace(" ", "_")] = (label, "fixed", (family, options))
-    out["dpm_solver_pp_2m"] = ("DPM-Solver++(2M)", "fixed", ("dpm_solver_pp_2m", {}))
-    out["unipc"] = ("UniPC", "fixed", ("unipc", {}))
-    for name, pred_time in (("ggdm", (False, False)), ("ggdm_pred_time", (True, True))):
-        cfg = SearchConfig(family="ggdm", pred=pred_time[0], time=pred_time[1])
-        out[name] = (report.learned_label(cfg), "learned", pred_time)
-    out[_ALL_STEPS] = ("DDPM all T steps", "all", None)
-    out[_DATA] = ("Training data, resampled", "data", None)
-    return out
+    rows = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
+            for label, family, options in evaluation.BASELINES]
+    rows += [FixedRow(name, samplers.label(name), name, {})
+             for name in ("dpm_solver_pp_2m", "unipc")]
+    rows += [LearnedRow("ggdm", False, False), LearnedRow("ggdm_pred_time", True, True),
+             AllStepsRow(), DataRow()]
+    return {row.name: row for row in rows}
 
 
-_SAMPLERS = _catalogue()
+_ROWS = _catalogue()
 
 
 def sampler_names():
     """Every row `run` can evaluate, in table order."""
-    return list(_SAMPLERS)
+    return list(_ROWS)
 
 
 @dataclasses.dataclass
@@ -95,7 +220,7 @@ class BenchmarkConfig:
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def validate(self):
-        unknown = [s for s in self.samplers if s not in _SAMPLERS]
+        unknown = [s for s in self.samplers if s not in _ROWS]
         if unknown or not self.samplers:
             raise ValueError(f"unknown samplers {unknown or '(none given)'}; accepted: "
                              f"{', '.join(sampler_names())}")
@@ -108,106 +233,40 @@ class BenchmarkConfig:
         self.search.validate()
 
 
-def _search_config(cfg, k, pred, time):
-    return dataclasses.replace(cfg.search, family="ggdm", pred=pred, time=time, num_steps=int(k))
-
-
 # A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume. The old
 # spelling of interrupt.Interrupted, which run_search raises.
 Interrupted = interrupt.Interrupted
 
 
-def _learned_layer(setup, cfg, k, pred, time, workdir, log):
-    """(layer, digest of its coefficients.json): loaded from, or first searched into, its
-    search work directory. A finished search there with other settings is refused."""
-    scfg = _search_config(cfg, k, pred, time)
-    directory = os.path.join(cfg.searches or os.path.join(workdir, "searches"), scfg.run_name())
-    path = os.path.join(directory, "coefficients.json")
-    results = os.path.join(directory, "results.json")
-    if os.path.exists(results):
-        diff = differing_settings(files.read_json(results, "results file", dict).get("config"), scfg)
-        if diff:
-            raise ValueError(f"{directory} holds a finished search with different "
-                             f"{', '.join(diff)} than this benchmark's; give the same settings "
-                             "or another --searches directory")
-    else:
-        log(f"searching {scfg.run_name()} in {directory} (rerun to resume if interrupted)")
-        try:
-            run_search(scfg, directory, log)
-        except interrupt.Interrupted as e:
-            raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
-                                        "interrupted; its checkpoint is saved: rerun the same "
-                                        "command to resume") from e
-    with open(path, "rb") as f:
-        digest = hashlib.sha1(f.read()).hexdigest()[:16]
-    return export.load_coefficients(path, setup.denoiser, remat=False), digest
+class _Benchmark:
+    """One benchmark run: its config, work directory, log and the evaluator of its model."""
 
+    def __init__(self, cfg, workdir, log):
+        self.cfg, self.workdir, self.log = cfg, workdir, log
+        self.searches = cfg.searches or os.path.join(workdir, "searches")
+        self.evaluator = evaluation.Evaluator(cfg.search, log, num_steps=cfg.num_steps)
 
-def _cell_key(setup, cfg, name, k, extra):
-    key = [name, int(k), cfg.num_samples, evaluation.EVAL_SEED, setup.model_fingerprint,
-           setup.inputs_fingerprint, extra]
-    return json.loads(json.dumps(key))
-
-
-def _grid_images(layer, setup, num_samples):
-    """The first GRID_IMAGES samples of `evaluation.sample(layer, num_samples, ...)`: the
-    first batch's x_T and noise, cut to GRID_IMAGES (each sample depends only on its own
-    x_T and noise)."""
-    from ddss_tf import samplers
-
-    batch = min(evaluation.BATCH_SIZE, num_samples)
-    x_T, noise = samplers.draw_noise(evaluation.EVAL_SEED, layer.num_steps,
-                                     [batch] + list(setup.image_shape))
-    n = min(GRID_IMAGES, batch)
-    return layer(x_T[:n], noise[:, :n]).numpy()
+    def cell(self, row, k):
+        """The cached or freshly computed cell: dict(record keys..., key, grid)."""
+        ev = self.evaluator
+        key = [row.name, int(k), self.cfg.num_samples, evaluation.EVAL_SEED,
+               ev.model_fingerprint, ev.inputs_fingerprint, row.cache_inputs(self, k)]
+        key = json.loads(json.dumps(key))
+        path = os.path.join(self.workdir, "cells", f"{row.name}_k{k}_n{self.cfg.num_samples}.json")
+        cached = evaluation.read_cache(path, self.log)
+        if cached is not None:
+            if cached.get("key") == key:
+                return cached
+            self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
+        scores, grid = row.score(self, k)
+        cell = dict(evaluation.record(row.label, k, scores, row.role), key=key,
+                    grid=np.round(grid, 5).tolist())
+        files.write_json(path, cell)
+        return cell
 
 
 def _column(k):
     return "data" if k == 0 else f"K = {k}"
-
-
-def _evaluate(setup, cfg, name, k, workdir, log):
-    """The cached or freshly computed cell: dict(record keys..., grid=[...])."""
-    label, kind, spec = _SAMPLERS[name]
-    layer, extra = None, None
-    if kind == "fixed":
-        family, options = spec
-        extra = [family, options]
-    elif kind == "learned":
-        layer, extra = _learned_layer(setup, cfg, k, *spec, workdir, log)
-    key = _cell_key(setup, cfg, name, k, extra)
-    path = os.path.join(workdir, "cells", f"{name}_k{k}_n{cfg.num_samples}.json")
-    cached = report.read_cache(path, log)
-    if cached is not None:
-        if cached.get("key") == key:
-            return cached
-        log(f"  {label} K={k}: inputs changed since {path}; recomputing")
-    if kind == "fixed":
-        family, options = spec
-        layer = components.build_layer(family, setup.denoiser, k, **options)
-    if kind == "data":
-        imgs = setup.resampled_real(cfg.num_samples)
-        # KID is unbiased (its floor is 0), but not for a sample that repeats the very images
-        # of the reference set (the two sets are not independent): this row reports no KID.
-        scores = dict(setup.scorer(imgs), kid=None, kid_se=None)
-        report.log_scores(label, scores, log)
-        grid = imgs[:GRID_IMAGES]
-    elif kind == "all":
-        layer = components.build_layer("ddpm", setup.denoiser, k, stride="linear")
-        rcfg = dataclasses.replace(cfg.search, reference_steps=k)
-        scores, imgs = report.reference_scores(setup, rcfg, cfg.num_samples, log,
-                                               return_images=True)
-        report.log_scores(label, scores, log, " (cached)" if imgs is None else "")
-        # Cached scores come without images: draw just the grid's.
-        grid = imgs[:GRID_IMAGES] if imgs is not None else _grid_images(layer, setup,
-                                                                         cfg.num_samples)
-    else:
-        scores, imgs = report.sample_and_score(setup, layer, cfg.num_samples,
-                                                f"{label} K={k}", log)
-        grid = imgs[:GRID_IMAGES]
-    cell = dict(report.record(label, k, scores), key=key, grid=np.round(grid, 5).tolist())
-    files.write_json(path, cell)
-    return cell
 
 
 def paper_table(records, ks):
@@ -235,7 +294,7 @@ def _columns(records, ks):
 
 def metrics_table(records):
     """Every metric of every cell (the search's results.md columns)."""
-    return report.markdown_table(records)
+    return evaluation.markdown_table(records)
 
 
 def _plot_fid(records, ks, path):
@@ -337,16 +396,15 @@ def run(cfg, workdir, log=print):
     """Evaluate every (sampler, K) cell of cfg (cached in workdir/cells) and write the
     table, results.json and the PNGs. Returns the records (dicts with RECORD_KEYS)."""
     cfg.validate()
-    setup = evaluation.EvalSetup(cfg.search, log, num_steps=cfg.num_steps)
-    T = setup.denoiser.schedule.num_timesteps
-    plan = [(name, k) for name in cfg.samplers
-            for k in ([T] if name == _ALL_STEPS else [0] if name == _DATA
-                      else sorted(set(cfg.num_steps)))]
+    bench = _Benchmark(cfg, workdir, log)
+    T = bench.evaluator.denoiser.schedule.num_timesteps
+    plan = [(_ROWS[name], k) for name in cfg.samplers
+            for k in _ROWS[name].steps(cfg.num_steps, T)]
     os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
     cells = []
-    for i, (name, k) in enumerate(plan):
-        log(f"[{i + 1}/{len(plan)}] {_SAMPLERS[name][0]}, K = {k}")
-        cells.append(_evaluate(setup, cfg, name, k, workdir, log))
+    for i, (row, k) in enumerate(plan):
+        log(f"[{i + 1}/{len(plan)}] {row.label}, K = {k}")
+        cells.append(bench.cell(row, k))
     bad = [f"{c['sampler']} K={c['num_steps']}" for c in cells if not math.isfinite(c["fid"])]
     if bad:
         log(f"non-finite FID in: {', '.join(bad)}")

@@ -38,11 +38,12 @@ import keras
 import numpy as np
 
 from ddss_tf import denoisers, files, pretrained, schedules
+from ddss_tf.metrics import features
 from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
 __all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "kind", "carries_schedule",
-           "load_schedule", "load", "load_denoiser", "image_shape"]
+           "load_schedule", "load", "load_denoiser", "image_shape", "fingerprint"]
 
 OPTIONS = ("model", "schedule", "num_timesteps", "prediction", "model_preset", "image_size",
            "ema")
@@ -122,8 +123,20 @@ def load_schedule(schedule, num_timesteps=1000):
 
 
 def image_shape(network):
-    """(H, W, C) of a network called as network([x_t, t])."""
-    return tuple(int(d) for d in network.inputs[0].shape[1:])
+    """(H, W, C) of a network called as network([x_t, t]), or None when it cannot tell (a
+    network without fixed inputs)."""
+    try:
+        shape = list(network.inputs[0].shape[1:])
+    except (TypeError, IndexError, AttributeError):
+        return None
+    return tuple(int(s) for s in shape) if len(shape) == 3 and None not in shape else None
+
+
+def fingerprint(network):
+    """"<name>:<sha1 digest of the weights' shapes, dtypes and bytes>" of a Keras network: what
+    coefficients.json and the evaluation caches record of the model. Loaders compare only the
+    digest, so a renamed copy of the same network still matches."""
+    return f"{network.name}:{features.weights_digest(network.get_weights())}"
 
 
 def _load_keras(path):
@@ -216,7 +229,7 @@ def load(model="digits", schedule="", num_timesteps=1000, prediction="eps", mode
                              "checkpoints only")
         if prediction != own:
             raise ValueError(f"model {model!r} predicts {own}, not {prediction}")
-        return pretrained.load_model(model)
+        return pretrained.digits_ddpm() if which == "digits" else pretrained.load_ddpm(model)
     if which == "tf1_checkpoint":
         if model_preset:
             image_size, schedule = _preset(model, model_preset, schedule, image_size, prediction)

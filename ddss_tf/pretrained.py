@@ -17,13 +17,14 @@ and `ddss_train_classifier` write).
 
 import json
 import os
+import warnings
 
 from ddss_tf import metrics, schedules
 from ddss_tf.nets import classifier as classifier_net
 from ddss_tf.nets import unet
 
 __all__ = [
-    "asset_dir", "load_config", "load_ddpm", "load_classifier", "load_model",
+    "asset_dir", "load_config", "load_ddpm", "load_classifier",
     "digits_ddpm", "digits_classifier", "digits_features",
     "digits_heldout_classifier", "digits_heldout_features",
 ]
@@ -112,10 +113,8 @@ def digits_heldout_features():
 
 
 def load_model(model="digits"):
-    """(Keras eps-model, schedule) for "digits" (the bundled DDPM) or a ddss_train_model directory."""
-    if model == "digits":
-        return digits_ddpm()
-    if os.path.isdir(model):
-        return load_ddpm(model)
-    raise ValueError(f"unknown model {model!r}; accepted: digits (the bundled DDPM) or a directory "
-                     "written by ddss_train_model (config.json + model.weights.h5)")
+    """Deprecated (kept for one release): `ddss_tf.models.load(model)` loads every kind of model;
+    this loads the bundled one and ddss_train_model directories only."""
+    warnings.warn("pretrained.load_model is deprecated; use ddss_tf.models.load",
+                  DeprecationWarning, stacklevel=2)
+    return digits_ddpm() if model == "digits" else load_ddpm(model)

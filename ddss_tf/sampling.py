@@ -7,28 +7,31 @@
     images, uint8 = sampling.draw(source, num_samples=64, seed=0, batch_size=256)
     sampling.write("samples.npz", images, uint8)                    # + samples.png beside it
 
-Seeds: batch b (of `batch_size` samples, the last one shorter) uses the seed pair
-[seed, b], i.e. samplers.draw_noise(seed * 2**32 + b, K, [n_b, H, W, C]); the first
-batch is what the export's serving_default returns for seed [seed, 0]. Every source
-runs the same noise and uint8 ops, so one seed gives the same bytes whether the
-sampler is exported, rebuilt from JSON or in memory (for the same batch_size).
+Seeds: batch b (of `batch_size` samples, the last one shorter) draws
+noise.draw(seed + b, K, [n_b, H, W, C]), the rule of `ddss_tf.noise` that a search's
+evaluation follows too: `--seed=2000003 --batch_size=500` redraws its evaluation
+samples (compare.png's rows are the first of them). The first batch is what the
+export's serving_default returns for noise.seed_pair(seed). Every source runs the same
+noise and uint8 ops, so one seed gives the same bytes whether the sampler is exported,
+rebuilt from JSON or in memory (for the same batch_size).
 """
 
 import errno
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import denoisers, files, images as images_lib, models, samplers
+from ddss_tf import denoisers, files, images as images_lib, models, noise, samplers
 from ddss_tf.export import ops
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import exported
 
-__all__ = ["LayerSource", "from_export", "from_coefficients", "from_family", "load_model", "draw",
+__all__ = ["LayerSource", "from_export", "from_coefficients", "from_family", "draw",
            "write", "MAX_SEED", "memory_needed", "check_fits_in_memory", "check_output"]
 
-MAX_SEED = 2 ** 31 - 1
+MAX_SEED = noise.MAX_SEED
 
 
 class LayerSource:
@@ -38,7 +41,7 @@ class LayerSource:
 
     def __init__(self, layer, image_shape=None):
         network = getattr(layer.denoiser, "network", None)
-        image_shape = image_shape or (coefficients_lib.image_shape_of(network) if network else None)
+        image_shape = image_shape or (models.image_shape(network) if network else None)
         if image_shape is None:
             raise ValueError("cannot tell the model's image shape [H, W, C]")
         self.layer = layer
@@ -52,7 +55,11 @@ class LayerSource:
         return x0.numpy(), ops.to_uint8(x0, self.data_range).numpy()
 
 
-load_model = models.load  # (Keras network, schedule) for any model ddss_tf.models accepts
+def load_model(*args, **kwargs):
+    """Deprecated (kept for one release): `ddss_tf.models.load`."""
+    warnings.warn("sampling.load_model is deprecated; use ddss_tf.models.load",
+                  DeprecationWarning, stacklevel=2)
+    return models.load(*args, **kwargs)
 
 
 def from_export(path):
@@ -73,7 +80,7 @@ def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, pre
     if not schedule and not models.carries_schedule(model, checkpoint_options.get("model_preset")):
         schedule = doc["schedule"]
     prediction = prediction or m.get("prediction", "eps")
-    net, sched = load_model(model, schedule, num_timesteps, prediction, **checkpoint_options)
+    net, sched = models.load(model, schedule, num_timesteps, prediction, **checkpoint_options)
     den = denoisers.from_keras_model(net, sched, prediction=prediction,
                                      clip_x0=m.get("clip_x0", False),
                                      data_range=m.get("data_range", (-1.0, 1.0)))
@@ -96,8 +103,9 @@ def draw(source, num_samples, seed=0, batch_size=256, progress=None):
     progress: an optional `progress.Progress` updated with the samples done.
     """
     _check_int("num_samples", num_samples, 1)
-    _check_int("seed", seed, 0, MAX_SEED)
     _check_int("batch_size", batch_size, 1)
+    num_batches = -(-num_samples // batch_size)
+    _check_int("seed", seed, 0, MAX_SEED - (num_batches - 1))  # batch b draws seed + b
     limit = source.max_num_samples
     if limit is not None and batch_size > limit:
         raise ValueError(f"batch_size {batch_size} exceeds the export's max_num_samples {limit}; "
@@ -105,8 +113,8 @@ def draw(source, num_samples, seed=0, batch_size=256, progress=None):
     floats, uint8s = [], []
     for b, start in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - start)
-        x_T, noise = ops.draw_noise([seed, b], n, source.num_steps, source.image_shape)
-        f, u = source.from_noise(x_T, noise)
+        x_T, z = noise.draw_batch(seed, b, source.num_steps, [n, *source.image_shape])
+        f, u = source.from_noise(x_T, z)
         f = np.asarray(f, np.float32)
         if not np.all(np.isfinite(f)):
             raise FloatingPointError(

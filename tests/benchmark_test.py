@@ -16,8 +16,8 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 
-from ddss_tf import benchmark, data, metrics, pretrained, samplers
-from ddss_tf.search import SearchConfig, components, evaluation, report
+from ddss_tf import benchmark, data, evaluation, metrics, models, pretrained, samplers
+from ddss_tf.search import SearchConfig
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _QUIET = lambda *a: None  # noqa: E731
@@ -97,7 +97,7 @@ def test_learned_cell_equals_fid_recomputed_from_the_exported_sampler(finished):
 
 def test_fixed_cell_equals_fid_recomputed_from_a_directly_built_sampler(finished):
     _, records = finished
-    denoiser, _ = components.load_denoiser("digits")
+    denoiser, _ = models.load_denoiser("digits")
     layer = samplers.create("ddim", denoiser, num_steps=3, stride="quadratic", eta=0.0, remat=False)
     images = layer(*_eval_noise(3)).numpy()
     expected = _fid64(_features(images), _features(data.load("digits", "train")))
@@ -110,7 +110,7 @@ def test_a_rerun_reads_every_cell_from_the_cache(finished, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a cached cell was recomputed")
 
-    monkeypatch.setattr(evaluation, "sample", fail)
+    monkeypatch.setattr(evaluation.draws, "sample", fail)
     monkeypatch.setattr(benchmark, "run_search", fail)
     assert benchmark.run(_cfg(), workdir, log=_QUIET) == records
 
@@ -142,7 +142,7 @@ def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_pa
     def fail(*args, **kwargs):
         raise AssertionError("the 1000-step reference was sampled twice")
 
-    monkeypatch.setattr(report, "score_reference", fail)
+    monkeypatch.setattr(evaluation.Evaluator, "score_reference", fail)
     again = benchmark.run(cfg, str(tmp_path / "b"), log=_QUIET)
     assert again == records
 

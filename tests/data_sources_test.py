@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import data, data_sources, metrics
-from ddss_tf.search import components, evaluation
+from ddss_tf import evaluation
 
 
 def _raw(n, height=16, width=24, channels=3, seed=0):
@@ -55,7 +55,7 @@ def test_fit_crops_the_centre_and_averages_blocks():
 
 def _pixels_pipeline(dataset, split, image_shape, want, cache_dir):
     """reference_statistics and Scorer on `dataset` with pixel features, against `want`."""
-    pixels = components.load_extractor("pixels")
+    pixels = evaluation.load_extractor("pixels")
     ref = metrics.reference_statistics(pixels, dataset, split, image_shape=image_shape,
                                        cache_dir=cache_dir, progress=False)
     flat = want.reshape(len(want), -1)
@@ -91,7 +91,7 @@ def test_an_image_folder_with_split_subfolders(tmp_path):
     assert len(entries) == 1 and entries[0].is_file() and entries[0].suffix == ".npz", entries
     # A changed file under the same name is a different data set: recomputed, not read back.
     _write_pngs(tmp_path / "imgs" / "train" / "b", raw[5:6], ["0.png"])
-    again = metrics.reference_statistics(components.load_extractor("pixels"), folder, "train",
+    again = metrics.reference_statistics(evaluation.load_extractor("pixels"), folder, "train",
                                          image_shape=(8, 8, 3), cache_dir=str(cache),
                                          progress=False)
     assert again.fingerprint["data"] != ref.fingerprint["data"]
@@ -128,7 +128,7 @@ def test_a_tfds_name_offline_with_mock_data(tmp_path):
 
 
 def test_registered_data_keep_their_fingerprint_and_can_be_fitted(tmp_path):
-    pixels = components.load_extractor("pixels")
+    pixels = evaluation.load_extractor("pixels")
     native = metrics.reference_statistics(pixels, "digits", "heldout", image_shape=(8, 8, 1),
                                           cache_dir=str(tmp_path), progress=False)
     assert "data" not in native.fingerprint  # same entry as a call without image_shape

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import export_helpers
 from ddss_tf import checkpoints, files, images, progress, sampling
-from ddss_tf.search import report
+from ddss_tf import evaluation
 
 
 def _toy_checkpoint(directory, steps=(1, 2, 3)):
@@ -112,12 +112,12 @@ def test_json_is_strict_both_ways(tmp_path):
         assert path in str(e.value)
     # A damaged cache is named and recomputed, never a traceback.
     logged = []
-    assert report.read_cache(path, logged.append) is None
+    assert evaluation.read_cache(path, logged.append) is None
     assert path in logged[0] and "recomputing" in logged[0]
     with pytest.raises(FloatingPointError, match="DDIM: fid not finite"):
-        report.checked_scores(dict(fid=float("nan"), kid=0.1, kid_se=0.01, heldout_fid=1.0),
+        evaluation.checked_scores(dict(fid=float("nan"), kid=0.1, kid_se=0.01, heldout_fid=1.0),
                               "DDIM")
-    assert report.checked_scores(dict(fid=1.0, kid=0.1, kid_se=float("nan"), heldout_fid=1.0),
+    assert evaluation.checked_scores(dict(fid=1.0, kid=0.1, kid_se=float("nan"), heldout_fid=1.0),
                                  "x")["kid_se"] is None
 
 

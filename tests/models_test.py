@@ -20,7 +20,7 @@ from ddss_tf import cli, denoisers, export, models, samplers, sampling, schedule
 from ddss_tf.export import ops
 from ddss_tf.metrics import features as features_lib
 from ddss_tf.search import SearchConfig, run_search
-from ddss_tf.search import run as run_lib
+from ddss_tf.search import workdir as workdir_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _QUIET = lambda *a: None  # noqa: E731
@@ -345,8 +345,8 @@ def test_a_work_dir_from_before_the_model_options_still_resumes(tmp_path):
     for key in ("schedule", "num_timesteps", "prediction"):
         del saved[key]
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    run_lib._read_saved_config(str(tmp_path), cfg)  # no "different settings" error
+    workdir_lib.check_saved_config(str(tmp_path), cfg)  # no "different settings" error
     saved["prediction"] = "v"
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="different prediction"):
-        run_lib._read_saved_config(str(tmp_path), cfg)
+        workdir_lib.check_saved_config(str(tmp_path), cfg)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from ddss_tf import denoisers, models, precision, pretrained, samplers, schedules
 from ddss_tf.nets import unet
-from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
+from ddss_tf.search import SearchConfig, trainer as trainer_lib
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_a_bfloat16_search_step_keeps_the_layer_float32(digits):
     losses = {}
     for prec in ("float32", "bfloat16"):
         cfg = SearchConfig(num_steps=3, batch_size=8, xla=False, precision=prec, train_steps=10)
-        layer = components.build_sampler(cfg, den)
+        layer = cfg.build_sampler(den)
         trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, [8, 8, 1])
         losses[prec] = trainer.train_step()[0]
         assert layer.denoiser is den  # evaluation and export see the float32 network

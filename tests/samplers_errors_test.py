@@ -85,7 +85,8 @@ def test_from_config_needs_a_family(den):
 @pytest.mark.parametrize("args, match", [
     ((0, 5, [2, 4, 4]), r"shape must be \[B, H, W, C\]"),
     ((0, 0, [2, 4, 4, 1]), "num_steps must be an integer >= 1"),
-    (([1, 2], 5, [2, 4, 4, 1]), "seed must be an integer scalar"),
+    (([1, 2, 3], 5, [2, 4, 4, 1]), "seed must be an integer scalar or an int32 pair"),
+    ((0.5, 5, [2, 4, 4, 1]), "seed must be an integer scalar"),
 ])
 def test_draw_noise_bad_input(args, match):
     with pytest.raises(ValueError, match=match):

@@ -12,7 +12,7 @@ import tensorflow as tf
 from ddss_tf import denoisers, samplers, schedules
 from ddss_tf.metrics import features
 from ddss_tf.nets import unet
-from ddss_tf.search import SearchConfig, components, trainer as trainer_lib
+from ddss_tf.search import SearchConfig, trainer as trainer_lib
 
 import toy_networks
 
@@ -137,7 +137,7 @@ def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(
     updated = {}
     for loop in (False, True):
         cfg = SearchConfig(num_steps=4, batch_size=8, loop=loop, xla=True, train_steps=5)
-        layer = components.build_sampler(cfg, den)
+        layer = cfg.build_sampler(den)
         trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, SHAPE[1:])
         assert (trainer._compiling == layer.compiling_network) == loop
         loss, _ = trainer.train_step()

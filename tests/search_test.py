@@ -7,9 +7,11 @@ per-replica noise, clipping and a fresh Keras Adam, with no tf.distribute involv
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import keras
@@ -18,10 +20,11 @@ import pytest
 import tensorflow as tf
 
 import workers
-from ddss_tf import interrupt, progress
+from ddss_tf import evaluation, images, interrupt, models, progress, sampling
 from ddss_tf.metrics import mmd
-from ddss_tf.search import SearchConfig, components, run_search, step_noise
-from ddss_tf.search.run import Setup
+from ddss_tf.noise import step_noise
+from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search.run import Run
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _QUIET = lambda *a: None  # noqa: E731
@@ -46,16 +49,17 @@ def _values(variables):
 
 def _loss_on_step_noise(setup, cfg, step):
     x_T, noise, _ = step_noise(cfg.seed, step, 0, cfg.num_steps, [cfg.batch_size, 8, 8, 1])
-    feats = setup.extractor(setup.layer(x_T, noise))
-    return float(mmd.kid_loss(feats, np.mean(setup.reference.features, 0, keepdims=True)))
+    feats = setup.evaluator.extractor(setup.layer(x_T, noise))
+    return float(mmd.kid_loss(feats, np.mean(setup.evaluator.reference.features, 0,
+                                             keepdims=True)))
 
 
 def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
     # From DDPM every noise scale is interior, and K = 3 has a weight on an earlier state, so
     # every variable has a gradient (from DDIM the noise scales sit on the sigmoid's boundary).
     cfg = _cfg(learning_rate=1e-3, num_steps=3, init="ddpm")
-    setup = Setup(cfg, _QUIET)
-    net_before = _values(setup.net.weights)
+    setup = Run(cfg, tempfile.gettempdir(), _QUIET)
+    net_before = _values(setup.evaluator.net.weights)
     sampler_before = _values(setup.layer.trainable_variables)
     loss_before = _loss_on_step_noise(setup, cfg, 0)
 
@@ -65,7 +69,7 @@ def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
     changed = [not np.array_equal(a, b)
                for a, b in zip(sampler_before, _values(setup.layer.trainable_variables))]
     assert all(changed), changed
-    for a, b in zip(net_before, _values(setup.net.weights)):
+    for a, b in zip(net_before, _values(setup.evaluator.net.weights)):
         np.testing.assert_array_equal(a, b)
     assert int(setup.trainer.step) == 1
     # The feature network is frozen too: the loss sees only the sampler's variables.
@@ -75,9 +79,9 @@ def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
 
 def _manual_steps(cfg, num_steps, replicas):
     """Sampler variables after num_steps steps on the global batch, without tf.distribute."""
-    denoiser, _ = components.load_denoiser(cfg.model)
-    layer = components.build_sampler(cfg, denoiser)
-    extractor = components.load_extractor(cfg.features)
+    denoiser, _ = models.load_denoiser(cfg.model)
+    layer = cfg.build_sampler(denoiser)
+    extractor = evaluation.load_extractor(cfg.features)
     from ddss_tf import metrics
     real = metrics.reference_statistics(extractor, cfg.dataset, cfg.split, progress=False)
     real_mean = tf.constant(real.features.mean(0, keepdims=True), tf.float32)
@@ -103,7 +107,7 @@ def _manual_steps(cfg, num_steps, replicas):
 
 def test_mirrored_two_replicas_equal_the_single_device_global_batch():
     cfg = _cfg(strategy="mirrored")
-    setup = Setup(cfg, _QUIET)
+    setup = Run(cfg, tempfile.gettempdir(), _QUIET)
     assert setup.strategy.num_replicas_in_sync == 2
     losses, norms = zip(*[setup.trainer.train_step() for _ in range(2)])
     got = _values(setup.layer.trainable_variables)
@@ -158,8 +162,9 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
         assert os.path.exists(tmp_path / "full" / name), name
     assert os.listdir(tmp_path / "full" / "tensorboard")
     labels = [r["sampler"] for r in full["records"]]
-    assert labels[:4] == [s[0] for s in components.baseline_specs()]
+    assert labels[:4] == [s[0] for s in evaluation.BASELINES]
     assert labels[4].startswith("DDSS GGDM") and labels[5] == "DDPM 10 steps"
+    assert [r["role"] for r in full["records"]] == ["baseline"] * 4 + ["learned", "reference"]
     floor = full["training_data_resampled"]  # the metrics' floor (benchmark_test checks its FID)
     assert floor["num_samples"] == cfg.final_samples and floor["fid"] > 0
     assert f"FID {floor['fid']:.4f}" in (tmp_path / "full" / "results.md").read_text()
@@ -180,7 +185,7 @@ def _poison(monkeypatch):
 
 def test_nan_loss_stops_before_any_update(monkeypatch):
     flag = _poison(monkeypatch)
-    setup = Setup(_cfg(), _QUIET)
+    setup = Run(_cfg(), tempfile.gettempdir(), _QUIET)
     setup.trainer.train_step()
     before = _values(setup.layer.trainable_variables)
     iterations = int(setup.trainer.optimizer.iterations)
@@ -258,6 +263,33 @@ def test_binary_reports_bad_flags_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "ddss_search: error: num_steps 5000 exceeds the model's T = 1000" in proc.stderr
+
+
+def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):
+    """results.md names the ddss_sample command that redraws the evaluation's first batch; with
+    the baselines drawn by the same rule (sampling.draw), the rows rebuild compare.png."""
+    cfg = _cfg(train_steps=1)
+    workdir = tmp_path / "run"
+    results = run_search(cfg, str(workdir), log=_QUIET)
+    command = re.search(r"`(ddss_sample [^`]*)`", (workdir / "results.md").read_text()).group(1)
+    out = tmp_path / "learned.npz"
+    env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, os.path.join(_ROOT, "bin", "ddss_sample.py"),
+                           *command.split()[1:], f"--out={out}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    learned = np.load(out)["images"]
+    assert len(learned) == cfg.final_samples
+    rows = []
+    for label, family, options in evaluation.BASELINES:
+        source = sampling.from_family(family, num_steps=cfg.num_steps, **options)
+        rows.append(sampling.draw(source, cfg.final_samples, evaluation.EVAL_SEED,
+                                  cfg.final_samples)[0])
+    rows.append(learned)
+    labels = [r["sampler"] for r in results["records"] if r["role"] != "reference"]
+    want = images.labelled_rows([r[:12] for r in rows], ncols=12, scale=4, labels=labels)
+    png = tf.io.decode_png(tf.io.read_file(str(workdir / "samples" / "compare.png"))).numpy()
+    np.testing.assert_array_equal(png[..., :want.shape[-1]], want)
 
 
 _WORKER = textwrap.dedent("""

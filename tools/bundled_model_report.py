@@ -6,10 +6,10 @@ Writes
   docs/images/digits_ddpm_samples.png       real training digits (top) | 1000-step ancestral samples
   docs/bundled_model_scores.json            FID / KID / IS / held-out FID of each sampler below
   ddss_tf/assets/digits_ddpm/reference/     the 1000-step scores `ddss_search` compares with
-                                            (search.report.reference_scores reads them; the file
+                                            (evaluation.Evaluator.reference_scores reads them; the file
                                             name hashes the model, sample count and features)
 and prints a markdown table for docs/bundled_models.md. Samples use the evaluation seeds of
-`ddss_search` (search.evaluation.EVAL_SEED), so the numbers are the ones its tables show.
+`ddss_search` (noise.EVAL_SEED), so the numbers are the ones its tables show.
 """
 
 import os
@@ -17,9 +17,8 @@ import sys
 
 from absl import app, flags
 
-from ddss_tf import data, images
-from ddss_tf.search import SearchConfig, components, report
-from ddss_tf.search.run import Setup
+from ddss_tf import data, evaluation, files, images
+from ddss_tf.search import SearchConfig
 
 flags.DEFINE_integer("num_samples", 2000, "Samples per sampler (ddss_search's final_samples).")
 FLAGS = flags.FLAGS
@@ -29,22 +28,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv):
     del argv
     n = FLAGS.num_samples
-    setup = Setup(SearchConfig(), print)
-    scores, ddpm_images = report.score_reference(setup, 1000, n, print)
-    name, key = report.reference_file(setup, 1000, n)
+    setup = evaluation.Evaluator(SearchConfig(), print)
+    scores, ddpm_images = setup.score_reference(1000, n)
+    name, key = setup.reference_file(1000, n)
     ref_dir = os.path.join(ROOT, "ddss_tf", "assets", "digits_ddpm", "reference")
     os.makedirs(ref_dir, exist_ok=True)
-    report.write_json_atomic(os.path.join(ref_dir, name), dict(scores, key=key))
+    files.write_json(os.path.join(ref_dir, name), dict(scores, key=key))
 
     records = [dict(sampler="DDPM", num_steps=1000, **scores)]
     heldout_real = data.load("digits", "heldout")
     records.append(dict(sampler="real held-out digits", num_steps=0, **setup.scorer(heldout_real)))
     for k in (5, 10, 20):
-        for label, family, options in components.baseline_specs():
-            layer = components.build_layer(family, setup.denoiser, k, **options)
-            s, _ = report.sample_and_score(setup, layer, n, f"{label} K={k}", print)
+        for label, family, options in evaluation.BASELINES:
+            layer = setup.baseline_layer(family, k, **options)
+            s, _ = setup.sample_and_score(layer, n, f"{label} K={k}")
             records.append(dict(sampler=label, num_steps=k, **s))
-    report.write_json_atomic(os.path.join(ROOT, "docs", "bundled_model_scores.json"), records)
+    files.write_json(os.path.join(ROOT, "docs", "bundled_model_scores.json"), records)
 
     real = setup.real_images[:64]
     grid = images.labelled_rows([real, ddpm_images[:64]], ncols=16, scale=4)

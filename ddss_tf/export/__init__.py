@@ -2,21 +2,23 @@
 
     from ddss_tf import export
     export.write_coefficients(layer, "coefficients.json", export.model_fingerprint(net))
+                                                      # (= models.fingerprint)
     layer = export.load_coefficients("coefficients.json", denoiser)   # checks it is the same model
     version_dir = export.export_sampler(layer, "export")                # export/<n>/ SavedModel
     sampler = export.load_sampler("export")                             # latest version
     sampler.sample(16, seed=0); sampler.from_noise(x_T, noise); sampler.coefficients()
 
 Signatures of the SavedModel: `saved_model` module doc. Schema of the JSON:
-docs/coefficients_json.md. Seeds: export.draw_noise(export.seed_pair(s), N, K, shape)
-draws what samplers.draw_noise(s, K, [N, *shape]) draws, in or out of a graph.
+docs/coefficients_json.md. Seeds: the serving signature's int32 pair [hi, lo] is the seed
+noise.seed_pair(s) of ddss_tf.noise, and draws what noise.draw(s, K, [N, H, W, C]) draws.
 """
 
 from ddss_tf.export.coefficients import (
-    coefficients_document, image_shape_of, load_coefficients, model_fingerprint,
-    read_coefficients, write_coefficients)
+    coefficients_document, load_coefficients, read_coefficients, write_coefficients)
 from ddss_tf.export.exported import ExportedSampler, load_sampler, resolve_version_dir
-from ddss_tf.export.ops import draw_noise, seed_pair, to_uint8
+from ddss_tf.export.ops import to_uint8
+from ddss_tf.models import fingerprint as model_fingerprint  # ddss_tf.models owns it
+from ddss_tf.noise import seed_pair
 from ddss_tf.export.saved_model import SIGNATURES, export_sampler, next_version
 
 __all__ = [
@@ -26,3 +28,20 @@ __all__ = [
     "load_sampler", "resolve_version_dir", "ExportedSampler",
     "draw_noise", "seed_pair", "to_uint8",
 ]
+
+
+def image_shape_of(network):
+    """Deprecated (kept for one release): `models.image_shape(network)`, as a list."""
+    from ddss_tf import models
+
+    shape = models.image_shape(network)
+    return None if shape is None else list(shape)
+
+
+def draw_noise(seed, num_samples, num_steps, image_shape, dtype=None):
+    """Deprecated (kept for one release): `noise.draw(seed, num_steps, [num_samples,
+    *image_shape])`, which ddss_tf.noise owns with the argument order of every other draw."""
+    from ddss_tf import noise
+
+    kwargs = {} if dtype is None else dict(dtype=dtype)
+    return noise.draw(seed, num_steps, [num_samples, *image_shape], **kwargs)

@@ -17,10 +17,10 @@ import json
 import numpy as np
 
 from ddss_tf import __version__, files, samplers, schedules
-from ddss_tf.metrics import features as _features
+from ddss_tf import models
 
 __all__ = ["write_coefficients", "load_coefficients", "read_coefficients", "coefficients_document",
-           "model_fingerprint", "image_shape_of", "FORMAT", "FORMAT_VERSION"]
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "ddss_tf.coefficients"
 FORMAT_VERSION = 1
@@ -30,31 +30,12 @@ _TYPES = dict(family=str, num_steps=int, query_times=list, coefficients=dict, va
               schedule=dict, model=dict, layer_config=dict)
 
 
-def model_fingerprint(network):
-    """The string "<name>:<sha1 digest of the weights' shapes, dtypes and bytes>" of a Keras model.
-
-    The same string `search.components.model_fingerprint` writes; the loader compares
-    only the digest, so a renamed copy of the same model still matches.
-    """
-    return f"{network.name}:{_features.weights_digest(network.get_weights())}"
-
-
-def image_shape_of(network):
-    """[H, W, C] of a Keras model called as model([x_t, t]), or None when it cannot tell."""
-    inputs = getattr(network, "inputs", None)
-    try:
-        shape = list(inputs[0].shape[1:])
-    except (TypeError, IndexError, AttributeError):
-        return None
-    return [int(s) for s in shape] if len(shape) == 3 and None not in shape else None
-
-
 def coefficients_document(layer, model_fingerprint, image_shape=None):
     """The coefficients.json content of a sampler layer, as a dict (see the schema doc)."""
     den = layer.denoiser
     network = getattr(den, "network", None)
     if image_shape is None and network is not None:
-        image_shape = image_shape_of(network)
+        image_shape = models.image_shape(network)
     coefs = layer.coefficients()
     bad = [k for k, v in coefs.items() if not np.all(np.isfinite(v))]
     if bad:
@@ -86,7 +67,7 @@ def write_coefficients(layer, path, model_fingerprint, image_shape=None):
     Args:
       layer: a `samplers.Sampler`.
       path: destination file.
-      model_fingerprint: the model's identity, e.g. `model_fingerprint(network)`.
+      model_fingerprint: the model's identity, e.g. `models.fingerprint(network)`.
       image_shape: [H, W, C]; default: read from the denoiser's Keras network.
     """
     text = dumps(coefficients_document(layer, model_fingerprint, image_shape))
@@ -160,7 +141,7 @@ def _model_mismatches(doc, denoiser, check_fingerprint):
         if network is None:
             raise ValueError("cannot check the model fingerprint of a denoiser without a Keras "
                              "network; pass check_fingerprint=False to skip that check")
-        want, have = str(model.get("fingerprint")), model_fingerprint(network)
+        want, have = str(model.get("fingerprint")), models.fingerprint(network)
         if want.rsplit(":", 1)[-1] != have.rsplit(":", 1)[-1]:
             out.append(f"weights fingerprint {want} != {have} (learned for another model)")
     try:
@@ -171,7 +152,8 @@ def _model_mismatches(doc, denoiser, check_fingerprint):
         raise ValueError(f"the schedule in the coefficients file is invalid ({e})") from e
     if not same:
         out.append(f"schedule {doc['schedule']} != {denoiser.schedule.get_config()}")
-    shape = image_shape_of(network) if network is not None else None
+    shape = models.image_shape(network) if network is not None else None
+    shape = None if shape is None else list(shape)
     if shape is not None and model.get("image_shape") not in (None, shape):
         out.append(f"image shape {model.get('image_shape')} != {shape}")
     for key, have in (("prediction", denoiser.prediction), ("clip_x0", denoiser.clip_x0),

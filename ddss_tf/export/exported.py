@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf.export import ops
+from ddss_tf import noise as noise_lib
 from ddss_tf.export import saved_model as saved_model_lib
 
 __all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler"]
@@ -58,7 +58,7 @@ class ExportedSampler:
     def sample(self, num_samples, seed):
         """uint8 [N, H, W, C] from serving_default; seed: an int in [0, 2**63) or an int pair."""
         n = self._check_num_samples(num_samples)
-        pair = ops.seed_pair(seed) if np.ndim(seed) == 0 else _check_pair(seed)
+        pair = noise_lib.seed_pair(seed) if np.ndim(seed) == 0 else _check_pair(seed)
         out = self._signatures["serving_default"](
             num_samples=tf.constant(n, tf.int32), seed=tf.constant(pair, tf.int32))
         return out["images"].numpy()

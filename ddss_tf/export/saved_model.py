@@ -4,7 +4,7 @@
 
 Signatures (K = layer.num_steps, [H, W, C] = the model's image shape, N <= max_num_samples):
   serving_default  (num_samples int32 [], seed int32 [2]) -> {"images": uint8 [N, H, W, C]}
-                   seed (hi, lo) draws exactly samplers.draw_noise(hi * 2**32 + lo, K, [N, H, W, C])
+                   seed (hi, lo) draws exactly noise.draw(hi * 2**32 + lo, K, [N, H, W, C])
                    (lo read as unsigned), so [0, s] is seed s; num_samples outside
                    [1, max_num_samples] fails with an InvalidArgument naming the bound.
                    The signature declares seed as int32 [-1] and checks its 2 entries at
@@ -29,8 +29,10 @@ import os
 
 import tensorflow as tf
 
-from ddss_tf import samplers
 from ddss_tf import files
+from ddss_tf import models
+from ddss_tf import noise as noise_lib
+from ddss_tf import samplers
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import ops
 
@@ -80,13 +82,13 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
         raise ValueError(f"max_num_samples must be a positive integer, got {max_num_samples!r}")
     network = getattr(layer.denoiser, "network", None)
     if image_shape is None and network is not None:
-        image_shape = coefficients_lib.image_shape_of(network)
+        image_shape = models.image_shape(network)
     if image_shape is None or len(image_shape) != 3:
         raise ValueError("cannot tell the image shape [H, W, C] of the model; pass image_shape")
     if model_fingerprint is None:
         if network is None:
             raise ValueError("a denoiser without a Keras network needs model_fingerprint")
-        model_fingerprint = coefficients_lib.model_fingerprint(network)
+        model_fingerprint = models.fingerprint(network)
     image_shape = [int(s) for s in image_shape]
     doc = coefficients_lib.coefficients_document(layer, model_fingerprint, image_shape)
     doc["export"] = {"max_num_samples": int(max_num_samples),
@@ -130,7 +132,7 @@ def _build_module(layer, image_shape, max_num_samples):
         pair = tf.debugging.assert_equal(
             tf.size(seed), 2, message="seed must be an int32 pair [hi, lo] (2 entries)")
         with tf.control_dependencies([pair]):
-            x_T, noise = ops.draw_noise(tf.identity(seed), n, k, image_shape)
+            x_T, noise = noise_lib.draw(tf.identity(seed), k, [n, *image_shape])
         return {"images": from_noise(x_T, noise)["images_uint8"]}
 
     def coefficients():

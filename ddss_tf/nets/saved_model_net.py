@@ -11,7 +11,7 @@ Anything else is one ValueError naming what the signature has.
 The signature runs on the SavedModel's own variables (samplers, gradients to x_t,
 XLA and `export.export_sampler` all call it as a function). Copies of those
 variables are the Keras model's non-trainable weights, so `get_weights()` and the
-weights fingerprint (`export.model_fingerprint`) see the network's values.
+weights fingerprint (`models.fingerprint`) see the network's values.
 """
 
 import os

@@ -6,6 +6,8 @@
     layer.query_times()             # descending float64 [K], model time units
     layer.coefficients()            # dict of float64 numpy arrays after the constraint maps
     samplers.names()                # families create() accepts
+    samplers.learnable_names()      # the families a search learns; samplers.options(name):
+                                    # a family's own options; samplers.label(name): its table name
     samplers.from_config(layer.get_config(), denoiser)   # the denoiser is not config
 
 Training-free: "ddpm", "ddim", "dpm_solver_pp_2m", "unipc". Learnable (DDSS,
@@ -15,9 +17,11 @@ their own float32 variables (`layer.trainable_variables`); the network stays fro
 and untracked.
 """
 
+from ddss_tf.noise import draw as draw_noise  # the noise a sampler call takes (ddss_tf.noise)
 from ddss_tf.samplers.base import Sampler
-from ddss_tf.samplers.noise import draw_noise
-from ddss_tf.samplers.registry import create, family, from_config, names
+from ddss_tf.samplers.registry import (create, family, from_config, label, learnable_names,
+                                       names, options)
 from ddss_tf.samplers.times import stride_names
 
-__all__ = ["Sampler", "create", "draw_noise", "family", "from_config", "names", "stride_names"]
+__all__ = ["Sampler", "create", "draw_noise", "family", "from_config", "label",
+           "learnable_names", "names", "options", "stride_names"]

@@ -25,18 +25,22 @@ from ddss_tf.samplers import rddim
 from ddss_tf.samplers import unipc
 from ddss_tf.samplers import variances
 
-__all__ = ["create", "names", "family", "from_config"]
+__all__ = ["create", "names", "family", "from_config", "learnable_names", "options", "label",
+           "COMMON_OPTIONS"]
 
+# name: (layer class, its own options, learnable, label in tables)
 _FAMILIES = {
-    "ddpm": (ddpm.DDPM, ("variance",)),
-    "ddim": (ddim.DDIM, ("eta",)),
-    "ddim_sigma": (ddim_sigma.DDIMSigma, ("init",)),
-    "vars": (variances.VARS, ("init",)),
-    "rddim": (rddim.RDDIM, ("init",)),
-    "ggdm": (ggdm.GGDM, ("init", "pred")),
-    "dpm_solver_pp_2m": (dpm_solver.DPMSolverPP2M, ()),
-    "unipc": (unipc.UniPC, ()),
+    "ddpm": (ddpm.DDPM, ("variance",), False, "DDPM"),
+    "ddim": (ddim.DDIM, ("eta",), False, "DDIM"),
+    "ddim_sigma": (ddim_sigma.DDIMSigma, ("init",), True, "DDIM-sigma"),
+    "vars": (variances.VARS, ("init",), True, "VARS"),
+    "rddim": (rddim.RDDIM, ("init",), True, "Relaxed DDIM"),
+    "ggdm": (ggdm.GGDM, ("init", "pred"), True, "GGDM"),
+    "dpm_solver_pp_2m": (dpm_solver.DPMSolverPP2M, (), False, "DPM-Solver++(2M)"),
+    "unipc": (unipc.UniPC, (), False, "UniPC"),
 }
+# The options every family takes.
+COMMON_OPTIONS = ("num_steps", "stride", "time", "remat", "loop")
 
 
 def names():
@@ -44,11 +48,31 @@ def names():
     return sorted(_FAMILIES)
 
 
+def learnable_names():
+    """The families with coefficients to learn (a search's families); the others are
+    training-free (though any family learns its query times with time=True)."""
+    return [name for name in names() if _FAMILIES[name][2]]
+
+
 def family(name):
     """The layer class of a family name."""
+    return _FAMILIES[_known(name)][0]
+
+
+def options(name):
+    """The family's own options (`create` refuses the others), e.g. ("init", "pred") for ggdm."""
+    return _FAMILIES[_known(name)][1]
+
+
+def label(name):
+    """The family's name in tables, e.g. "GGDM", "DDIM-sigma"."""
+    return _FAMILIES[_known(name)][3]
+
+
+def _known(name):
     if name not in _FAMILIES:
         raise ValueError(f"unknown sampler family {name!r}; accepted: {', '.join(names())}")
-    return _FAMILIES[name][0]
+    return name
 
 
 def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=False,
@@ -69,15 +93,14 @@ def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=
       A `base.Sampler` Keras layer: layer(x_T, noise) -> x0.
     """
     cls = family(name)
-    options = {"eta": eta, "pred": pred, "init": init, "variance": variance}
-    accepted = _FAMILIES[name][1]
-    for key, value in options.items():
+    given = {"eta": eta, "pred": pred, "init": init, "variance": variance}
+    accepted = options(name)
+    for key, value in given.items():
         if value is not None and key not in accepted and not (key == "pred" and value is False):
             raise ValueError(
                 f"option {key}={value!r} does not apply to the {name} family; "
-                f"{name} accepts: "
-                f"{', '.join(accepted + ('num_steps', 'stride', 'time', 'remat', 'loop'))}")
-    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+                f"{name} accepts: {', '.join(accepted + COMMON_OPTIONS)}")
+    kwargs = {k: v for k, v in given.items() if k in accepted and v is not None}
     if "layer_name" in layer_kwargs:
         layer_kwargs["name"] = layer_kwargs.pop("layer_name")
     return cls(denoiser, num_steps=num_steps, stride=stride, time=time, remat=remat, loop=loop,

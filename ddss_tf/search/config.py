@@ -8,6 +8,7 @@ feature space, sized to finish within minutes on a laptop CPU.
 import dataclasses
 import json
 
+from ddss_tf import samplers
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import strategies
@@ -77,13 +78,23 @@ class SearchConfig:
     final_samples: int = 2000
     reference_steps: int = 1000
 
+    def __post_init__(self):
+        # +PRED is an option of the families that take it (samplers.options): elsewhere it is
+        # False, so names, labels and saved configs never carry a +PRED that was not learned.
+        if self.family in samplers.names() and "pred" not in samplers.options(self.family):
+            self.pred = False
+
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted."""
-        from ddss_tf import denoisers, samplers
+        from ddss_tf import denoisers
         from ddss_tf.metrics import mmd
 
+        learnable = ", ".join(samplers.learnable_names())
         if self.family not in samplers.names():
-            raise ValueError(f"unknown family {self.family!r}; accepted: {', '.join(samplers.names())}")
+            raise ValueError(f"unknown family {self.family!r}; accepted: {learnable}")
+        if self.family not in samplers.learnable_names():
+            raise ValueError(f"family {self.family!r} has nothing to learn; learnable families: "
+                             f"{learnable}")
         if self.kernel not in mmd.kernel_names():
             raise ValueError(f"unknown kernel {self.kernel!r}; accepted: {', '.join(mmd.kernel_names())}")
         if self.strategy not in strategies.names():
@@ -127,9 +138,20 @@ class SearchConfig:
 
     def run_name(self):
         """The work directory name ddss_search gives this search: <family>[_pred][_time]_k<K>."""
-        parts = [self.family] + (["pred"] if self.pred and self.family == "ggdm" else []) + \
+        parts = [self.family] + (["pred"] if self.pred else []) + \
             (["time"] if self.time else []) + [f"k{self.num_steps}"]
         return "_".join(parts)
+
+    def label(self):
+        """The learned sampler's name in tables, e.g. "DDSS GGDM +PRED +TIME"."""
+        return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
+                + (" +TIME" if self.time else ""))
+
+    def build_sampler(self, denoiser):
+        """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""
+        return samplers.create(self.family, denoiser, num_steps=self.num_steps,
+                               stride=self.stride, remat=self.remat, loop=self.loop,
+                               time=self.time, init=self.init, pred=self.pred)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -13,7 +13,8 @@ import sys
 
 import tensorflow as tf
 
-__all__ = ["make", "names", "split_cpu", "is_chief_task", "cluster_task"]
+__all__ = ["make", "names", "split_cpu", "is_chief_task", "cluster_task", "is_multi_worker",
+           "check_same_start", "agreed_stop"]
 
 
 def names():
@@ -144,3 +145,52 @@ def make(name="default", tpu="", worker_timeout=0):
     if name == "tpu":
         return _tpu(tpu)
     raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(names())}")
+
+
+# ---- agreeing across the workers of a multi-worker run ----
+
+_SIGNALS = (None, "SIGINT", "SIGTERM")
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` spans workers of a cluster (a MultiWorkerMirroredStrategy with a task)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        getattr(strategy.cluster_resolver, "task_type", None) is not None
+
+
+def _sum_over_workers(strategy, values):
+    """The float64 sum over every replica of every worker of `values` (the same on each)."""
+    local = tf.constant(values, tf.float64)
+    per_replica = strategy.run(lambda: tf.identity(local))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+
+def check_same_start(strategy, step, chief_dir):
+    """Every worker must resume from the same step: a worker that cannot see the chief's
+    checkpoints (no shared file system) would start again from step 0 and feed gradients of
+    other coefficients into the chief's run. The workers all-reduce their steps first."""
+    if not is_multi_worker(strategy):
+        return
+    count, total, squares = _sum_over_workers(strategy, [1.0, step, float(step) ** 2])
+    if squares * count != total * total:  # not all equal
+        raise ValueError(
+            f"the workers resumed from different steps (this one from step {step}, the mean is "
+            f"{total / count:g}): every worker must see the chief's checkpoints in {chief_dir}; "
+            "give all of them the same --workdir on a shared file system")
+
+
+def agreed_stop(strategy, received):
+    """The signal that stops every worker after this step, or None.
+
+    One worker's SIGTERM must stop all of them at the same step: a worker that left the
+    loop alone would leave the others waiting in the next step's collectives. So on a
+    multi-worker strategy the workers all-reduce which signals they received (SIGTERM wins
+    over SIGINT), and every worker saves and stops together. One process: its own signal.
+    """
+    if not is_multi_worker(strategy):
+        return received
+    total = _sum_over_workers(strategy, [float(received == name) for name in _SIGNALS])
+    for name in reversed(_SIGNALS[1:]):
+        if total[_SIGNALS.index(name)] > 0:
+            return name
+    return None

@@ -27,24 +27,10 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from ddss_tf import precision
+from ddss_tf import noise, precision
 from ddss_tf.metrics import mmd
 
-__all__ = ["Trainer", "step_noise"]
-
-
-def step_noise(seed, step, replica, num_steps, shape):
-    """(x_T [B, H, W, C], noise [K, B, H, W, C]) for one replica at one step, stateless.
-
-    The key is (seed, step) folded with the replica id, so a run is reproducible and
-    a resumed run continues the same sequence.
-    """
-    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-    key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64))
-    k_x, k_z, k_real = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-    x_T = tf.random.stateless_normal(shape, k_x)
-    noise = tf.random.stateless_normal([num_steps] + list(shape), k_z)
-    return x_T, noise, k_real
+__all__ = ["Trainer"]
 
 
 def _is_tpu(strategy):
@@ -115,9 +101,10 @@ class Trainer:
 
     def _replica_step(self, step):
         ctx = tf.distribute.get_replica_context()
-        x_T, noise, k_real = step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
-                                        self.layer.num_steps, [self.local_batch] + self.image_shape)
-        return self._grads(x_T, noise, self._real_batch(k_real))
+        shape = [self.local_batch] + self.image_shape
+        x_T, z, k_real = noise.step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
+                                          self.layer.num_steps, shape)
+        return self._grads(x_T, z, self._real_batch(k_real))
 
     def _grads_fn(self, x_T, noise, real):
         """(global loss, global grad norm, all-reduced grads) on one replica."""

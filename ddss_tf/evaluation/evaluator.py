@@ -1,0 +1,168 @@
+"""The Evaluator: what a config names (model, real data, feature networks), resolved once,
+and the comparisons every evaluation makes (training-free baselines, the many-step reference)."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from ddss_tf import data, files, metrics, models, pretrained, samplers
+from ddss_tf.evaluation import draws, records, scoring
+
+__all__ = ["Evaluator", "BASELINES", "read_cache"]
+
+# The training-free samplers a learned one is compared with at the same K, as in the
+# paper's tables: (label, family, options).
+BASELINES = (
+    ("DDPM linear", "ddpm", dict(stride="linear")),
+    ("DDPM quadratic", "ddpm", dict(stride="quadratic")),
+    ("DDIM linear", "ddim", dict(stride="linear", eta=0.0)),
+    ("DDIM quadratic", "ddim", dict(stride="quadratic", eta=0.0)),
+)
+
+
+def read_cache(path, log):
+    """A cached JSON score file, or None when there is none or it is damaged (truncated,
+    invalid, non-finite): then it is named in the log and recomputed."""
+    if not os.path.exists(path):
+        return None
+    try:
+        value = files.read_json(path, "cache file")
+    except ValueError as e:
+        log(f"  ignoring a damaged cache: {e}; recomputing it")
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Evaluator:
+    """The model, the real data and the scorer a config names, resolved once.
+
+    cfg: anything with the SearchConfig fields of the model (models.OPTIONS), dataset,
+    split, features, heldout_features and reference_steps. num_steps: the K values that
+    will be sampled, each checked against the model's T. log: where progress lines go.
+
+    Attributes: denoiser, net, model_fingerprint, image_shape, real_images, extractor,
+    heldout, reference, heldout_reference, scorer, inputs_fingerprint, reference_steps.
+    """
+
+    def __init__(self, cfg, log=print, num_steps=()):
+        self.log = log
+        self.denoiser, self.net = models.load_denoiser(**models.options(cfg))
+        T = self.denoiser.schedule.num_timesteps
+        for k in num_steps:  # before the (possibly long) reference statistics
+            if k > T:
+                raise ValueError(f"num_steps {k} exceeds the model's T = {T}")
+        self.reference_steps = min(getattr(cfg, "reference_steps", T), T)
+        self.model_fingerprint = models.fingerprint(self.net)
+        # The real data are fitted to the model's image shape (channels, centre crop, resize).
+        self.image_shape = models.image_shape(self.net)
+        self.real_images = data.load(cfg.dataset, cfg.split, self.image_shape)
+        self.extractor = scoring.load_extractor(cfg.features)
+        self.heldout = scoring.load_extractor(cfg.heldout_features)
+        log("reference statistics ...")
+        self.reference, self.heldout_reference = (
+            metrics.reference_statistics(ext, cfg.dataset, cfg.split, image_shape=self.image_shape,
+                                         images=self.real_images)
+            for ext in (self.extractor, self.heldout))
+        self.scorer = scoring.Scorer(self.extractor, self.reference, self.heldout,
+                                     self.heldout_reference)
+        den = self.denoiser
+        # What scores depend on besides the sampler, the network weights and the sample count:
+        # the real data (both statistics' fingerprints name dataset, split, count, feature
+        # network and, for outside data, an image digest) and how the network is read.
+        self.inputs_fingerprint = dict(
+            reference=self.reference.fingerprint, heldout=self.heldout_reference.fingerprint,
+            schedule=den.schedule.get_config(), prediction=den.prediction, clip_x0=den.clip_x0,
+            scorer=scoring.SCORER_VERSION)
+
+    def sample(self, layer, num_samples, **kwargs):
+        """`draws.sample` of the layer at this model's image shape (evaluation seeds)."""
+        return draws.sample(layer, num_samples, self.image_shape, **kwargs)
+
+    def score(self, images, label):
+        """Checked scores of images (FloatingPointError naming `label` if any is not finite)."""
+        if not np.all(np.isfinite(images)):
+            raise FloatingPointError(f"{label}: its samples hold NaN / Inf (the model or the "
+                                     "sampler's coefficients); nothing scored or written")
+        return scoring.checked_scores(self.scorer(images), label)
+
+    def sample_and_score(self, layer, num_samples, label, show_progress=False):
+        """(scores, images) of num_samples samples of `layer` on the evaluation seeds; logs a
+        line."""
+        imgs = self.sample(layer, num_samples, show_progress=show_progress, desc=label)
+        scores = self.score(imgs, label)
+        records.log_scores(label, scores, self.log)
+        return scores, imgs
+
+    def baseline_layer(self, family, num_steps, **options):
+        """A training-free sampler on this model, for evaluation (no rematerialisation)."""
+        return samplers.create(family, self.denoiser, num_steps=num_steps, remat=False, **options)
+
+    def baselines(self, num_steps, num_samples, cache=None, keep_images=False):
+        """{label: scores} of the BASELINES at K = num_steps; with keep_images, (scores,
+        {label: images}). Cached in the file `cache` (without images)."""
+        cached = None if keep_images or cache is None else read_cache(cache, self.log)
+        if cached is not None:
+            return cached
+        self.log(f"baselines at K={num_steps} on {num_samples} samples:")
+        scores, images = {}, {}
+        for label, family, options in BASELINES:
+            layer = self.baseline_layer(family, num_steps, **options)
+            scores[label], images[label] = self.sample_and_score(layer, num_samples, label)
+        if cache is not None:
+            files.write_json(cache, scores)
+        return (scores, images) if keep_images else scores
+
+    def reference_file(self, steps, num_samples):
+        """(file name, key) of the cached scores of `steps`-step DDPM on num_samples samples.
+
+        The key holds the model's weights digest, the sample count, the evaluation seed, the
+        step count and inputs_fingerprint (data, feature networks, schedule, prediction);
+        the name hashes it."""
+        key = [self.model_fingerprint, num_samples, draws.EVAL_SEED, steps,
+               self.inputs_fingerprint]
+        return f"ddpm{steps}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}.json", key
+
+    def score_reference(self, steps, num_samples):
+        """(scores, images) of DDPM with `steps` linear-stride steps on the evaluation seeds."""
+        layer = self.baseline_layer("ddpm", steps, stride="linear")
+        return self.sample_and_score(layer, num_samples, f"DDPM {steps} steps", show_progress=True)
+
+    def reference_scores(self, num_samples, steps=None, cache_dir=None, return_images=False):
+        """Scores of DDPM with `steps` (default reference_steps: all T) linear-stride steps,
+        the quality a fast sampler aims for, cached per model.
+
+        Computed once per model, sample count and feature networks (about 7 minutes for 2,000
+        digits on 2 CPU cores) and reused by every search. The bundled digits DDPM ships its
+        entries in assets/digits_ddpm/reference/ (2,000 samples, as ddss_search uses, made by
+        tools/bundled_model_report.py; 10,000, as ddss_benchmark uses, from its cache); any
+        other model, count or feature network is computed here.
+        With return_images, returns (scores, images), images None when the scores were cached.
+        """
+        steps = self.reference_steps if steps is None else steps
+        name, key = self.reference_file(steps, num_samples)
+        cache_dir = cache_dir or metrics.reference.default_cache_dir()
+        for directory in (cache_dir, os.path.join(pretrained.asset_dir("digits_ddpm"), "reference")):
+            scores = read_cache(os.path.join(directory, name), self.log)
+            if scores is not None:
+                return (scores, None) if return_images else scores
+        path = os.path.join(cache_dir, name)
+        self.log(f"DDPM with {steps} steps on {num_samples} samples (once per model; cached in "
+                 f"{path}):")
+        scores, images = self.score_reference(steps, num_samples)
+        os.makedirs(cache_dir, exist_ok=True)
+        files.write_json(path, dict(scores, key=key))
+        return (scores, images) if return_images else scores
+
+    def resampled_real(self, num_samples, seed=draws.EVAL_SEED):
+        """num_samples of the reference images drawn with replacement (seeded).
+
+        Scored, they are what a model that reproduced its training data exactly would get:
+        FID is biased upwards at a finite sample count, so their FID is its floor at
+        num_samples, the scale against which samplers' scores are read. (Their KID is not a
+        floor: KID is unbiased, and a sample repeating the reference images is not
+        independent of them, which biases it low.)
+        """
+        rng = np.random.default_rng(seed)
+        return self.real_images[rng.integers(0, len(self.real_images), int(num_samples))]

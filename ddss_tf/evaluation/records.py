@@ -1,0 +1,45 @@
+"""Records of scored samplers (one results.json entry each), tagged by role, and their tables."""
+
+__all__ = ["ROLES", "record", "log_scores", "markdown_table", "kid_text"]
+
+# What a record is in a comparison: a training-free sampler at the same K, the learned
+# sampler, the many-step DDPM reference, or the real data resampled (FID's floor).
+ROLES = ("baseline", "learned", "reference", "data")
+
+
+def record(label, k, scores, role):
+    """One results.json record: sampler, num_steps, fid, kid, kid_se, is, heldout,
+    num_samples and its role (`ROLES`)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; accepted: {', '.join(ROLES)}")
+    return dict(sampler=label, num_steps=int(k), fid=scores["fid"], kid=scores["kid"],
+                kid_se=scores["kid_se"], heldout=scores["heldout_fid"],
+                num_samples=scores["num_samples"], role=role,
+                **{"is": scores.get("is")})  # None (JSON null) without classifier logits
+
+
+def log_scores(label, scores, log, note=""):
+    """One line: label, FID, KID +- SE, held-out FID."""
+    log(f"  {label:<28} FID {scores['fid']:.4f}  KID {kid_text(scores['kid'], scores['kid_se'])}"
+        f"  held-out FID {scores['heldout_fid']:.4f}{note}")
+
+
+def kid_text(kid, kid_se):
+    """ "KID +- SE", or "n/a" for a row without KID (the resampled training data)."""
+    if kid is None:
+        return "n/a"
+    return f"{kid:.5f} +- " + ("n/a" if kid_se is None else f"{kid_se:.5f}")
+
+
+def _num(value, fmt):
+    return "n/a" if value is None else format(value, fmt)
+
+
+def markdown_table(records):
+    """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID."""
+    lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |", "|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | "
+                     f"{kid_text(r['kid'], r['kid_se'])} "
+                     f"| {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,108 @@
+"""Score image sets: FID, KID, IS in the feature space a search optimises, and a held-out FID.
+
+The held-out FID uses a *different* feature network from the one the search
+optimises (for the digits default: a second, independently trained classifier),
+because a sampler trained against one network can game it.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf import metrics, pretrained
+
+__all__ = ["Scorer", "SCORER_VERSION", "checked_scores", "load_extractor"]
+
+
+# Names how Scorer computes its scores, for the caches keyed on them (Evaluator.inputs_fingerprint).
+# 3: KID's blocks take both sets in a canonical random order, not the order given.
+SCORER_VERSION = 3
+
+
+def _in_canonical_random_order(features):
+    """The rows of `features` in an order that depends only on their values: sorted, then
+    shuffled with a fixed seed.
+
+    KID's block estimator pairs contiguous blocks of the two sets, so every block must be a
+    random sample of its set. A data set's own order is not: the digits are stored writer by
+    writer, and blocks of them scored every sampler's KID about 0.2 too high, the training
+    images themselves included.
+    """
+    features = np.asarray(features)
+    order = np.lexsort(features.T[::-1])
+    return features[order[np.random.default_rng(0).permutation(len(order))]]
+
+
+class Scorer:
+    """Scores image sets against reference statistics in two feature spaces.
+
+    Args:
+      extractor: the feature network the search optimises (FID, KID; IS from its logits).
+      reference: metrics.Statistics of the real data under `extractor`.
+      heldout_extractor / heldout_reference: a second feature network and its statistics,
+        or None.
+    """
+
+    def __init__(self, extractor, reference, heldout_extractor=None, heldout_reference=None):
+        self.extractor, self.reference = extractor, reference
+        self.heldout_extractor, self.heldout_reference = heldout_extractor, heldout_reference
+        self._kid_reference = _in_canonical_random_order(reference.features)
+
+    def __call__(self, images):
+        """dict(fid, kid, kid_se, is, heldout_fid) for float images [N, H, W, C] in the data range."""
+        images = np.clip(images, *self.extractor.data_range)
+        ext = metrics.extract(self.extractor, images, progress=False)
+        # Up to 10 blocks (each with >= 2 samples of the smaller set), so the standard
+        # error is an estimate over subsets rather than over one or two blocks.
+        n, m = len(images), len(self.reference.features)
+        block = -(-max(n, m) // max(1, min(10, min(n, m) // 2)))
+        kid, kid_se = metrics.kid(_in_canonical_random_order(ext.features), self._kid_reference,
+                                  kernel="cubic", block_size=block)
+        fid = metrics.fid_from_statistics(*metrics.feature_statistics(ext.features),
+                                          self.reference.mean, self.reference.cov)
+        result = dict(fid=float(fid), kid=float(kid), kid_se=float(kid_se), num_samples=len(images))
+        if ext.logits is not None:
+            result["is"] = float(metrics.inception_score(ext.logits, splits=10)[0])
+        if self.heldout_extractor is not None:
+            held = metrics.extract(self.heldout_extractor, images, progress=False)
+            result["heldout_fid"] = float(metrics.fid_from_statistics(
+                *metrics.feature_statistics(held.features),
+                self.heldout_reference.mean, self.heldout_reference.cov))
+        return result
+
+
+def checked_scores(scores, label):
+    """scores, after refusing non-finite ones (FloatingPointError naming the sampler): a NaN
+    never reaches a table, a cache or results.json. KID's standard error is undefined (None)
+    with a single block."""
+    bad = [k for k in ("fid", "kid", "heldout_fid", "is")
+           if scores.get(k) is not None and not np.isfinite(scores[k])]
+    if bad:
+        raise FloatingPointError(f"{label}: {', '.join(bad)} not finite "
+                                 f"({', '.join(f'{k} = {scores[k]}' for k in bad)}); its samples "
+                                 "hold NaN / Inf (the model or the sampler's coefficients)")
+    se = scores.get("kid_se")
+    return dict(scores, kid_se=None) if se is not None and not np.isfinite(se) else scores
+
+
+def _pixels():
+    def fn(images):
+        return tf.reshape(images, [tf.shape(images)[0], -1])
+
+    return metrics.from_function(fn, "pixels")
+
+
+def load_extractor(name):
+    """A metrics.FeatureExtractor: "digits", "digits_heldout", "pixels", or a path to an
+    Inception file (see metrics.load_inception)."""
+    if name == "digits":
+        return pretrained.digits_features()
+    if name == "digits_heldout":
+        return pretrained.digits_heldout_features()
+    if name == "pixels":
+        return _pixels()
+    if os.path.exists(name):
+        return metrics.load_inception(name)
+    raise ValueError(f"unknown feature network {name!r}; accepted: digits, digits_heldout, "
+                     "pixels, or a path to an Inception file")

@@ -1,0 +1,112 @@
+"""A search's work directory as a record of its settings: refuse another search's directory,
+find a finished run, retire results that no longer match.
+
+Work directory:
+  config.json          the SearchConfig (a resumed run must match it)
+  checkpoints/         tf.train.CheckpointManager: step, sampler variables, Adam state
+  tensorboard/         loss, grad norm, periodic FID / KID next to the baselines, sample grids
+  samples/*.png        learned samples during training; compare.png (baselines vs learned)
+  coefficients.json    the learned sampler (export.write_coefficients)
+  export/<version>/    SavedModel (export.export_sampler)
+  results.json / .md   written last: their presence marks a finished run
+
+Every function here only reads, except write_config and retire_results (called under
+the work directory's lock).
+"""
+
+import json
+import os
+
+from ddss_tf import checkpoints, files
+from ddss_tf.search.config import SearchConfig
+
+__all__ = ["differing_settings", "check_saved_config", "write_config", "finished_results",
+           "retire_results"]
+
+
+def _with_defaults(saved):
+    """A config dict read from a work directory, with the defaults of settings added since
+    it was written (a run from before the model options keeps resuming), normalised as
+    SearchConfig normalises itself (a +PRED saved for a family without it reads False)."""
+    if saved is None:
+        return None
+    values = dict(json.loads(SearchConfig().to_json()), **saved)
+    try:
+        return json.loads(SearchConfig.from_dict(values).to_json())
+    except (TypeError, ValueError):  # unknown settings: compared as they are, and differ
+        return values
+
+
+# Settings that change how a run is watched, not the sampler it learns.
+_BOOKKEEPING = {"eval_every", "checkpoint_every", "final_samples", "eval_samples", "worker_timeout"}
+
+
+def differing_settings(saved, cfg, resume=False):
+    """Sorted names of the settings in which a saved config dict (config.json, or a
+    results.json's "config") learns another sampler than cfg. resume=True: as a resumed run
+    sees it (with a constant learning rate, more train_steps continue the same run)."""
+    saved = _with_defaults(saved) or {}
+    ignore = set(_BOOKKEEPING)
+    if resume and cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
+        ignore.add("train_steps")
+    return sorted(k for k, v in json.loads(cfg.to_json()).items()
+                  if k not in ignore and saved.get(k) != v)
+
+
+def check_saved_config(workdir, cfg):
+    """Refuse a work directory that holds another search (read only: nothing is written).
+
+    Its config.json must learn the same sampler; checkpoints without a config.json belong
+    to a run no one can name, so they are not resumed (nor overwritten)."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        diff = differing_settings(files.read_json(path, "search config", dict), cfg, resume=True)
+        if diff:
+            raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
+                             "use a new --workdir, or the same settings to resume")
+    elif checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints")):
+        raise ValueError(f"{workdir}/checkpoints holds checkpoints but {path} is missing, so "
+                         "their settings are unknown; restore config.json or use a new --workdir")
+
+
+def write_config(workdir, cfg):
+    """config.json, rewritten only when it changes (a bookkeeping setting), atomically."""
+    path = os.path.join(workdir, "config.json")
+    text = cfg.to_json()
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+    with files.atomic_file(path) as f:
+        f.write(text)
+
+
+def finished_results(workdir, cfg):
+    """The results of a finished run with these settings, or None (read only)."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    results = files.read_json(path, "results file", dict)
+    saved = results.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds no search config; it is damaged: move it away")
+    # Every setting counts (more steps or another final evaluation is not finished yet), except
+    # how long workers wait for each other.
+    mine = json.loads(cfg.to_json())
+    if {k: v for k, v in _with_defaults(saved).items() if k not in _NOT_RESULTS} == \
+            {k: v for k, v in mine.items() if k not in _NOT_RESULTS}:
+        return results
+    return None
+
+
+_NOT_RESULTS = {"worker_timeout"}
+
+
+def retire_results(workdir):
+    """A finished run asked for more steps or another final evaluation stops looking finished
+    until it is: its results are kept as results.previous.*."""
+    for name in ("results.json", "results.md"):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            stem, ext = os.path.splitext(name)
+            os.replace(path, os.path.join(workdir, f"{stem}.previous{ext}"))
