@@ -101,14 +101,15 @@ class LearnedRow(Row):
         self.pred, self.time = pred, time
         self._loaded = {}  # (searches directory, k) -> (layer, digest of coefficients.json)
 
-    def search_config(self, bench, k):
-        return dataclasses.replace(bench.cfg.search, family="ggdm", pred=self.pred,
-                                   time=self.time, num_steps=int(k))
+    def search_config(self, cfg, k):
+        """The SearchConfig of this row at K = k: the BenchmarkConfig's template search."""
+        return dataclasses.replace(cfg.search, family="ggdm", pred=self.pred, time=self.time,
+                                   num_steps=int(k))
 
     def _load(self, bench, k):
         """(layer, digest): loaded from, or first searched into, its search work directory.
         A finished search there with other settings is refused."""
-        scfg = self.search_config(bench, k)
+        scfg = self.search_config(bench.cfg, k)
         directory = os.path.join(bench.searches, scfg.run_name())
         if (directory, k) in self._loaded:
             return self._loaded[directory, k]

@@ -236,7 +236,7 @@ def test_binary_reports_bad_flags_in_one_line(tmp_path):
 
 def test_search_template_fields_reach_the_learned_rows():
     cfg = _cfg()
-    scfg = benchmark._search_config(cfg, 7, True, False)
+    scfg = benchmark.LearnedRow("ggdm_pred", pred=True, time=False).search_config(cfg, 7)
     assert (scfg.family, scfg.num_steps, scfg.pred, scfg.time) == ("ggdm", 7, True, False)
     assert scfg.final_samples == 16 and scfg.train_steps == 2  # the search's own, not _N
     assert scfg.run_name() == "ggdm_pred_k7"
