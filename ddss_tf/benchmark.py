@@ -99,7 +99,6 @@ class LearnedRow(Row):
         cfg = SearchConfig(family="ggdm", pred=pred, time=time)
         super().__init__(name, cfg.label(), "learned")
         self.pred, self.time = pred, time
-        self._loaded = {}  # (searches directory, k) -> (layer, digest of coefficients.json)
 
     def search_config(self, cfg, k):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search."""
@@ -111,8 +110,8 @@ class LearnedRow(Row):
         A finished search there with other settings is refused."""
         scfg = self.search_config(bench.cfg, k)
         directory = os.path.join(bench.searches, scfg.run_name())
-        if (directory, k) in self._loaded:
-            return self._loaded[directory, k]
+        if directory in bench.learned:
+            return bench.learned[directory]
         results = os.path.join(directory, "results.json")
         if os.path.exists(results):
             diff = differing_settings(files.read_json(results, "results file", dict).get("config"),
@@ -134,7 +133,7 @@ class LearnedRow(Row):
         with open(path, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()[:16]
         layer = export.load_coefficients(path, bench.evaluator.denoiser, remat=False)
-        self._loaded[directory, k] = layer, digest
+        bench.learned[directory] = layer, digest
         return layer, digest
 
     def cache_inputs(self, bench, k):
@@ -240,12 +239,14 @@ Interrupted = interrupt.Interrupted
 
 
 class _Benchmark:
-    """One benchmark run: its config, work directory, log and the evaluator of its model."""
+    """One benchmark run: its config, work directory, log, the evaluator of its model and the
+    learned samplers loaded so far (rows are stateless: what a run loads stays with the run)."""
 
     def __init__(self, cfg, workdir, log):
         self.cfg, self.workdir, self.log = cfg, workdir, log
         self.searches = cfg.searches or os.path.join(workdir, "searches")
         self.evaluator = evaluation.Evaluator(cfg.search, log, num_steps=cfg.num_steps)
+        self.learned = {}  # search directory -> (layer, digest of its coefficients.json)
 
     def cell(self, row, k):
         """The cached or freshly computed cell: dict(record keys..., key, grid)."""
