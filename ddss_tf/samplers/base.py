@@ -12,10 +12,10 @@ call of the denoiser, input checks, the config, and the loop
         x_i = family.correct(...)                    # UniPC's corrector; others: x_i
         x_{i+1} = family.step(i, chain, noise[i], coefficients)
 
-A family overrides `_build_family` (create its variables), `_coefficients`
-(every coefficient as a tensor, from the marginals at the query times and the
-constraint maps of its variables), `_step`, and optionally `_predict_x0` and
-`_correct`. Step functions are pure in (states, coefficients, noise slice); the
+A family overrides `_build_family` (create its variables),
+`_coefficients_from_marginals` (every coefficient as a tensor, from the marginals at
+the query times and the constraint maps of its variables), `_step`, and optionally
+`_predict_x0` and `_correct`. Step functions are pure in (states, coefficients, noise slice); the
 coefficients are computed once per call, outside the loop.
 
 loop=True runs the same chain as one tf.while_loop over its first K - 1 steps
@@ -120,7 +120,7 @@ class Sampler(keras.layers.Layer):
             self._build_family()
             if not self.weights:
                 marg = times_lib.marginals(self.schedule, self.initial_times, tf.float64)
-                coefs = dict(self._coefficients(marg), query_times=self.initial_times)
+                coefs = dict(self._coefficients_from_marginals(marg), query_times=self.initial_times)
                 self._fixed = {k: np.asarray(v, np.float64) for k, v in coefs.items()}
 
     def _build_family(self):
@@ -183,7 +183,7 @@ class Sampler(keras.layers.Layer):
         their keys.
         """
         with tf.init_scope():
-            return {k: np.asarray(v, np.float64) for k, v in self._coefficient_tensors().items()}
+            return {k: np.asarray(v, np.float64) for k, v in self.coefficient_tensors().items()}
 
     def coefficient_tensors(self):
         """`coefficients()` as tensors in the compute dtype, computed in the current context.
@@ -192,9 +192,6 @@ class Sampler(keras.layers.Layer):
         graph (what a SavedModel's `coefficients` signature returns); eagerly they
         are the same values as `coefficients()`, before the float64 cast.
         """
-        return self._coefficient_tensors()
-
-    def _coefficient_tensors(self):
         if self._fixed is not None:
             return {k: tf.constant(v, self.compute_dtype) for k, v in self._fixed.items()}
         if self.time:
@@ -203,19 +200,22 @@ class Sampler(keras.layers.Layer):
         else:
             t = self.initial_times
         marg = times_lib.marginals(self.schedule, t, self.compute_dtype)
-        coefs = dict(self._coefficients(marg))
+        coefs = dict(self._coefficients_from_marginals(marg))
         coefs["query_times"] = t if self.time else tf.constant(t, self.compute_dtype)
         return coefs
 
-    def _coefficients(self, marg):
-        """dict of coefficient tensors [K, ...] from `times.Marginals` at the query times."""
+    def _coefficients_from_marginals(self, marg):
+        """The family's coefficient tensors [K, ...] from `times.Marginals` at the query times.
+
+        Returns a dict without "query_times" (the base class adds it).
+        """
         raise NotImplementedError
 
     # ---- the loop ----
     def call(self, x_T, noise=None):
         """x_T [B, H, W, C]; noise [K, B, H, W, C] (None for deterministic samplers) -> x0."""
         x_T, noise = self._check_inputs(x_T, noise)
-        coefs = self._coefficient_tensors()
+        coefs = self.coefficient_tensors()
         t = coefs["query_times"]
         denoise = self._denoise_fn()
         if self.looped:

@@ -73,7 +73,7 @@ class DDIM(base.Sampler):
     def _family_config(self):
         return {"eta": self.eta}
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         cur, nxt = base.transitions(marg)
         e = ddpm.schedule_ratio(cur, nxt)
         eta = tf.constant(self.eta, e.dtype)

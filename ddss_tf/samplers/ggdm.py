@@ -118,7 +118,7 @@ class GGDM(learnable.LearnableSampler):
             self.pred_a_logits = self.add_logits("pred_a_logits", constraints.above_one_inverse(1 / alpha))
             self.pred_b_logits = self.add_logits("pred_b_logits", constraints.positive_inverse(sigma / alpha))
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         k = self.num_steps
         mu_x0 = constraints.unit_interval(self.mu_x0_logits)[0]
         sigma = constraints.unit_interval(self.sigma_logits)[0]
