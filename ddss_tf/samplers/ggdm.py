@@ -47,12 +47,7 @@ import tensorflow as tf
 from ddss_tf.samplers import constraints
 from ddss_tf.samplers import learnable
 
-__all__ = ["GGDM", "theorem1", "lower_triangle_indices", "skip_indices"]
-
-
-def lower_triangle_indices(num_steps):
-    """Row-major (i, l) indices of the strictly lower triangle of a [K, K] matrix."""
-    return [(i, l) for i in range(num_steps) for l in range(i)]
+__all__ = ["GGDM", "theorem1", "skip_indices"]
 
 
 def skip_indices(num_steps):
