@@ -29,7 +29,6 @@ __all__ = [
         "names",
         "stride",
         "stride_names",
-        "posterior",
 ]
 
 
@@ -135,51 +134,6 @@ class Schedule:
         """sqrt(1 - alpha_bar(t)): the noise standard deviation of x_t."""
         lam = self.log_snr(t)
         return tf.sqrt(tf.sigmoid(-lam)) if _is_tensor(lam) else np.sqrt(_np_sigmoid(-lam))
-
-    def posterior(self, t, s=None):
-        """Coefficients of q(x_s | x_t, x_0) for real s < t (Ho et al. eq. 6-7, respaced).
-
-        With s=None the step goes to data (alpha_bar_s = 1) when t is the first
-        query, i.e. the "previous" time is t - 1 on the discrete grid; pass s
-        explicitly for respaced chains. Returns (coef_x0, coef_xt, variance).
-        """
-        if s is None:
-            s = t - 1
-        ab_t = self.alpha_bar(t)
-        ab_s = self._alpha_bar_or_one(s)
-        return posterior(ab_t, ab_s)
-
-    def _alpha_bar_or_one(self, s):
-        """alpha_bar(s) with alpha_bar = 1 for s < 0 ("data")."""
-        ab = self.alpha_bar(s)
-        if _is_tensor(ab):
-            s = tf.cast(tf.convert_to_tensor(s), ab.dtype)
-            return tf.where(s < 0, tf.ones_like(ab), ab)
-        return np.where(np.asarray(s) < 0, 1.0, ab)
-
-
-def posterior(alpha_bar_t, alpha_bar_s):
-    """DDPM posterior q(x_s | x_t, x_0) between two marginals, s < t.
-
-    With beta' = 1 - alpha_bar_t / alpha_bar_s (Nichol & Dhariwal's respacing):
-        mean = sqrt(alpha_bar_s) beta' / (1 - alpha_bar_t) x_0
-                  + sqrt(1 - beta') (1 - alpha_bar_s) / (1 - alpha_bar_t) x_t
-        variance = (1 - alpha_bar_s) / (1 - alpha_bar_t) beta'   (beta_tilde)
-    Works on numpy arrays or tensors. Returns (coef_x0, coef_xt, beta_tilde).
-    """
-    if _is_tensor(alpha_bar_t) or _is_tensor(alpha_bar_s):
-        alpha_bar_t = tf.convert_to_tensor(alpha_bar_t)
-        alpha_bar_s = tf.cast(alpha_bar_s, alpha_bar_t.dtype)
-        sqrt = tf.sqrt
-    else:
-        alpha_bar_t = np.asarray(alpha_bar_t, np.float64)
-        alpha_bar_s = np.asarray(alpha_bar_s, np.float64)
-        sqrt = np.sqrt
-    beta = 1.0 - alpha_bar_t / alpha_bar_s
-    coef_x0 = sqrt(alpha_bar_s) * beta / (1.0 - alpha_bar_t)
-    coef_xt = sqrt(1.0 - beta) * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
-    variance = (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * beta
-    return coef_x0, coef_xt, variance
 
 
 def _np_sigmoid(x):

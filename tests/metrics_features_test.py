@@ -176,12 +176,14 @@ def classifier():
     return classifier_lib.build_classifier()
 
 
-def test_keras_classifier_extractor_matches_the_feature_model(classifier):
+def test_keras_classifier_extractor_matches_the_features_layer(classifier):
     extractor = metrics.from_keras_classifier(classifier, name="digits_classifier")
     x = np.random.default_rng(4).uniform(-1, 1, size=(7, 8, 8, 1)).astype(np.float32)
     feats, logits = extractor.features_and_logits(x)
-    np.testing.assert_allclose(feats.numpy(), classifier_lib.feature_model(classifier)(x).numpy(),
-                               rtol=1e-6)
+    # The reference: a model that stops at the classifier's "features" layer.
+    features_model = keras.Model(classifier.input,
+                                 classifier.get_layer(classifier_lib.FEATURES_LAYER).output)
+    np.testing.assert_allclose(feats.numpy(), features_model(x).numpy(), rtol=1e-6)
     np.testing.assert_allclose(logits.numpy(), classifier(x, training=False).numpy(), rtol=1e-6)
     assert extractor.name == "digits_classifier" and extractor.fingerprint.startswith("digits_classifier:")
 

@@ -38,36 +38,6 @@ def test_cosine_matches_nichol_dhariwal():
     assert sched.betas.max() <= 0.999
 
 
-def test_discrete_posterior_matches_ho_et_al_eq7():
-    betas, ab = _ho_linear()
-    sched = schedules.linear_beta()
-    t = np.arange(1, 1000)
-    ab_prev = ab[t - 1]
-    coef_x0 = betas[t] * np.sqrt(ab_prev) / (1 - ab[t])
-    coef_xt = (1 - ab_prev) * np.sqrt(1 - betas[t]) / (1 - ab[t])
-    var = betas[t] * (1 - ab_prev) / (1 - ab[t])
-    got = sched.posterior(t)
-    for g, e in zip(got, (coef_x0, coef_xt, var)):
-        np.testing.assert_allclose(g, e, rtol=1e-8)
-    # At t = 0 the step goes to data: the mean is x_0 and the variance 0.
-    c0, ct, v = sched.posterior(np.array([0]))
-    np.testing.assert_allclose([c0[0], ct[0], v[0]], [1.0, 0.0, 0.0], atol=1e-12)
-
-
-def test_respaced_posterior_is_a_consistent_gaussian_bridge():
-    # Given x_0, integrating q(x_s | x_t, x_0) against q(x_t | x_0) must give the marginal
-    # q(x_s | x_0) = N(alpha_s x_0, sigma_s^2): a closed-form check at real (s, t).
-    sched = schedules.linear_beta()
-    t, s = np.array([700.0, 300.5]), np.array([420.0, 10.0])
-    c0, ct, var = sched.posterior(t, s)
-    a_t, a_s = sched.alpha(t), sched.alpha(s)
-    sig_t, sig_s = sched.sigma(t), sched.sigma(s)
-    # mean coefficient of x_0 after marginalising x_t: c0 + ct * a_t must equal a_s
-    np.testing.assert_allclose(c0 + ct * a_t, a_s, rtol=1e-10)
-    # variance after marginalising: ct^2 sig_t^2 + var must equal sig_s^2
-    np.testing.assert_allclose(ct ** 2 * sig_t ** 2 + var, sig_s ** 2, rtol=1e-10)
-
-
 def test_real_t_interpolates_log_snr_linearly_and_continuously():
     sched = schedules.linear_beta()
     lam = sched.log_snrs

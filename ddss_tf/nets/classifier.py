@@ -2,13 +2,14 @@
 
 The bundled digits classifier (and the second, independently trained one used
 as a held-out metric) are built here. The penultimate activations come out of
-the layer named "features"; `feature_model` returns a model that stops there.
+the layer named "features" (`FEATURES_LAYER`; `metrics.from_keras_classifier` reads
+them there).
 """
 
 import keras
 from keras import layers
 
-__all__ = ["build_classifier", "feature_model", "FEATURES_LAYER", "DEFAULT_CONFIG"]
+__all__ = ["build_classifier", "FEATURES_LAYER", "DEFAULT_CONFIG"]
 
 FEATURES_LAYER = "features"
 
@@ -42,13 +43,3 @@ def build_classifier(config=None, name="classifier"):
     feats = layers.Dense(cfg["feature_dim"], activation="swish", name=FEATURES_LAYER)(h)
     logits = layers.Dense(cfg["num_classes"], name="logits")(feats)
     return keras.Model(x_in, logits, name=name)
-
-
-def feature_model(classifier):
-    """Model images -> penultimate features [B, feature_dim] sharing the classifier's weights."""
-    try:
-        feats = classifier.get_layer(FEATURES_LAYER).output
-    except ValueError:
-        raise ValueError(
-            f"the classifier has no layer named {FEATURES_LAYER!r}; build it with build_classifier")
-    return keras.Model(classifier.input, feats, name=f"{classifier.name}_features")

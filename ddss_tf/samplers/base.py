@@ -12,11 +12,18 @@ call of the denoiser, input checks, the config, and the loop
         x_i = family.correct(...)                    # UniPC's corrector; others: x_i
         x_{i+1} = family.step(i, chain, noise[i], coefficients)
 
-A family overrides `_build_family` (create its variables), `_coefficients`
-(every coefficient as a tensor, from the marginals at the query times and the
-constraint maps of its variables), `_step`, and optionally `_predict_x0` and
-`_correct`. Step functions are pure in (states, coefficients, noise slice); the
-coefficients are computed once per call, outside the loop.
+A family overrides `_build_family` (create its variables),
+`_coefficients_from_marginals` (every coefficient as a tensor, from the marginals at
+the query times and the constraint maps of its variables), `_step`, and optionally
+`_predict_x0` and `_correct`. Step functions are pure in (states, coefficients, noise
+slice); the coefficients are computed once per call, outside the loop.
+
+The hooks return new states and never change the chain: a `Chain` is an immutable
+record of the run (tuples of states, x0_hat and eps_hat), and the loop extends it by
+building a new one. UniPC's corrected x_i takes the place of the predicted x_i as
+state i in the next chain (the network has already seen the predicted one; the step
+and later corrections read the corrected one); every other family's `_correct`
+returns x_i itself. x_{i+1} from `_step` is appended.
 
 loop=True runs the same chain as one tf.while_loop over its first K - 1 steps
 (then the last x0_hat), so a compiler sees the network (and its rematerialised
@@ -35,6 +42,7 @@ watched by a tape or by `tf.recompute_grad`: the backward pass computes no weigh
 gradients for it, and `layer.trainable_variables` holds only sampler variables.
 """
 
+import collections
 import contextlib
 
 import numpy as np
@@ -46,17 +54,34 @@ from ddss_tf.samplers import times as times_lib
 __all__ = ["Sampler", "Chain"]
 
 
-class Chain:
-    """The states and predictions of one sampling run, in visiting order.
+class Chain(collections.namedtuple("Chain", ["xs", "x0s", "eps"])):
+    """The states and predictions of one sampling run, in visiting order; immutable.
 
-    xs: states x_0 = x_T, x_1, ... (one per visited query time);
+    xs: states x_0 = x_T, x_1, ... (one per visited query time); state i is the one
+      step i leaves from, i.e. after the corrector (UniPC), if the family has one;
     x0s, eps: x0_hat and eps_hat at each visited time.
+    Each is a tuple (or, in the looped chain, a `_Current`). The loop extends a chain
+    by building a new one with the methods below; hooks read a chain, never change it.
     """
 
-    def __init__(self, x_T):
-        self.xs = [x_T]
-        self.x0s = []
-        self.eps = []
+    __slots__ = ()
+
+    @classmethod
+    def start(cls, x_T):
+        """The chain before its first step: the state x_T, no predictions yet."""
+        return cls((x_T,), (), ())
+
+    def with_predictions(self, x0, eps):
+        """This chain with x0_hat and eps_hat at its last state appended."""
+        return self._replace(x0s=self.x0s + (x0,), eps=self.eps + (eps,))
+
+    def with_last_state(self, x):
+        """This chain with its last state replaced by x (the corrector's x_i)."""
+        return self._replace(xs=self.xs[:-1] + (x,))
+
+    def with_next_state(self, x):
+        """This chain with the next state appended."""
+        return self._replace(xs=self.xs + (x,))
 
 
 def _constant(value):
@@ -120,7 +145,7 @@ class Sampler(keras.layers.Layer):
             self._build_family()
             if not self.weights:
                 marg = times_lib.marginals(self.schedule, self.initial_times, tf.float64)
-                coefs = dict(self._coefficients(marg), query_times=self.initial_times)
+                coefs = dict(self._coefficients_from_marginals(marg), query_times=self.initial_times)
                 self._fixed = {k: np.asarray(v, np.float64) for k, v in coefs.items()}
 
     def _build_family(self):
@@ -183,7 +208,7 @@ class Sampler(keras.layers.Layer):
         their keys.
         """
         with tf.init_scope():
-            return {k: np.asarray(v, np.float64) for k, v in self._coefficient_tensors().items()}
+            return {k: np.asarray(v, np.float64) for k, v in self.coefficient_tensors().items()}
 
     def coefficient_tensors(self):
         """`coefficients()` as tensors in the compute dtype, computed in the current context.
@@ -192,9 +217,6 @@ class Sampler(keras.layers.Layer):
         graph (what a SavedModel's `coefficients` signature returns); eagerly they
         are the same values as `coefficients()`, before the float64 cast.
         """
-        return self._coefficient_tensors()
-
-    def _coefficient_tensors(self):
         if self._fixed is not None:
             return {k: tf.constant(v, self.compute_dtype) for k, v in self._fixed.items()}
         if self.time:
@@ -203,34 +225,36 @@ class Sampler(keras.layers.Layer):
         else:
             t = self.initial_times
         marg = times_lib.marginals(self.schedule, t, self.compute_dtype)
-        coefs = dict(self._coefficients(marg))
+        coefs = dict(self._coefficients_from_marginals(marg))
         coefs["query_times"] = t if self.time else tf.constant(t, self.compute_dtype)
         return coefs
 
-    def _coefficients(self, marg):
-        """dict of coefficient tensors [K, ...] from `times.Marginals` at the query times."""
+    def _coefficients_from_marginals(self, marg):
+        """The family's coefficient tensors [K, ...] from `times.Marginals` at the query times.
+
+        Returns a dict without "query_times" (the base class adds it).
+        """
         raise NotImplementedError
 
     # ---- the loop ----
     def call(self, x_T, noise=None):
         """x_T [B, H, W, C]; noise [K, B, H, W, C] (None for deterministic samplers) -> x0."""
         x_T, noise = self._check_inputs(x_T, noise)
-        coefs = self._coefficient_tensors()
+        coefs = self.coefficient_tensors()
         t = coefs["query_times"]
         denoise = self._denoise_fn()
         if self.looped:
             return self._looped_call(x_T, noise, coefs, denoise)
-        chain = Chain(x_T)
+        chain = Chain.start(x_T)
         for i in range(self.num_steps):
             x0, eps = denoise(chain.xs[i], t[i])
             x0 = self._predict_x0(i, chain.xs[i], x0, eps, coefs)
-            chain.x0s.append(x0)
-            chain.eps.append(eps)
+            chain = chain.with_predictions(x0, eps)
             if i == self.num_steps - 1:
                 return x0
-            chain.xs[i] = self._correct(i, chain, coefs)
+            chain = chain.with_last_state(self._correct(i, chain, coefs))
             z = None if noise is None else noise[i]
-            chain.xs.append(self._step(i, chain, z, coefs))
+            chain = chain.with_next_state(self._step(i, chain, z, coefs))
         raise AssertionError("unreachable")
 
     def _looped_call(self, x_T, noise, coefs, denoise):
@@ -267,8 +291,7 @@ class Sampler(keras.layers.Layer):
     def _loop_step(self, i, x, x0, eps, z, coefs, carry):
         """(x_{i+1}, carry) in the looped chain; i is a tensor. By default `_step` on the
         current state alone, which is all a `loopable` family's step reads."""
-        chain = Chain(x)
-        chain.xs, chain.x0s, chain.eps = (_Current(v) for v in (x, x0, eps))
+        chain = Chain(*(_Current(v) for v in (x, x0, eps)))
         return self._step(i, chain, z, coefs), carry
 
     def _predict_x0(self, i, x, x0, eps, coefs):
@@ -276,11 +299,16 @@ class Sampler(keras.layers.Layer):
         return x0
 
     def _correct(self, i, chain, coefs):
-        """The state x_i after seeing x0_hat at it (UniPC's corrector); x_i by default."""
+        """The state x_i after seeing x0_hat at it (UniPC's corrector); x_i by default.
+
+        Returns the new state; the loop puts it in a new chain in place of x_i, and the
+        step (and later corrections) read it there.
+        """
         return chain.xs[i]
 
     def _step(self, i, chain, z, coefs):
-        """x_{i+1} from the chain after step i; z [B, H, W, C] or None."""
+        """x_{i+1} from the chain after step i (x0s[i] and the corrected xs[i] in it);
+        z [B, H, W, C] or None. Returns the new state; the loop appends it."""
         raise NotImplementedError
 
     def clip_x0(self, x0):

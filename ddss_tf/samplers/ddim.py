@@ -61,7 +61,7 @@ class DDIM(base.Sampler):
         if self.time:
             raise ValueError(
                 "eta > 1 needs fixed query times (time=False); accepted with time=True: 0 <= eta <= 1")
-        if not np.all(np.isfinite(self._fixed["coef_eps"])):
+        if not np.all(np.isfinite(self.coefficients()["coef_eps"])):
             raise ValueError(
                 f"eta={self.eta} makes sqrt(1 - alpha_bar_s - std^2) imaginary on this stride; "
                 "accepted: 0 <= eta <= 1, or a larger eta that keeps every step valid")
@@ -73,7 +73,7 @@ class DDIM(base.Sampler):
     def _family_config(self):
         return {"eta": self.eta}
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         cur, nxt = base.transitions(marg)
         e = ddpm.schedule_ratio(cur, nxt)
         eta = tf.constant(self.eta, e.dtype)

@@ -37,7 +37,7 @@ class DDIMSigma(learnable.LearnableSampler):
             p = np.zeros(self.num_steps - 1)
         self.sigma_logits = self.add_logits("sigma_logits", constraints.unit_interval_inverse(p))
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         _, nxt = base.transitions(marg)
         p, one_minus_p = constraints.unit_interval(self.sigma_logits)
         std = nxt.sigma * p

@@ -74,7 +74,7 @@ class DDPM(base.Sampler):
     def _family_config(self):
         return {"variance": self.variance}
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         return posterior_coefficients(*base.transitions(marg), self.variance)
 
     def _step(self, i, chain, z, coefs):

@@ -54,7 +54,7 @@ class DPMSolverPP2M(base.Sampler):
     def stochastic(self):
         return False
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         return coefficients(marg)
 
     def _step(self, i, chain, z, coefs):

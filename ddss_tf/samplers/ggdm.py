@@ -47,12 +47,7 @@ import tensorflow as tf
 from ddss_tf.samplers import constraints
 from ddss_tf.samplers import learnable
 
-__all__ = ["GGDM", "theorem1", "lower_triangle_indices", "skip_indices"]
-
-
-def lower_triangle_indices(num_steps):
-    """Row-major (i, l) indices of the strictly lower triangle of a [K, K] matrix."""
-    return [(i, l) for i in range(num_steps) for l in range(i)]
+__all__ = ["GGDM", "theorem1", "skip_indices"]
 
 
 def skip_indices(num_steps):
@@ -118,7 +113,7 @@ class GGDM(learnable.LearnableSampler):
             self.pred_a_logits = self.add_logits("pred_a_logits", constraints.above_one_inverse(1 / alpha))
             self.pred_b_logits = self.add_logits("pred_b_logits", constraints.positive_inverse(sigma / alpha))
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         k = self.num_steps
         mu_x0 = constraints.unit_interval(self.mu_x0_logits)[0]
         sigma = constraints.unit_interval(self.sigma_logits)[0]

@@ -30,7 +30,7 @@ class RDDIM(learnable.LearnableSampler):
         self.nu = self.add_logits("nu", coef_xt)
         self.std_logits = self.add_logits("std_logits", constraints.positive_inverse(std))
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         return {"coef_x0": base.with_final(self.mu, 1.0),
                 "coef_xt": base.with_final(self.nu, 0.0),
                 "std": base.with_final(constraints.positive(self.std_logits), 0.0)}

@@ -79,7 +79,7 @@ class UniPC(base.Sampler):
     def stochastic(self):
         return False
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         return coefficients(marg)
 
     def _correct(self, i, chain, coefs):

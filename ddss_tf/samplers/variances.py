@@ -40,7 +40,7 @@ class VARS(learnable.LearnableSampler):
         self.variance_logits = self.add_logits(
             "variance_logits", constraints.increasing_inverse(variances[::-1]))
 
-    def _coefficients(self, marg):
+    def _coefficients_from_marginals(self, marg):
         v, alpha_bar, gaps = constraints.increasing(self.variance_logits)
         var = tf.reverse(v, [0])                      # visiting order
         alpha_bar = tf.reverse(alpha_bar, [0])
