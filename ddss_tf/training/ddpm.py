@@ -11,6 +11,7 @@ Work directory: config.json, checkpoints/, tensorboard/, model/ (the export:
 config.json + model.weights.h5, loadable with `ddss_tf.pretrained.load_ddpm`).
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -20,8 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import checkpoints, data, files, interrupt, progress, schedules, summaries
+from ddss_tf import data, files, schedules, summaries
 from ddss_tf.nets import unet
+from ddss_tf.training import loop
 
 __all__ = ["TrainConfig", "train", "export_model", "heldout_loss"]
 
@@ -133,42 +135,45 @@ def _train(cfg, workdir):
            for v in model.trainable_variables]
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer, ema=ema)
-    manager, latest = checkpoints.open_manager(ckpt, os.path.join(workdir, "checkpoints"))
-    if latest:
-        print(f"resumed from {latest} at step {int(step)}")
     train_step = _make_train_step(cfg, model, optimizer, ema, images, sched)
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-    bar = progress.Progress(cfg.train_steps, initial=int(step), desc="train",
-                            first="compiling")
-    losses = []
-    with interrupt.Catch() as stop, writer.as_default():
-        while int(step) < cfg.train_steps and not stop:
-            loss, grad_norm = train_step(step)
-            step.assign_add(1)
-            s = int(step)
-            losses.append(float(loss))
-            if not np.isfinite(losses[-1]):
-                raise FloatingPointError(f"loss became {losses[-1]} at step {s}; "
-                                         f"last good checkpoint: {manager.latest_checkpoint}")
-            if s % cfg.log_every == 0 or s == cfg.train_steps:
-                mean_loss = float(np.mean(losses[-cfg.log_every:]))
-                summaries.scalar("loss", mean_loss, step=s)
-                summaries.scalar("grad_norm", grad_norm, step=s)
-                summaries.scalar("learning_rate", optimizer.learning_rate, step=s)
-                bar.update(s, loss=mean_loss)
-            if s % cfg.checkpoint_every == 0:
-                manager.save(checkpoint_number=s)
-        manager.save(checkpoint_number=int(step))
-    bar.close()
-    if stop:
-        raise interrupt.Interrupted(stop.received, f"stopped by {stop.received} at step "
-                                    f"{int(step)}; checkpoint saved, rerun to resume")
+
+    def step_fn():
+        loss, grad_norm = train_step(step)
+        step.assign_add(1)
+        return dict(loss=loss, grad_norm=grad_norm)
+
+    # As before the shared loop: the bar shows after_step's mean loss, only the loss is checked
+    # for NaN / Inf, and a stopped run says "rerun to resume".
+    loop.run(ckpt, step, cfg.train_steps, step_fn, os.path.join(workdir, "checkpoints"),
+             cfg.checkpoint_every, after_step=_summaries(cfg, optimizer),
+             summary_dir=os.path.join(workdir, "tensorboard"), desc="train", bar_metrics=(),
+             check_finite=("loss",),
+             stop_message="stopped by {signal} at step {step}; checkpoint saved, rerun to resume")
     for e, v in zip(ema, model.trainable_variables):
         v.assign(e)
     held = heldout_loss(model, sched, data.load(cfg.dataset, "heldout"))
     print(f"held-out L_simple of the EMA weights: {held:.5f}")
     return export_model(model, cfg, os.path.join(workdir, "model"),
                         extra=dict(heldout_loss=held, heldout_loss_seed=0, heldout_loss_repeats=8))
+
+
+def _summaries(cfg, optimizer):
+    """after_step for loop.run: every log_every steps (and at the last step) the mean loss of
+    the last log_every steps this process ran, the step's gradient norm and the learning rate
+    as summaries; the mean loss also goes on the progress bar."""
+    losses = collections.deque(maxlen=cfg.log_every)
+
+    def after_step(s, metrics):
+        losses.append(metrics["loss"])
+        if s % cfg.log_every == 0 or s == cfg.train_steps:
+            mean_loss = float(np.mean(losses))
+            summaries.scalar("loss", mean_loss, step=s)
+            summaries.scalar("grad_norm", metrics["grad_norm"], step=s)
+            summaries.scalar("learning_rate", optimizer.learning_rate, step=s)
+            return dict(loss=mean_loss)
+        return None
+
+    return after_step
 
 
 def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512):
