@@ -31,7 +31,10 @@ flags.DEFINE_enum("stride", None, samplers.stride_names(), "Query times (--famil
 flags.DEFINE_float("eta", None, "DDIM eta (--family=ddim).", lower_bound=0)
 flags.DEFINE_enum("variance", None, ["small", "large"], "DDPM variance (--family=ddpm).")
 flags.DEFINE_integer("num_samples", 64, "Number of samples.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the noise.", lower_bound=0, upper_bound=sampling.MAX_SEED)
+flags.DEFINE_integer("seed", 0, "Seed of the noise: batch b draws seed + b (ddss_tf.noise), so "
+                     "runs meant to be independent need seeds further apart than their batches; "
+                     "a search's results.md names the seed that redraws its evaluation.",
+                     lower_bound=0, upper_bound=sampling.MAX_SEED)
 flags.DEFINE_integer("batch_size", 256, "Samples per sampler call (part of the noise seeding).",
                      lower_bound=1)
 flags.DEFINE_string("out", "samples.npz", "Output .npz; the PNG grid is written beside it.")

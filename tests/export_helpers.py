@@ -17,7 +17,7 @@ import types
 
 import numpy as np
 
-from ddss_tf import denoisers, export, samplers, schedules
+from ddss_tf import denoisers, export, noise as noise_lib, samplers, schedules
 from ddss_tf.nets import unet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def learned_layer(den, family="ggdm", seed=2, **options):
 
 def reference_images(layer, seed_pair, n):
     """What an export of `layer` must return for a seed pair: (float images, uint8 images)."""
-    x_T, noise = export.draw_noise(seed_pair, n, layer.num_steps, [8, 8, 1])
+    x_T, noise = noise_lib.draw(seed_pair, layer.num_steps, [n, 8, 8, 1])
     x0 = np.clip(layer(x_T, noise).numpy(), *layer.denoiser.data_range)
     return x0, np.asarray(export.to_uint8(x0, layer.denoiser.data_range))
 

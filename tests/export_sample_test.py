@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import export_helpers as helpers
-from ddss_tf import sampling
+from ddss_tf import noise, sampling
 
 _BINARY = os.path.join(helpers.ROOT, "bin", "ddss_sample.py")
 
@@ -37,8 +37,9 @@ def test_same_seed_same_bytes_from_export_json_and_memory():
         first = _read(outs["export"][:-4] + ext)
         assert _read(outs["again"][:-4] + ext) == first
         assert _read(outs["json"][:-4] + ext) == first
-    # Batches [3, 2] with seed pairs [4, 0], [4, 1], as the in-memory layer draws them.
-    want = [helpers.reference_images(e.layer, [4, b], n) for b, n in enumerate((3, 2))]
+    # Batches [3, 2] with seeds 4 + 0, 4 + 1 (noise.draw_batch), as the in-memory layer draws them.
+    want = [helpers.reference_images(e.layer, noise.seed_pair(4 + b), n)
+            for b, n in enumerate((3, 2))]
     got = np.load(outs["export"])["images"]
     assert got.dtype == np.float32 and got.shape == (5, 8, 8, 1)
     np.testing.assert_allclose(got, np.concatenate([w[0] for w in want]), rtol=0, atol=1e-6)
@@ -76,7 +77,8 @@ def test_draw_checks_its_arguments():
     e = helpers.exported()
     source = sampling.LayerSource(e.layer)
     for kwargs, match in [(dict(num_samples=0), "num_samples"), (dict(seed=-1), "seed"),
-                          (dict(seed=2 ** 31), "seed"), (dict(batch_size=1.5), "batch_size")]:
+                          (dict(seed=2 ** 63), "seed"),
+                          (dict(seed=2 ** 63 - 1, num_samples=3, batch_size=1), "seed"), (dict(batch_size=1.5), "batch_size")]:
         with pytest.raises(ValueError, match=match):
             sampling.draw(source, **dict(dict(num_samples=2), **kwargs))
     with pytest.raises(ValueError, match=".npz"):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import export_helpers as helpers
-from ddss_tf import export
+from ddss_tf import export, noise as noise_lib
 from ddss_tf.search import strategies
 
 
@@ -28,7 +28,7 @@ def _tf1_run(version_dir, signature, feeds):
 
 def test_fresh_process_load_gives_the_in_memory_images():
     e = helpers.exported()
-    x_T, noise = export.draw_noise([0, helpers.SEED], 4, helpers.K, [8, 8, 1])
+    x_T, noise = noise_lib.draw([0, helpers.SEED], helpers.K, [4, 8, 8, 1])
     inputs = os.path.join(e.work, "fresh_inputs.npz")
     outputs = os.path.join(e.work, "fresh_outputs.npz")
     np.savez(inputs, x_T=x_T.numpy(), noise=noise.numpy())
@@ -59,7 +59,7 @@ def test_tf1_session_loader_runs_every_signature():
     served = _tf1_run(e.version_dir, "serving_default",
                       {"num_samples": np.int32(5), "seed": np.array([3, -5], np.int32)})
     np.testing.assert_array_equal(served["images"], want_uint8)
-    x_T, noise = export.draw_noise([3, -5], 5, helpers.K, [8, 8, 1])
+    x_T, noise = noise_lib.draw([3, -5], helpers.K, [5, 8, 8, 1])
     out = _tf1_run(e.version_dir, "from_noise", {"x_T": x_T.numpy(), "noise": noise.numpy()})
     np.testing.assert_allclose(out["images"], want_float, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(out["images_uint8"], want_uint8)
@@ -125,7 +125,7 @@ def test_the_rebuilt_json_layer_reproduces_the_export():
     e = helpers.exported()
     layer = export.load_coefficients(e.coefficients, e.den, remat=False)
     sampler = export.load_sampler(e.base)
-    x_T, noise = export.draw_noise([0, 11], 3, helpers.K, [8, 8, 1])
+    x_T, noise = noise_lib.draw([0, 11], helpers.K, [3, 8, 8, 1])
     images, uint8 = sampler.from_noise(x_T, noise)
     np.testing.assert_allclose(images, np.clip(layer(x_T, noise).numpy(), -1, 1), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(uint8, sampler.sample(3, [0, 11]))
@@ -154,7 +154,7 @@ def test_signatures_reject_a_wrong_seed_shape_and_unknown_inputs(loaded):
         sig(num_samples=tf.constant(2), seed=tf.constant([0, 1, 2]))
     with pytest.raises(TypeError, match="steps"):
         sig(num_samples=tf.constant(2), seed=tf.constant([0, 1]), steps=tf.constant(3))
-    x_T, noise = export.draw_noise([0, 1], 2, helpers.K, [8, 8, 1])
+    x_T, noise = noise_lib.draw([0, 1], helpers.K, [2, 8, 8, 1])
     with pytest.raises(tf.errors.InvalidArgumentError, match="noise must be"):
         loaded.signatures["from_noise"](x_T=x_T, noise=noise[:, :1])
 
@@ -167,7 +167,7 @@ def test_exported_sampler_checks_inputs_before_calling():
         args = dict(dict(num_samples=2, seed=0), **bad)
         with pytest.raises(ValueError, match=match):
             sampler.sample(**args)
-    x_T, noise = export.draw_noise([0, 1], 2, helpers.K, [8, 8, 1])
+    x_T, noise = noise_lib.draw([0, 1], helpers.K, [2, 8, 8, 1])
     with pytest.raises(ValueError, match="noise must be"):
         sampler.from_noise(x_T, noise[:2])
     with pytest.raises(ValueError, match="x_T must be"):

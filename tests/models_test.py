@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from absl import flags
 
-from ddss_tf import cli, denoisers, export, models, samplers, sampling, schedules
-from ddss_tf.export import ops
+from ddss_tf import cli, denoisers, export, models, noise as noise_lib, samplers, sampling, schedules
 from ddss_tf.metrics import features as features_lib
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import workdir as workdir_lib
@@ -159,7 +158,7 @@ def test_search_export_and_sample_on_a_brought_model(byo, which):
     assert result["records"][4]["sampler"].startswith("DDSS GGDM")
 
     layer = _reference_layer(coefficients, reference)
-    x_T, noise = ops.draw_noise([5, 0], 4, layer.num_steps, list(_SHAPE))
+    x_T, noise = noise_lib.draw(5, layer.num_steps, [4, *_SHAPE])  # ddss_sample --seed=5 below
     want = np.clip(layer(x_T, noise).numpy(), -1, 1)
     # The export embeds the network: TF2 and the TF1 session loader give the original's images.
     exported = sampling.from_export(result["export"])
@@ -305,7 +304,7 @@ def test_a_learned_variance_output_samples_with_its_eps_channels(tmp_path, which
     # A sampler on it is the sampler on the first C channels of the network.
     eps_only = denoisers.from_eps_fn(lambda x_t, t: full(x_t, t)[..., :1],
                                      schedules.linear_beta(200))
-    x_T, noise = ops.draw_noise([1, 0], 3, 4, list(_SHAPE))
+    x_T, noise = noise_lib.draw(1, 4, [3, *_SHAPE])
     got, want = (samplers.create("ddpm", d, num_steps=4, remat=False)(x_T, noise)
                  for d in (den, eps_only))
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
