@@ -39,6 +39,7 @@ import os
 import numpy as np
 
 from ddss_tf import evaluation, export, files, interrupt, samplers
+from ddss_tf.evaluation import plots, records as records_lib
 from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.run import differing_settings, run_search
 
@@ -267,108 +268,25 @@ class _Benchmark:
         return cell
 
 
-def _column(k):
-    return "data" if k == 0 else f"K = {k}"
-
-
 def paper_table(records, ks):
     """The paper's Table 1 shape: rows samplers, columns K, "FID / IS" cells; the
     all-steps DDPM row and the resampled training data (K = 0, column "data") fill their
     own columns."""
-    cols = _columns(records, ks)
+    cols = records_lib.columns(records, ks)
     rows = {}
     for r in records:
         is_ = "n/a" if r["is"] is None else f"{r['is']:.2f}"  # no IS without classifier logits
         rows.setdefault(r["sampler"], {})[r["num_steps"]] = f"{r['fid']:.3f} / {is_}"
-    lines = ["| sampler | " + " | ".join(_column(k) for k in cols) + " |",
+    lines = ["| sampler | " + " | ".join(records_lib.column_label(k) for k in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for label, cells in rows.items():
         lines.append(f"| {label} | " + " | ".join(cells.get(k, "") for k in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _columns(records, ks):
-    """ks, then the K values only single rows have (all steps), then 0 (the data) last."""
-    ks = sorted(set(ks))
-    extra = {r["num_steps"] for r in records} - set(ks)
-    return ks + sorted(extra - {0}) + sorted(extra & {0})
-
-
 def metrics_table(records):
     """Every metric of every cell (the search's results.md columns)."""
     return evaluation.markdown_table(records)
-
-
-def _plot_fid(records, ks, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib import ticker
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    series = {}
-    for r in records:
-        series.setdefault(r["sampler"], []).append((r["num_steps"], r["fid"]))
-    for label, points in series.items():
-        points = sorted(points)
-        if len(points) == 1 and points[0][0] == 0:  # the real data: the metric's floor
-            ax.axhline(points[0][1], color="tab:olive", ls=":", lw=1.5, label=f"{label} (floor)")
-            continue
-        if len(points) == 1 and points[0][0] not in ks:
-            ax.axhline(points[0][1], color="k", ls="--", lw=1,
-                       label=f"{label} ({points[0][0]})")
-            continue
-        learned = label.startswith("DDSS")
-        ax.plot(*zip(*points), marker="o" if learned else ".", lw=2 if learned else 1,
-                label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(sorted(set(ks)))
-    ax.set_xticklabels([str(k) for k in sorted(set(ks))])
-    ax.minorticks_off()
-    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.set_xlabel("K (network evaluations per sample)")
-    ax.set_ylabel("FID (lower is better)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _plot_samples(cells, ks, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from ddss_tf import images
-
-    labels = list(dict.fromkeys(c["sampler"] for c in cells))
-    cols = _columns(cells, ks)
-    fig, axes = plt.subplots(len(labels), len(cols), squeeze=False,
-                             figsize=(1.3 * len(cols) + 1.6, 0.75 * len(labels) + 0.4), dpi=120)
-    by_key = {(c["sampler"], c["num_steps"]): c for c in cells}
-    for i, label in enumerate(labels):
-        for j, k in enumerate(cols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if i == 0:
-                ax.set_title(_column(k), fontsize=8)
-            if j == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-            cell = by_key.get((label, k))
-            if cell is None:
-                continue
-            grid = images.make_grid(np.asarray(cell["grid"], np.float32), ncols=3, scale=2)
-            ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray",
-                      interpolation="nearest")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _write_outputs(cfg, cells, workdir, log):
@@ -385,8 +303,8 @@ def _write_outputs(cfg, cells, workdir, log):
         f.write(text)
     files.write_json(os.path.join(workdir, "results.json"), records)
     try:
-        _plot_fid(records, ks, os.path.join(workdir, "fid_vs_k.png"))
-        _plot_samples(cells, ks, os.path.join(workdir, "samples.png"))
+        plots.fid_vs_k(records, ks, os.path.join(workdir, "fid_vs_k.png"))
+        plots.sample_grid(cells, ks, os.path.join(workdir, "samples.png"))
     except ImportError:
         log('matplotlib is not installed: no fid_vs_k.png / samples.png '
             '(pip install "ddss_tf[plots]")')

@@ -1,6 +1,7 @@
 """Records of scored samplers (one results.json entry each), tagged by role, and their tables."""
 
-__all__ = ["ROLES", "record", "log_scores", "markdown_table", "kid_text"]
+__all__ = ["ROLES", "record", "log_scores", "markdown_table", "kid_text", "columns",
+           "column_label"]
 
 # What a record is in a comparison: a training-free sampler at the same K, the learned
 # sampler, the many-step DDPM reference, or the real data resampled (FID's floor).
@@ -43,3 +44,16 @@ def markdown_table(records):
                      f"{kid_text(r['kid'], r['kid_se'])} "
                      f"| {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def columns(records, ks):
+    """The columns of a table by K: ks, then the K values only single rows have (all steps),
+    then 0 (the data) last."""
+    ks = sorted(set(ks))
+    extra = {r["num_steps"] for r in records} - set(ks)
+    return ks + sorted(extra - {0}) + sorted(extra & {0})
+
+
+def column_label(k):
+    """A table column's name: "K = k", or "data" for the real data (K = 0)."""
+    return "data" if k == 0 else f"K = {k}"

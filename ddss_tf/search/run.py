@@ -15,9 +15,10 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import checkpoints, evaluation, export, files, images, interrupt, progress, summaries
+from ddss_tf import evaluation, export, files, images, summaries
 from ddss_tf.search import strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
+from ddss_tf.training import loop
 
 __all__ = ["run_search", "Run", "differing_settings"]
 
@@ -55,53 +56,47 @@ class Run:
 
     # ---- training ----
     def train(self, baselines):
-        """Train (or resume) to cfg.train_steps; baselines: {label: scores} drawn beside the
-        periodic evaluation. Raises interrupt.Interrupted when a signal stopped it."""
-        cfg, trainer = self.cfg, self.trainer
-        log = self.log if self.chief else (lambda *a: None)
+        """Train (or resume) to cfg.train_steps on training.loop; baselines: {label: scores}
+        drawn beside the periodic evaluation. Raises interrupt.Interrupted when a signal
+        stopped it (on every worker at the same step)."""
+        cfg, trainer, strategy = self.cfg, self.trainer, self.strategy
         ckpt = tf.train.Checkpoint(step=trainer.step, sampler=self.layer,
                                    optimizer=trainer.optimizer)
         chief_dir = self.path("checkpoints")
         # Every worker saves (the save is collective); only the chief's copy is kept. The others
         # write beside it and, like the chief, resume from the chief's latest checkpoint.
         own_dir = chief_dir if self.chief else self.path(
-            f".worker{self.strategy.cluster_resolver.task_id}_checkpoints")
-        manager, latest = checkpoints.open_manager(ckpt, own_dir, log=log, restore_from=chief_dir)
-        if latest:
-            log(f"resumed from {latest} at step {int(trainer.step)}")
-        strategies.check_same_start(self.strategy, int(trainer.step), chief_dir)
-        writer = (tf.summary.create_file_writer(self.path("tensorboard")) if self.chief
-                  else tf.summary.create_noop_writer())
-        bar = progress.Progress(cfg.train_steps, initial=int(trainer.step), desc="search",
-                                first="compiling")
-        stopped = None
-        with interrupt.Catch() as stop, writer.as_default():
-            while int(trainer.step) < cfg.train_steps and not stopped:
-                try:
-                    loss, norm = trainer.train_step()
-                except FloatingPointError as e:
-                    last = manager.latest_checkpoint or "none yet (the run had not saved one)"
-                    raise FloatingPointError(f"{e}; last good checkpoint: {last}") from e
-                step = int(trainer.step)
-                summaries.scalar("train/loss", loss, step)
-                summaries.scalar("train/grad_norm", norm, step)
-                bar.update(step, loss=loss)
-                if step % cfg.checkpoint_every == 0:
-                    manager.save(checkpoint_number=step)
-                if self.chief and (step % cfg.eval_every == 0 or step == cfg.train_steps):
-                    scores = self.evaluate_during_training(step)
-                    for label, base in baselines.items():
-                        summaries.scalar(f"eval/fid_{label.replace(' ', '_')}", base["fid"], step)
-                    bar.update(step, force=True, loss=loss, fid=scores["fid"])
-                stopped = strategies.agreed_stop(self.strategy, stop.received)
-            manager.save(checkpoint_number=int(trainer.step))
-        bar.close()
-        if not self.chief:
-            shutil.rmtree(own_dir, ignore_errors=True)
-        if stopped:
-            what = f"with the cluster ({stopped})" if not self.chief else f"by {stopped}"
-            raise interrupt.Interrupted(stopped, f"stopped {what} at step {int(trainer.step)}; "
-                                        "checkpoint saved, rerun the same command to resume")
+            f".worker{strategy.cluster_resolver.task_id}_checkpoints")
+
+        def step_fn():  # the trainer checks for NaN / Inf before it updates anything
+            loss, norm = trainer.train_step()
+            return dict(loss=loss, grad_norm=norm)
+
+        def after_step(step, metrics):
+            summaries.scalar("train/loss", metrics["loss"], step)
+            summaries.scalar("train/grad_norm", metrics["grad_norm"], step)
+            if not self.chief or (step % cfg.eval_every and step != cfg.train_steps):
+                return None
+            scores = self.evaluate_during_training(step)
+            for label, base in baselines.items():
+                summaries.scalar(f"eval/fid_{label.replace(' ', '_')}", base["fid"], step)
+            return dict(fid=scores["fid"])
+
+        stopped = "stopped by {signal}" if self.chief else "stopped with the cluster ({signal})"
+        try:
+            loop.run(ckpt, trainer.step, cfg.train_steps, step_fn, own_dir, cfg.checkpoint_every,
+                     restore_from=chief_dir, log=self.log if self.chief else (lambda *a: None),
+                     after_restore=lambda step: strategies.check_same_start(strategy, step,
+                                                                            chief_dir),
+                     after_step=after_step,
+                     agree_stop=lambda received: strategies.agreed_stop(strategy, received),
+                     summary_dir=self.path("tensorboard") if self.chief else None,
+                     desc="search", bar_metrics=("loss",),
+                     stop_message=stopped + " at step {step}; checkpoint saved, rerun the same "
+                                            "command to resume")
+        finally:
+            if not self.chief:
+                shutil.rmtree(own_dir, ignore_errors=True)
 
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""

@@ -142,12 +142,12 @@ def _train(cfg, workdir):
         step.assign_add(1)
         return dict(loss=loss, grad_norm=grad_norm)
 
-    # As before the shared loop: the bar shows after_step's mean loss, only the loss is checked
-    # for NaN / Inf, and a stopped run says "rerun to resume".
+    # The bar shows after_step's mean loss. The loss and the gradient norm must be finite: an
+    # infinite norm makes global-norm clipping write NaN weights while the loss is still finite,
+    # and the run stops before such a step is checkpointed.
     loop.run(ckpt, step, cfg.train_steps, step_fn, os.path.join(workdir, "checkpoints"),
              cfg.checkpoint_every, after_step=_summaries(cfg, optimizer),
              summary_dir=os.path.join(workdir, "tensorboard"), desc="train", bar_metrics=(),
-             check_finite=("loss",),
              stop_message="stopped by {signal} at step {step}; checkpoint saved, rerun to resume")
     for e, v in zip(ema, model.trainable_variables):
         v.assign(e)
