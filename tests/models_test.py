@@ -6,8 +6,6 @@ export, and samplers built on them directly (not through ddss_tf.models)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -22,7 +20,10 @@ from ddss_tf.metrics import features as features_lib
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import workdir as workdir_lib
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import testing
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 _QUIET = lambda *a: None  # noqa: E731
 _SHAPE = (8, 8, 1)
 
@@ -77,11 +78,6 @@ def byo(tmp_path_factory):
     return dict(root=root, net=net, module=module, keras=str(root / "eps.keras"),
                 h5=str(root / "eps.h5"), saved_model=str(root / "eps_saved_model"),
                 schedule_json=str(root / "cosine.json"))
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))
 
 
 def _inputs(n=3, seed=0):
@@ -172,17 +168,11 @@ def test_search_export_and_sample_on_a_brought_model(byo, which):
     np.testing.assert_allclose(images, want, rtol=0, atol=1e-5)
 
 
-def _run(binary, *flags):
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    return subprocess.run([sys.executable, os.path.join(_ROOT, "bin", binary + ".py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_ddss_sample_binary_on_a_keras_file(byo, tmp_path):
     out = str(tmp_path / "ddim.npz")
-    proc = _run("ddss_sample", "--family=ddim", "--num_steps=3", f"--model={byo['keras']}",
-                "--schedule=cosine", "--num_timesteps=400", "--prediction=v", "--num_samples=3",
-                "--seed=2", f"--out={out}")
+    proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_steps=3",
+                              f"--model={byo['keras']}", "--schedule=cosine", "--num_timesteps=400",
+                              "--prediction=v", "--num_samples=3", "--seed=2", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     layer = samplers.create("ddim", denoisers.from_keras_model(
         byo["net"], schedules.cosine(num_timesteps=400), prediction="v"), num_steps=3, remat=False)
@@ -191,8 +181,8 @@ def test_ddss_sample_binary_on_a_keras_file(byo, tmp_path):
 
 
 def test_the_binary_reports_a_bad_model_in_one_line(byo, tmp_path):
-    proc = _run("ddss_sample", "--family=ddim", f"--model={byo['keras']}",
-                f"--out={tmp_path}/s.npz")
+    proc = testing.run_binary("ddss_sample", "--family=ddim", f"--model={byo['keras']}",
+                              f"--out={tmp_path}/s.npz")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert lines == [f"ddss_sample: error: model {byo['keras']!r} carries no noise schedule: give "

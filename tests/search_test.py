@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import testing
 import workers
 from ddss_tf import evaluation, images, interrupt, models, progress, sampling
 from ddss_tf.metrics import mmd
@@ -26,7 +27,8 @@ from ddss_tf.noise import step_noise
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search.run import Run
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 _QUIET = lambda *a: None  # noqa: E731
 
 
@@ -36,11 +38,6 @@ def _cfg(**kw):
                 reference_steps=10)
     base.update(kw)
     return SearchConfig(**base)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))
 
 
 def _values(variables):
@@ -256,10 +253,8 @@ def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
 
 
 def test_binary_reports_bad_flags_in_one_line(tmp_path):
-    env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), f"--workdir={tmp_path}/w",
-         "--num_steps=5000"], capture_output=True, text=True, env=env, timeout=300)
+    proc = testing.run_binary("ddss_search", f"--workdir={tmp_path}/w", "--num_steps=5000",
+                              env=testing.binary_env(tmp_path))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "ddss_search: error: num_steps 5000 exceeds the model's T = 1000" in proc.stderr
@@ -273,10 +268,8 @@ def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):
     results = run_search(cfg, str(workdir), log=_QUIET)
     command = re.search(r"`(ddss_sample [^`]*)`", (workdir / "results.md").read_text()).group(1)
     out = tmp_path / "learned.npz"
-    env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, os.path.join(_ROOT, "bin", "ddss_sample.py"),
-                           *command.split()[1:], f"--out={out}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = testing.run_binary("ddss_sample", *command.split()[1:], f"--out={out}",
+                              env=testing.binary_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     learned = np.load(out)["images"]
     assert len(learned) == cfg.final_samples
@@ -307,8 +300,8 @@ def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_pat
     workdir = str(tmp_path / "run")
     procs = []
     for i in range(2):
-        env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / f"cache{i}"),
-                   TF_CONFIG=workers.tf_config(cluster, i))
+        env = testing.binary_env(tmp_path, DDSS_TF_CACHE=str(tmp_path / f"cache{i}"),
+                                 TF_CONFIG=workers.tf_config(cluster, i))
         procs.append(subprocess.Popen(
             [sys.executable, "-c", _WORKER, json.dumps(vars(cfg)), workdir], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
