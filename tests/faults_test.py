@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import export_helpers
 import testing
+import toy_networks
 import workers
 from ddss_tf import checkpoints, files, images, sampling
 
@@ -227,18 +227,9 @@ def test_a_second_search_on_a_busy_work_directory_refuses_and_a_stale_lock_does_
 
 # ---- broken numbers --------------------------------------------------------------------------
 
-def _nan_model(path):
-    x = keras.Input([8, 8, 1])
-    t = keras.Input([])
-    conv = keras.layers.Conv2D(1, 1)
-    model = keras.Model([x, t], conv(x))
-    conv.set_weights([np.full([1, 1, 1, 1], np.nan, np.float32), np.zeros([1], np.float32)])
-    model.save(path)
-    return path
-
-
 def test_non_finite_samples_or_scores_exit_3_and_write_nothing(tmp_path):
-    model = _nan_model(str(tmp_path / "nan.keras"))
+    model = str(tmp_path / "nan.keras")
+    toy_networks.nan_eps_model().save(model)
     env = testing.binary_env(tmp_path)
     out = tmp_path / "s.npz"
     proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_steps=2", "--num_samples=4",

@@ -21,23 +21,12 @@ from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import workdir as workdir_lib
 
 import testing
+import toy_networks
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 _QUIET = lambda *a: None  # noqa: E731
 _SHAPE = (8, 8, 1)
-
-
-def _keras_eps(out_channels=1, t_shape=()):
-    """A few conv layers with a dense time embedding: [x_t, t] -> eps, seeded random weights."""
-    keras.utils.set_random_seed(3)
-    x = keras.Input(_SHAPE, name="x_t")
-    t = keras.Input(t_shape, name="t")
-    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
-    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(emb)])
-    out = keras.layers.Conv2D(out_channels, 3, padding="same")(h)
-    return keras.Model([x, t], out, name="tiny_eps")
 
 
 class _ModuleEps(tf.Module):
@@ -67,7 +56,7 @@ def _spec(shape, dtype=tf.float32, name=None):
 @pytest.fixture(scope="module")
 def byo(tmp_path_factory):
     root = tmp_path_factory.mktemp("byo")
-    net = _keras_eps()
+    net = toy_networks.dense_time_eps_model()
     net.save(root / "eps.keras")
     net.save(root / "eps.h5")
     module = _ModuleEps()
@@ -197,9 +186,9 @@ def _bad_saved_model(root, name, fn, signature):
 def _bad_models(root):
     """{case: path} of models that break the contract in one way each."""
     out = {}
-    _keras_eps(out_channels=2).save(root / "two_channels.keras")
-    _keras_eps(out_channels=3).save(root / "three_channels.keras")
-    _keras_eps(t_shape=(1,)).save(root / "t_column.keras")
+    toy_networks.dense_time_eps_model(out_channels=2).save(root / "two_channels.keras")
+    toy_networks.dense_time_eps_model(out_channels=3).save(root / "three_channels.keras")
+    toy_networks.dense_time_eps_model(t_shape=(1,)).save(root / "t_column.keras")
     x = keras.Input(_SHAPE)
     keras.Model(x, keras.layers.Conv2D(1, 3, padding="same")(x)).save(root / "one_input.keras")
     (root / "junk.keras").write_bytes(b"not a zip file")
@@ -278,7 +267,7 @@ def test_a_model_that_does_not_fit_fails_with_one_line(byo, bad, tmp_path, case,
 def test_a_learned_variance_output_samples_with_its_eps_channels(tmp_path, which):
     # iDDPM / ADM "learn_sigma" networks return 2C channels: eps, then the variance interpolation.
     if which == "keras":
-        net = _keras_eps(out_channels=2)
+        net = toy_networks.dense_time_eps_model(out_channels=2)
         path = str(tmp_path / "learned_variance.keras")
         net.save(path)
         full = lambda x_t, t: net([x_t, t])  # noqa: E731

@@ -15,25 +15,10 @@ K = 4
 SHAPE = [3, 4, 4, 1]
 
 
-def _tiny_eps_model(seed=0):
-    """(x_t [B, 4, 4, 1], t [B]) -> eps, with a sinusoidal time embedding."""
-    keras.utils.set_random_seed(seed)
-    x_in = keras.Input((4, 4, 1), name="x_t")
-    t_in = keras.Input((), name="t")
-    freqs = np.exp(-np.log(1000.0) * np.arange(4) / 4).astype(np.float32)
-    angles = keras.layers.Lambda(lambda t: t[:, None] * freqs)(t_in)
-    emb = keras.layers.Concatenate()([keras.ops.sin(angles), keras.ops.cos(angles)])
-    emb = keras.layers.Dense(8, activation="swish")(emb)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="swish")(x_in)
-    h = h + keras.layers.Reshape((1, 1, 8))(emb)
-    out = keras.layers.Conv2D(1, 3, padding="same")(h)
-    return keras.Model([x_in, t_in], out)
-
-
 @pytest.fixture(scope="module")
 def setup():
     sched = schedules.linear_beta(1000)
-    model = _tiny_eps_model()
+    model = toy_networks.sinusoidal_eps_model(SHAPE[1:], seed=0)
     return model, denoisers.from_keras_model(model, sched)
 
 
