@@ -252,14 +252,6 @@ def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
         run_search(_cfg(train_steps=5), workdir, log=_QUIET)
 
 
-def test_binary_reports_bad_flags_in_one_line(tmp_path):
-    proc = testing.run_binary("ddss_search", f"--workdir={tmp_path}/w", "--num_steps=5000",
-                              env=testing.binary_env(tmp_path))
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert "ddss_search: error: num_steps 5000 exceeds the model's T = 1000" in proc.stderr
-
-
 def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):
     """results.md names the ddss_sample command that redraws the evaluation's first batch; with
     the baselines drawn by the same rule (sampling.draw), the rows rebuild compare.png."""
