@@ -395,8 +395,8 @@ def test_the_exported_from_noise_refuses_noise_of_another_shape(tmp_path):
     from ddss_tf import export
 
     source = sampling.from_family("ddpm", num_steps=3)
-    signature = sampling.from_export(export.export_sampler(source.layer, str(tmp_path)))
-    from_noise = signature._signatures["from_noise"]  # as TF Serving calls it
+    loaded = tf.saved_model.load(export.export_sampler(source.layer, str(tmp_path)))
+    from_noise = loaded.signatures["from_noise"]  # as TF Serving calls it
     x_T = tf.zeros([2, 8, 8, 1])
     for shape in ([4, 2, 8, 8, 1], [2, 2, 8, 8, 1], [3, 3, 8, 8, 1], [3, 1, 8, 8, 1]):
         with pytest.raises(tf.errors.InvalidArgumentError, match="K = 3 .* N = the batch of x_T"):

@@ -32,7 +32,10 @@ def test_network_is_frozen_and_not_tracked(setup):
     own = {"time_logits", "mu_x0_logits", "mu_logits", "mu_skip", "sigma_logits", "pred_a_logits",
            "pred_b_logits"}
     assert {v.name for v in layer.trainable_variables} == own
-    assert len(layer.weights) == len(own) and not layer._layers
+    assert len(layer.weights) == len(own)
+    # Nothing else is tracked (no sub-layer, the network included): the layer's checkpoint
+    # children are its own variables.
+    assert set(tf.train.TrackableView(layer).children(layer)) == own
     network_ids = {id(v) for v in model.weights}
     assert not network_ids & {id(v) for v in layer.weights}
     x_T, noise = samplers.draw_noise(0, K, SHAPE)

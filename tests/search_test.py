@@ -57,6 +57,7 @@ def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
     cfg = _cfg(learning_rate=1e-3, num_steps=3, init="ddpm")
     setup = Run(cfg, tempfile.gettempdir(), _QUIET)
     net_before = _values(setup.evaluator.net.weights)
+    features_before = _values(setup.evaluator.extractor.network.weights)
     sampler_before = _values(setup.layer.trainable_variables)
     loss_before = _loss_on_step_noise(setup, cfg, 0)
 
@@ -69,9 +70,14 @@ def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
     for a, b in zip(net_before, _values(setup.evaluator.net.weights)):
         np.testing.assert_array_equal(a, b)
     assert int(setup.trainer.step) == 1
-    # The feature network is frozen too: the loss sees only the sampler's variables.
-    assert {id(v) for v in setup.layer.trainable_variables} == \
-        {id(v) for v in setup.trainer.optimizer._trainable_variables}
+    # The feature network is frozen too: its weights stay, and the optimiser holds Adam's two
+    # moments for each of the sampler's variables and nothing else (besides its step count).
+    for a, b in zip(features_before, _values(setup.evaluator.extractor.network.weights)):
+        np.testing.assert_array_equal(a, b)
+    optimizer = setup.trainer.optimizer
+    moments = [v for v in optimizer.variables if v is not optimizer.iterations]
+    assert [tuple(v.shape) for v in moments] == \
+        [tuple(v.shape) for v in setup.layer.trainable_variables for _ in range(2)]
 
 
 def _manual_steps(cfg, num_steps, replicas):
