@@ -8,8 +8,6 @@ seeds' noise, and computes FID with float64 numpy / scipy from the classifier's 
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,14 +17,12 @@ import tensorflow as tf
 from ddss_tf import benchmark, data, evaluation, metrics, models, pretrained, samplers
 from ddss_tf.search import SearchConfig
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import testing
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 _QUIET = lambda *a: None  # noqa: E731
 _N = 24
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))
 
 
 def _cfg(**kw):
@@ -225,10 +221,8 @@ def test_bad_settings_fail_with_one_clear_message_and_write_nothing(tmp_path, ov
 
 
 def test_binary_reports_bad_flags_in_one_line(tmp_path):
-    env = dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [sys.executable, os.path.join(_ROOT, "bin", "ddss_benchmark.py"), f"--workdir={tmp_path}/w",
-         "--num_steps=5,x"], capture_output=True, text=True, env=env, timeout=300)
+    proc = testing.run_binary("ddss_benchmark", f"--workdir={tmp_path}/w", "--num_steps=5,x",
+                              env=testing.binary_env(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--num_steps must be integers" in proc.stderr
     assert not os.path.exists(tmp_path / "w")

@@ -1,18 +1,8 @@
 """The absl binaries: bad flags give one line on stderr (no traceback) and a non-zero exit."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(binary, *flags):
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    return subprocess.run([sys.executable, os.path.join(_ROOT, "bin", binary + ".py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300)
+import testing
 
 
 @pytest.mark.parametrize("binary,flags,message", [
@@ -25,7 +15,7 @@ def _run(binary, *flags):
     ("ddss_train_classifier", ["--out_dir=/tmp/x", "extra"], "unexpected arguments"),
 ])
 def test_bad_flags_fail_with_one_clear_line(binary, flags, message):
-    proc = _run(binary, *flags)
+    proc = testing.run_binary(binary, *flags)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr

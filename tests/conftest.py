@@ -3,8 +3,12 @@
 Split the physical CPU into 2 logical devices before TensorFlow initialises its
 runtime, so MirroredStrategy tests can run two replicas on one host (DESIGN
 section 7). Every other test sees "/cpu:0" as usual.
+
+Fixtures: `isolated_cache` (a test module applies it to all its tests with
+`pytestmark = pytest.mark.usefixtures("isolated_cache")`).
 """
 
+import pytest
 import tensorflow as tf
 
 _CPUS = tf.config.list_physical_devices("CPU")
@@ -52,9 +56,16 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
     tiers = _build_tiers()
     for item in items:
         for mark in sorted(tiers.get(item.path.name, ())):
             item.add_marker(getattr(pytest.mark, mark))
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """DDSS_TF_CACHE (the reference-statistics cache) in the test's tmp_path, so no test reads
+    or writes the user's cache or another test's."""
+    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))

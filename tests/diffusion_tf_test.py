@@ -8,8 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,9 +16,9 @@ from ddss_tf import models, schedules
 from ddss_tf.nets import diffusion_tf, unet
 
 import diffusion_tf_reference as ref
+import testing
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(_ROOT, "tests", "fixtures", "diffusion_tf_small")
+FIXTURE = os.path.join(testing.ROOT, "tests", "fixtures", "diffusion_tf_small")
 PREFIX = os.path.join(FIXTURE, "model.ckpt-1000")
 EMA = "/ExponentialMovingAverage"
 _LINEAR = dict(schedule="linear_beta", num_timesteps=1000)
@@ -367,22 +365,16 @@ def test_the_presets_are_the_released_architectures():
 
 # ---- the binaries -------------------------------------------------------------------------------
 
-def _run(binary, *flags):
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    return subprocess.run([sys.executable, os.path.join(_ROOT, "bin", binary + ".py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_ddss_sample_runs_on_a_checkpoint(tmp_path):
     out = str(tmp_path / "ddim.npz")
-    proc = _run("ddss_sample", f"--model={PREFIX}", "--image_size=16", "--schedule=linear_beta",
-                "--num_timesteps=1000", "--family=ddim", "--num_steps=5", "--num_samples=3",
-                f"--out={out}")
+    proc = testing.run_binary("ddss_sample", f"--model={PREFIX}", "--image_size=16",
+                              "--schedule=linear_beta", "--num_timesteps=1000", "--family=ddim",
+                              "--num_steps=5", "--num_samples=3", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     images = np.load(out)["images"]
     assert images.shape == (3, 16, 16, 3) and np.isfinite(images).all()
-    bad = _run("ddss_sample", f"--model={PREFIX}", "--model_preset=lsun_church", "--family=ddim",
-               f"--out={out}")
+    bad = testing.run_binary("ddss_sample", f"--model={PREFIX}", "--model_preset=lsun_church",
+                             "--family=ddim", f"--out={out}")
     lines = [ln for ln in bad.stderr.splitlines() if "error:" in ln]
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(lines) == 1, bad.stderr
     assert "is not the lsun_church model" in lines[0]

@@ -10,17 +10,16 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import types
 
 import numpy as np
 
+import testing
 from ddss_tf import denoisers, export, noise as noise_lib, samplers, schedules
 from ddss_tf.nets import unet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET_CONFIG = dict(unet.DIGITS_CONFIG, ch=8, ch_mult=[1], num_res_blocks=1, attn_resolutions=[])
 SCHEDULE = dict(kind="linear_beta", num_timesteps=1000, beta_start=1e-4, beta_end=0.02)
 K = 3
@@ -103,11 +102,11 @@ def exported():
                                  model_dir=save_model_dir(net, os.path.join(work, "tiny")))
 
 
-def run(args, timeout=300):
-    """Run a command with the repository on PYTHONPATH; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+def quiet_env():
+    """testing.binary_env() with TensorFlow's C++ start-up logging off (TF_CPP_MIN_LOG_LEVEL=2)."""
+    return testing.binary_env(TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def saved_model_cli(*args):
-    return run([os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), *args])
+    return testing.run([os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), *args],
+                       env=quiet_env())

@@ -2,19 +2,17 @@
 the in-memory layer; bad flags and a mismatched model -> one line on stderr."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
 import export_helpers as helpers
+import testing
 from ddss_tf import noise, sampling
-
-_BINARY = os.path.join(helpers.ROOT, "bin", "ddss_sample.py")
 
 
 def _sample(*flags):
-    return helpers.run([sys.executable, _BINARY, *flags])
+    return testing.run_binary("ddss_sample", *flags, env=helpers.quiet_env())
 
 
 def _read(path):

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import export_helpers as helpers
+import testing
 from ddss_tf import export, noise as noise_lib
 from ddss_tf.search import strategies
 
@@ -42,7 +43,7 @@ def test_fresh_process_load_gives_the_in_memory_images():
         np.savez({outputs!r}, images=a["images"].numpy(), uint8=a["images_uint8"].numpy(),
                  served=b["images"].numpy())
     """)
-    proc = helpers.run([sys.executable, "-c", script])
+    proc = testing.run([sys.executable, "-c", script], env=helpers.quiet_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = np.load(outputs)
     want_float, want_uint8 = helpers.reference_images(e.layer, [0, helpers.SEED], 4)
@@ -74,7 +75,7 @@ def _readme_request():
     """(signature name, inputs) of the REST request body in README.md's serving section."""
     import json
 
-    with open(os.path.join(helpers.ROOT, "README.md")) as f:
+    with open(os.path.join(testing.ROOT, "README.md")) as f:
         text = f.read()
     block = text.split("<!-- serving-request -->", 1)[1]
     body = json.loads(re.search(r"-d '(\{.*?\})'", block, re.S).group(1))

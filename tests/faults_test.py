@@ -15,27 +15,18 @@ import signal
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import export_helpers
+import testing
+import toy_networks
 import workers
 from ddss_tf import checkpoints, files, images, sampling
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY = ["--num_steps=2", "--batch_size=8", "--noxla", "--eval_every=1000", "--eval_samples=16",
          "--final_samples=16", "--reference_steps=10"]
-
-
-def _env(tmp_path, **extra):
-    return dict(os.environ, PYTHONPATH=_ROOT, DDSS_TF_CACHE=str(tmp_path / "cache"), **extra)
-
-
-def _run(binary, *flags, env, timeout=600):
-    return subprocess.run([sys.executable, os.path.join(_ROOT, "bin", binary + ".py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def _one_line_error(proc, code, *phrases):
@@ -89,10 +80,10 @@ def _coefficients(workdir):
 # ---- checkpoints -------------------------------------------------------------------------------
 
 def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(tmp_path):
-    env = _env(tmp_path)
+    env = testing.binary_env(tmp_path)
     flags = _TINY + ["--train_steps=6", "--checkpoint_every=2"]
     full = str(tmp_path / "full")
-    proc = _run("ddss_search", *flags, f"--workdir={full}", env=env)
+    proc = testing.run_binary("ddss_search", *flags, f"--workdir={full}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # The newest checkpoint cut short and the index file garbage: resume from ckpt-4, saying so.
@@ -104,7 +95,7 @@ def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(
     os.truncate(data, 10)
     with open(os.path.join(damaged, "checkpoints", "checkpoint"), "w") as f:
         f.write("garbage\n")
-    proc = _run("ddss_search", *flags, f"--workdir={damaged}", env=env)
+    proc = testing.run_binary("ddss_search", *flags, f"--workdir={damaged}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert f"checkpoint {data}" in out and "is damaged" in out
@@ -122,14 +113,14 @@ def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(
     for index in glob.glob(os.path.join(broken, "checkpoints", "*.index")):
         open(index, "w").close()
     before = _digest(os.path.join(broken, "checkpoints"))
-    proc = _run("ddss_search", *flags, f"--workdir={broken}", env=env)
+    proc = testing.run_binary("ddss_search", *flags, f"--workdir={broken}", env=env)
     _one_line_error(proc, 2, "none of the checkpoints", "nothing was overwritten")
     assert _digest(os.path.join(broken, "checkpoints")) == before
 
     # A finished search in a read-only place prints its results and writes nothing.
     before = _digest(full)
     with _read_only(full):
-        proc = _run("ddss_search", *flags, f"--workdir={full}", env=env)
+        proc = testing.run_binary("ddss_search", *flags, f"--workdir={full}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "holds this finished search" in proc.stdout + proc.stderr
     assert _digest(full) == before
@@ -141,9 +132,10 @@ def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(
 def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), *_TINY,
-         "--train_steps=100000", "--checkpoint_every=100000", f"--workdir={workdir}"],
-        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        testing.binary_command("ddss_search", *_TINY, "--train_steps=100000",
+                               "--checkpoint_every=100000", f"--workdir={workdir}"),
+        env=testing.binary_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     _wait_for_training(proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
@@ -162,7 +154,8 @@ def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
     ("ddss_search", [f"--seed={2 ** 70}"], ["--seed"]),
     ("ddss_search", ["--schedule=linear_beta", "--num_timesteps=2000000000"],
      ["--num_timesteps"]),
-    ("ddss_search", ["--num_steps=5000"], ["num_steps 5000 exceeds the model's T = 1000"]),
+    ("ddss_search", ["--num_steps=5000"],
+     ["ddss_search: error: num_steps 5000 exceeds the model's T = 1000"]),
     ("ddss_search", ["--dataset={data}", "--split=../outside"], ["no absolute path, no '..'"]),
     ("ddss_search", ["--dataset={data}", "--split=/etc"], ["no absolute path"]),
     ("ddss_sample", ["--family=ddim", "--num_samples=2000000000", "--out={tmp}/s.npz"],
@@ -176,32 +169,34 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path, binary, flag
     workdir = tmp_path / "run"
     flags = [f.format(data=tmp_path / "data", tmp=tmp_path) for f in flags]
     extra = [f"--workdir={workdir}"] if binary == "ddss_search" else []
-    proc = _run(binary, *flags, *extra, env=_env(tmp_path), timeout=300)
+    proc = testing.run_binary(binary, *flags, *extra, env=testing.binary_env(tmp_path),
+                              timeout=300)
     _one_line_error(proc, 2, *phrases)
     assert not workdir.exists() and not (tmp_path / "s.npz").exists()
 
 
 def test_unusable_paths_are_one_line_naming_the_path(tmp_path):
-    env = _env(tmp_path)
+    env = testing.binary_env(tmp_path)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    _one_line_error(_run("ddss_search", *_TINY, f"--workdir={a_file}", env=env), 2,
-                    str(a_file), "not a directory")
+    proc = testing.run_binary("ddss_search", *_TINY, f"--workdir={a_file}", env=env)
+    _one_line_error(proc, 2, str(a_file), "not a directory")
     locked = tmp_path / "locked"
     locked.mkdir()
     with _read_only(str(locked)):
-        _one_line_error(_run("ddss_search", *_TINY, f"--workdir={locked}/run", env=env), 2,
-                        f"{locked}/run")
-        proc = _run("ddss_sample", "--family=ddim", "--num_samples=100000",
-                    f"--out={locked}/s.npz", env=env)
+        proc = testing.run_binary("ddss_search", *_TINY, f"--workdir={locked}/run", env=env)
+        _one_line_error(proc, 2, f"{locked}/run")
+        proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_samples=100000",
+                                  f"--out={locked}/s.npz", env=env)
         _one_line_error(proc, 2, str(locked), "not writable")
         assert "sample 1" not in proc.stderr  # refused before sampling
     # A read-only cache: the reference statistics cannot be cached there.
     cache = tmp_path / "ro_cache"
     cache.mkdir()
     with _read_only(str(cache)):
-        proc = _run("ddss_search", *_TINY, "--train_steps=1", f"--workdir={tmp_path}/w",
-                    env=dict(env, DDSS_TF_CACHE=str(cache)))
+        proc = testing.run_binary("ddss_search", *_TINY, "--train_steps=1",
+                                  f"--workdir={tmp_path}/w",
+                                  env=dict(env, DDSS_TF_CACHE=str(cache)))
     _one_line_error(proc, 2, str(cache))
 
 
@@ -213,14 +208,14 @@ def test_a_second_search_on_a_busy_work_directory_refuses_and_a_stale_lock_does_
         "import sys, time; from ddss_tf import files\n"
         "with files.WorkdirLock(sys.argv[1]):\n"
         "    print('held', flush=True); time.sleep(600)\n"), workdir],
-        env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+        env=testing.binary_env(tmp_path), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(files.WorkdirBusy, match=f"pid {holder.pid}"):
             with files.WorkdirLock(workdir):
                 pass
-        proc = _run("ddss_search", *_TINY, "--train_steps=1", f"--workdir={workdir}",
-                    env=_env(tmp_path))
+        proc = testing.run_binary("ddss_search", *_TINY, "--train_steps=1",
+                                  f"--workdir={workdir}", env=testing.binary_env(tmp_path))
         _one_line_error(proc, 2, workdir, "is in use by", f"pid {holder.pid}")
         assert not os.path.exists(os.path.join(workdir, "config.json"))
     finally:
@@ -233,27 +228,18 @@ def test_a_second_search_on_a_busy_work_directory_refuses_and_a_stale_lock_does_
 
 # ---- broken numbers --------------------------------------------------------------------------
 
-def _nan_model(path):
-    x = keras.Input([8, 8, 1])
-    t = keras.Input([])
-    conv = keras.layers.Conv2D(1, 1)
-    model = keras.Model([x, t], conv(x))
-    conv.set_weights([np.full([1, 1, 1, 1], np.nan, np.float32), np.zeros([1], np.float32)])
-    model.save(path)
-    return path
-
-
 def test_non_finite_samples_or_scores_exit_3_and_write_nothing(tmp_path):
-    model = _nan_model(str(tmp_path / "nan.keras"))
-    env = _env(tmp_path)
+    model = str(tmp_path / "nan.keras")
+    toy_networks.nan_eps_model().save(model)
+    env = testing.binary_env(tmp_path)
     out = tmp_path / "s.npz"
-    proc = _run("ddss_sample", "--family=ddim", "--num_steps=2", "--num_samples=4",
-                f"--model={model}", "--schedule=linear_beta", f"--out={out}", env=env)
+    proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_steps=2", "--num_samples=4",
+                              f"--model={model}", "--schedule=linear_beta", f"--out={out}", env=env)
     _one_line_error(proc, 3, "non-finite", "nothing written")
     assert not out.exists() and not (tmp_path / "s.png").exists()
     workdir = tmp_path / "run"
-    proc = _run("ddss_search", *_TINY, "--train_steps=2", f"--model={model}",
-                "--schedule=linear_beta", f"--workdir={workdir}", env=env)
+    proc = testing.run_binary("ddss_search", *_TINY, "--train_steps=2", f"--model={model}",
+                              "--schedule=linear_beta", f"--workdir={workdir}", env=env)
     _one_line_error(proc, 3, "NaN / Inf", "nothing scored or written")
     assert not (workdir / "results.json").exists() and not (workdir / "coefficients.json").exists()
 
@@ -268,8 +254,8 @@ def test_a_broken_coefficients_file_through_the_binary(tmp_path, coefficients_do
     doc["variables"][next(iter(doc["variables"]))] = float("inf")
     path = tmp_path / "coefficients.json"
     path.write_text(json.dumps(doc))
-    proc = _run("ddss_sample", f"--coefficients={path}", f"--out={tmp_path}/s.npz",
-                env=_env(tmp_path))
+    proc = testing.run_binary("ddss_sample", f"--coefficients={path}", f"--out={tmp_path}/s.npz",
+                              env=testing.binary_env(tmp_path))
     _one_line_error(proc, 2, str(path), "Infinity")
     assert not (tmp_path / "s.npz").exists()
 
@@ -285,7 +271,7 @@ def test_a_broken_coefficients_file_through_the_binary(tmp_path, coefficients_do
 ])
 def test_help_lists_the_binarys_own_flags_and_usage_without_start_up_noise(tmp_path, binary,
                                                                           own):
-    proc = _run(binary, "--help", env=_env(tmp_path), timeout=120)
+    proc = testing.run_binary(binary, "--help", env=testing.binary_env(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert text.lstrip().splitlines()[0]  # the docstring: what the binary does
@@ -306,12 +292,12 @@ def _start_workers(tmp_path, workdir, flags, caches=None, workdirs=None, only=(0
     cluster = workers.localhost_cluster(2)
     procs = []
     for i in only:
-        env = _env(tmp_path, TF_CONFIG=workers.tf_config(cluster, i))
-        env["DDSS_TF_CACHE"] = (caches or {}).get(i, str(tmp_path / f"cache{i}"))
+        env = testing.binary_env(tmp_path, TF_CONFIG=workers.tf_config(cluster, i),
+                                 DDSS_TF_CACHE=(caches or {}).get(i, str(tmp_path / f"cache{i}")))
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(_ROOT, "bin", "ddss_search.py"), *_TINY,
-             "--strategy=multi_worker", "--lr_decay=constant",
-             f"--workdir={(workdirs or {}).get(i, workdir)}", *flags],
+            testing.binary_command("ddss_search", *_TINY, "--strategy=multi_worker",
+                                   "--lr_decay=constant",
+                                   f"--workdir={(workdirs or {}).get(i, workdir)}", *flags),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -394,9 +380,10 @@ def test_two_workers_stop_together_fail_together_and_resume(tmp_path):
     for proc in [_finish(p, timeout=600) for p in procs]:
         assert proc.returncode == 0, proc.stderr[-3000:]
     reference = str(tmp_path / "reference")
-    proc = _run("ddss_search", *_TINY, "--strategy=mirrored", "--cpu_devices=2",
-                "--lr_decay=constant", f"--train_steps={total}", "--checkpoint_every=100000",
-                f"--workdir={reference}", env=_env(tmp_path))
+    proc = testing.run_binary("ddss_search", *_TINY, "--strategy=mirrored", "--cpu_devices=2",
+                              "--lr_decay=constant", f"--train_steps={total}",
+                              "--checkpoint_every=100000", f"--workdir={reference}",
+                              env=testing.binary_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = _coefficients(workdir), _coefficients(reference)
     assert sorted(got) == sorted(want)
@@ -408,8 +395,8 @@ def test_the_exported_from_noise_refuses_noise_of_another_shape(tmp_path):
     from ddss_tf import export
 
     source = sampling.from_family("ddpm", num_steps=3)
-    signature = sampling.from_export(export.export_sampler(source.layer, str(tmp_path)))
-    from_noise = signature._signatures["from_noise"]  # as TF Serving calls it
+    loaded = tf.saved_model.load(export.export_sampler(source.layer, str(tmp_path)))
+    from_noise = loaded.signatures["from_noise"]  # as TF Serving calls it
     x_T = tf.zeros([2, 8, 8, 1])
     for shape in ([4, 2, 8, 8, 1], [2, 2, 8, 8, 1], [3, 3, 8, 8, 1], [3, 1, 8, 8, 1]):
         with pytest.raises(tf.errors.InvalidArgumentError, match="K = 3 .* N = the batch of x_T"):

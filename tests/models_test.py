@@ -6,8 +6,6 @@ export, and samplers built on them directly (not through ddss_tf.models)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -21,21 +19,13 @@ from ddss_tf.metrics import features as features_lib
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import workdir as workdir_lib
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import testing
+import toy_networks
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 _QUIET = lambda *a: None  # noqa: E731
 _SHAPE = (8, 8, 1)
-
-
-def _keras_eps(out_channels=1, t_shape=()):
-    """A few conv layers with a dense time embedding: [x_t, t] -> eps, seeded random weights."""
-    keras.utils.set_random_seed(3)
-    x = keras.Input(_SHAPE, name="x_t")
-    t = keras.Input(t_shape, name="t")
-    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
-    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(emb)])
-    out = keras.layers.Conv2D(out_channels, 3, padding="same")(h)
-    return keras.Model([x, t], out, name="tiny_eps")
 
 
 class _ModuleEps(tf.Module):
@@ -65,7 +55,7 @@ def _spec(shape, dtype=tf.float32, name=None):
 @pytest.fixture(scope="module")
 def byo(tmp_path_factory):
     root = tmp_path_factory.mktemp("byo")
-    net = _keras_eps()
+    net = toy_networks.dense_time_eps_model()
     net.save(root / "eps.keras")
     net.save(root / "eps.h5")
     module = _ModuleEps()
@@ -76,11 +66,6 @@ def byo(tmp_path_factory):
     return dict(root=root, net=net, module=module, keras=str(root / "eps.keras"),
                 h5=str(root / "eps.h5"), saved_model=str(root / "eps_saved_model"),
                 schedule_json=str(root / "cosine.json"))
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DDSS_TF_CACHE", str(tmp_path / "cache"))
 
 
 def _inputs(n=3, seed=0):
@@ -171,17 +156,11 @@ def test_search_export_and_sample_on_a_brought_model(byo, which):
     np.testing.assert_allclose(images, want, rtol=0, atol=1e-5)
 
 
-def _run(binary, *flags):
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    return subprocess.run([sys.executable, os.path.join(_ROOT, "bin", binary + ".py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_ddss_sample_binary_on_a_keras_file(byo, tmp_path):
     out = str(tmp_path / "ddim.npz")
-    proc = _run("ddss_sample", "--family=ddim", "--num_steps=3", f"--model={byo['keras']}",
-                "--schedule=cosine", "--num_timesteps=400", "--prediction=v", "--num_samples=3",
-                "--seed=2", f"--out={out}")
+    proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_steps=3",
+                              f"--model={byo['keras']}", "--schedule=cosine", "--num_timesteps=400",
+                              "--prediction=v", "--num_samples=3", "--seed=2", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     layer = samplers.create("ddim", denoisers.from_keras_model(
         byo["net"], schedules.cosine(num_timesteps=400), prediction="v"), num_steps=3, remat=False)
@@ -190,8 +169,8 @@ def test_ddss_sample_binary_on_a_keras_file(byo, tmp_path):
 
 
 def test_the_binary_reports_a_bad_model_in_one_line(byo, tmp_path):
-    proc = _run("ddss_sample", "--family=ddim", f"--model={byo['keras']}",
-                f"--out={tmp_path}/s.npz")
+    proc = testing.run_binary("ddss_sample", "--family=ddim", f"--model={byo['keras']}",
+                              f"--out={tmp_path}/s.npz")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert lines == [f"ddss_sample: error: model {byo['keras']!r} carries no noise schedule: give "
@@ -206,9 +185,9 @@ def _bad_saved_model(root, name, fn, signature):
 def _bad_models(root):
     """{case: path} of models that break the contract in one way each."""
     out = {}
-    _keras_eps(out_channels=2).save(root / "two_channels.keras")
-    _keras_eps(out_channels=3).save(root / "three_channels.keras")
-    _keras_eps(t_shape=(1,)).save(root / "t_column.keras")
+    toy_networks.dense_time_eps_model(out_channels=2).save(root / "two_channels.keras")
+    toy_networks.dense_time_eps_model(out_channels=3).save(root / "three_channels.keras")
+    toy_networks.dense_time_eps_model(t_shape=(1,)).save(root / "t_column.keras")
     x = keras.Input(_SHAPE)
     keras.Model(x, keras.layers.Conv2D(1, 3, padding="same")(x)).save(root / "one_input.keras")
     (root / "junk.keras").write_bytes(b"not a zip file")
@@ -287,7 +266,7 @@ def test_a_model_that_does_not_fit_fails_with_one_line(byo, bad, tmp_path, case,
 def test_a_learned_variance_output_samples_with_its_eps_channels(tmp_path, which):
     # iDDPM / ADM "learn_sigma" networks return 2C channels: eps, then the variance interpolation.
     if which == "keras":
-        net = _keras_eps(out_channels=2)
+        net = toy_networks.dense_time_eps_model(out_channels=2)
         path = str(tmp_path / "learned_variance.keras")
         net.save(path)
         full = lambda x_t, t: net([x_t, t])  # noqa: E731

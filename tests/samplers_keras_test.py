@@ -15,25 +15,10 @@ K = 4
 SHAPE = [3, 4, 4, 1]
 
 
-def _tiny_eps_model(seed=0):
-    """(x_t [B, 4, 4, 1], t [B]) -> eps, with a sinusoidal time embedding."""
-    keras.utils.set_random_seed(seed)
-    x_in = keras.Input((4, 4, 1), name="x_t")
-    t_in = keras.Input((), name="t")
-    freqs = np.exp(-np.log(1000.0) * np.arange(4) / 4).astype(np.float32)
-    angles = keras.layers.Lambda(lambda t: t[:, None] * freqs)(t_in)
-    emb = keras.layers.Concatenate()([keras.ops.sin(angles), keras.ops.cos(angles)])
-    emb = keras.layers.Dense(8, activation="swish")(emb)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="swish")(x_in)
-    h = h + keras.layers.Reshape((1, 1, 8))(emb)
-    out = keras.layers.Conv2D(1, 3, padding="same")(h)
-    return keras.Model([x_in, t_in], out)
-
-
 @pytest.fixture(scope="module")
 def setup():
     sched = schedules.linear_beta(1000)
-    model = _tiny_eps_model()
+    model = toy_networks.sinusoidal_eps_model(SHAPE[1:], seed=0)
     return model, denoisers.from_keras_model(model, sched)
 
 
@@ -47,7 +32,10 @@ def test_network_is_frozen_and_not_tracked(setup):
     own = {"time_logits", "mu_x0_logits", "mu_logits", "mu_skip", "sigma_logits", "pred_a_logits",
            "pred_b_logits"}
     assert {v.name for v in layer.trainable_variables} == own
-    assert len(layer.weights) == len(own) and not layer._layers
+    assert len(layer.weights) == len(own)
+    # Nothing else is tracked (no sub-layer, the network included): the layer's checkpoint
+    # children are its own variables.
+    assert set(tf.train.TrackableView(layer).children(layer)) == own
     network_ids = {id(v) for v in model.weights}
     assert not network_ids & {id(v) for v in layer.weights}
     x_T, noise = samplers.draw_noise(0, K, SHAPE)

@@ -19,23 +19,10 @@ import toy_networks
 SHAPE = [3, 8, 8, 1]
 
 
-def _eps_model(channels=8):
-    """[x_t, t] -> eps: convolutions with a sinusoidal time embedding added in between."""
-    keras.utils.set_random_seed(5)
-    x_in = keras.Input(SHAPE[1:])
-    t_in = keras.Input(())
-    freqs = np.exp(-np.log(1000.0) * np.arange(4) / 4).astype(np.float32)
-    angles = keras.layers.Lambda(lambda t: t[:, None] * freqs)(t_in)
-    emb = keras.layers.Dense(channels, activation="swish")(
-        keras.layers.Concatenate()([keras.ops.sin(angles), keras.ops.cos(angles)]))
-    h = keras.layers.Conv2D(channels, 3, padding="same", activation="swish")(x_in)
-    h = h + keras.layers.Reshape((1, 1, channels))(emb)
-    return keras.Model([x_in, t_in], keras.layers.Conv2D(1, 3, padding="same")(h))
-
-
 @pytest.fixture(scope="module")
 def den():
-    return denoisers.from_keras_model(_eps_model(), schedules.linear_beta(1000))
+    return denoisers.from_keras_model(toy_networks.sinusoidal_eps_model(SHAPE[1:], seed=5),
+                                      schedules.linear_beta(1000))
 
 
 def _loss_and_grads(layer, x_T, noise):
@@ -139,7 +126,7 @@ def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(
         cfg = SearchConfig(num_steps=4, batch_size=8, loop=loop, xla=True, train_steps=5)
         layer = cfg.build_sampler(den)
         trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, SHAPE[1:])
-        assert (trainer._compiling == layer.compiling_network) == loop
+        assert trainer.compiles_network_alone == loop
         loss, _ = trainer.train_step()
         updated[loop] = (loss, [v.numpy() for v in layer.trainable_variables])
     assert updated[True][0] == pytest.approx(updated[False][0], rel=1e-5)

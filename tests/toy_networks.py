@@ -1,6 +1,10 @@
-"""Small Keras eps-models for the memory tests (test helper)."""
+"""Small Keras eps-models [x_t [B, H, W, C], t [B]] -> eps for the tests (test helper).
+
+Seeded where their weights matter, so a test that builds one twice gets the same network.
+"""
 
 import keras
+import numpy as np
 
 
 def conv_eps_model(channels=64, depth=3):
@@ -14,3 +18,42 @@ def conv_eps_model(channels=64, depth=3):
         h = keras.layers.Conv2D(channels, 3, padding="same", activation="swish")(h)
         h = h + keras.layers.Reshape((1, 1, channels))(emb)
     return keras.Model([x_in, t_in], keras.layers.Conv2D(1, 3, padding="same")(h))
+
+
+def sinusoidal_eps_model(image_shape, channels=8, seed=0):
+    """[x_t [B, *image_shape] (C = 1), t [B]] -> eps: a convolution, a sinusoidal time embedding
+    (4 frequencies) through a dense layer added to it, and an output convolution."""
+    keras.utils.set_random_seed(seed)
+    x_in = keras.Input(tuple(image_shape), name="x_t")
+    t_in = keras.Input((), name="t")
+    freqs = np.exp(-np.log(1000.0) * np.arange(4) / 4).astype(np.float32)
+    angles = keras.layers.Lambda(lambda t: t[:, None] * freqs)(t_in)
+    emb = keras.layers.Concatenate()([keras.ops.sin(angles), keras.ops.cos(angles)])
+    emb = keras.layers.Dense(channels, activation="swish")(emb)
+    h = keras.layers.Conv2D(channels, 3, padding="same", activation="swish")(x_in)
+    h = h + keras.layers.Reshape((1, 1, channels))(emb)
+    return keras.Model([x_in, t_in], keras.layers.Conv2D(1, 3, padding="same")(h))
+
+
+def dense_time_eps_model(image_shape=(8, 8, 1), out_channels=1, t_shape=(), seed=3):
+    """[x_t [B, *image_shape], t [B, *t_shape]] -> [B, H, W, out_channels]: a convolution with a
+    dense time embedding added, and an output convolution (named "tiny_eps"). out_channels and
+    t_shape other than C and () make models that break the eps contract on purpose."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input(tuple(image_shape), name="x_t")
+    t = keras.Input(t_shape, name="t")
+    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
+    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(emb)])
+    out = keras.layers.Conv2D(out_channels, 3, padding="same")(h)
+    return keras.Model([x, t], out, name="tiny_eps")
+
+
+def nan_eps_model(image_shape=(8, 8, 1)):
+    """[x_t, t] -> eps that is NaN everywhere (a 1 x 1 convolution with NaN weights)."""
+    x = keras.Input(list(image_shape))
+    t = keras.Input([])
+    conv = keras.layers.Conv2D(1, 1)
+    model = keras.Model([x, t], conv(x))
+    conv.set_weights([np.full([1, 1, 1, 1], np.nan, np.float32), np.zeros([1], np.float32)])
+    return model

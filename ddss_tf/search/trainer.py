@@ -93,6 +93,12 @@ class Trainer:
                 lambda step: strategy.run(self._replica_step, args=(step,)))
         self._apply = tf.function(self._apply_fn)
 
+    @property
+    def compiles_network_alone(self):
+        """True when the step XLA-compiles the network call on its own (layer.compiling_network)
+        rather than the whole step: a looped chain with cfg.xla on one device, non-TPU."""
+        return self._compiling is not contextlib.nullcontext
+
     def _real_batch(self, key):
         if self.cfg.kernel == "linear":
             return self.real
