@@ -63,7 +63,9 @@ def _forward_fn(net, batch, image_shape, xla):
     return lambda: fn(x, t).numpy()
 
 
-def _setup(k, xla, remat, batch):
+def _run(k, xla, remat, batch):
+    """A search's Run at these settings (its work directory is never written: only its
+    trainer's steps are timed)."""
     cfg = SearchConfig(num_steps=k, xla=xla, remat=remat, batch_size=batch, train_steps=10**6)
     return Run(cfg, tempfile.gettempdir(), _QUIET)
 
@@ -83,11 +85,12 @@ def search_tables(ks, batch, repeats):
     for k in ks:
         fwd, step, peak = {}, {}, {}
         for xla, remat in ((True, True), (False, True), (True, False)):
-            setup = _setup(k, xla, remat, batch)
-            step[xla, remat] = _median_seconds(setup.trainer.train_step, repeats)
-            peak[xla, remat] = _peak_step_bytes(setup.trainer)
+            run = _run(k, xla, remat, batch)
+            step[xla, remat] = _median_seconds(run.trainer.train_step, repeats)
+            peak[xla, remat] = _peak_step_bytes(run.trainer)
             if remat:
-                fwd[xla] = _median_seconds(_forward_fn(setup.evaluator.net, batch, setup.evaluator.image_shape, xla),
+                ev = run.evaluator
+                fwd[xla] = _median_seconds(_forward_fn(ev.net, batch, ev.image_shape, xla),
                                            5 * repeats)
         for xla in (True, False):
             speed.append(f"| {k} | {'on' if xla else 'off'} | {step[xla, True]:.3f} | "

@@ -31,9 +31,13 @@ flags.DEFINE_enum("family", _D.family, samplers.learnable_names(),
                   "Learnable sampler family.")
 flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
 flags.DEFINE_enum("stride", _D.stride, samplers.stride_names(), "Initial query times.")
-flags.DEFINE_boolean("pred", _D.pred, "+PRED: learn the x0-prediction coefficients (ggdm).")
+_PRED_FAMILIES = [f for f in samplers.learnable_names() if "pred" in samplers.options(f)]
+flags.DEFINE_boolean("pred", _D.pred, "+PRED: learn the x0-prediction coefficients (--family="
+                     f"{'|'.join(_PRED_FAMILIES)}).")
 flags.DEFINE_boolean("time", _D.time, "+TIME: learn the query times.")
-flags.DEFINE_enum("init", _D.init, ["ddpm", "ddim"], "Baseline the untrained sampler reproduces.")
+flags.DEFINE_enum("init", _D.init,
+                  sorted({i for f in samplers.learnable_names() for i in samplers.inits(f)}),
+                  "Baseline the untrained sampler reproduces.")
 flags.DEFINE_enum("kernel", _D.kernel, list(mmd.kernel_names()), "KID kernel of the loss.")
 flags.DEFINE_string("features", _D.features, "Feature network of the loss: digits, pixels, or a "
                     "path to an Inception file.")
@@ -93,8 +97,7 @@ def main(argv):
         strategies.split_cpu(FLAGS.cpu_devices)  # before anything starts TensorFlow's runtime
     cfg = _config()  # normalised: pred is False for a family without the option
     if FLAGS.pred and FLAGS["pred"].present and not cfg.pred:
-        families = [f for f in samplers.learnable_names() if "pred" in samplers.options(f)]
-        raise cli.UsageError(f"--pred applies to --family={'|'.join(families)} only, not "
+        raise cli.UsageError(f"--pred applies to --family={'|'.join(_PRED_FAMILIES)} only, not "
                              f"{cfg.family}")
     workdir = FLAGS.workdir or os.path.join("ddss_runs", cfg.run_name())
     result = run_search(cfg, workdir)

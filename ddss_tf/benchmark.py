@@ -41,12 +41,14 @@ import numpy as np
 from ddss_tf import evaluation, export, files, interrupt, samplers
 from ddss_tf.evaluation import plots, records as records_lib
 from ddss_tf.search.config import SearchConfig
-from ddss_tf.search.run import differing_settings, run_search
+from ddss_tf.search.run import run_search
+from ddss_tf.search.workdir import differing_settings
 
 __all__ = ["BenchmarkConfig", "Interrupted", "sampler_names", "run", "paper_table",
            "metrics_table", "RECORD_KEYS", "Row"]
 
-RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples")
+RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples",
+               "role")
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch).
 GRID_IMAGES = 6
 
@@ -161,8 +163,8 @@ class AllStepsRow(Row):
         scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True)
         evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
         # Cached scores come without images: draw just the grid's.
-        grid = imgs[:GRID_IMAGES] if imgs is not None else evaluation.grid_images(
-            self.layer(bench, k), ev.image_shape, bench.cfg.num_samples, GRID_IMAGES)
+        grid = imgs[:GRID_IMAGES] if imgs is not None else ev.grid_images(
+            self.layer(bench, k), bench.cfg.num_samples, GRID_IMAGES)
         return scores, grid
 
 
@@ -178,8 +180,7 @@ class DataRow(Row):
         return [0]
 
     def score(self, bench, k):
-        imgs = bench.evaluator.resampled_real(bench.cfg.num_samples)
-        scores = dict(bench.evaluator.scorer(imgs), kid=None, kid_se=None)
+        scores, imgs = bench.evaluator.score_resampled_real(bench.cfg.num_samples)
         evaluation.log_scores(self.label, scores, bench.log)
         return scores, imgs[:GRID_IMAGES]
 
@@ -259,7 +260,7 @@ class _Benchmark:
         cached = evaluation.read_cache(path, self.log)
         if cached is not None:
             if cached.get("key") == key:
-                return cached
+                return dict(cached, role=row.role)  # cells cached before records had roles
             self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
         scores, grid = row.score(self, k)
         cell = dict(evaluation.record(row.label, k, scores, row.role), key=key,

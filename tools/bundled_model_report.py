@@ -28,24 +28,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv):
     del argv
     n = FLAGS.num_samples
-    setup = evaluation.Evaluator(SearchConfig(), print)
-    scores, ddpm_images = setup.score_reference(1000, n)
-    name, key = setup.reference_file(1000, n)
+    ev = evaluation.Evaluator(SearchConfig(), print)
+    scores, ddpm_images = ev.score_reference(1000, n)
+    name, key = ev.reference_file(1000, n)
     ref_dir = os.path.join(ROOT, "ddss_tf", "assets", "digits_ddpm", "reference")
     os.makedirs(ref_dir, exist_ok=True)
     files.write_json(os.path.join(ref_dir, name), dict(scores, key=key))
 
     records = [dict(sampler="DDPM", num_steps=1000, **scores)]
     heldout_real = data.load("digits", "heldout")
-    records.append(dict(sampler="real held-out digits", num_steps=0, **setup.scorer(heldout_real)))
+    records.append(dict(sampler="real held-out digits", num_steps=0, **ev.scorer(heldout_real)))
     for k in (5, 10, 20):
         for label, family, options in evaluation.BASELINES:
-            layer = setup.baseline_layer(family, k, **options)
-            s, _ = setup.sample_and_score(layer, n, f"{label} K={k}")
+            layer = ev.baseline_layer(family, k, **options)
+            s, _ = ev.sample_and_score(layer, n, f"{label} K={k}")
             records.append(dict(sampler=label, num_steps=k, **s))
     files.write_json(os.path.join(ROOT, "docs", "bundled_model_scores.json"), records)
 
-    real = setup.real_images[:64]
+    real = ev.real_images[:64]
     grid = images.labelled_rows([real, ddpm_images[:64]], ncols=16, scale=4)
     images.write_png(os.path.join(ROOT, "docs", "images", "digits_ddpm_samples.png"), grid)
 

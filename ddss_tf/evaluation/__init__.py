@@ -12,7 +12,7 @@ evaluation) and the benchmark both use it, and it knows nothing of training.
 Modules: `draws` (samples on the evaluation seeds, `noise.EVAL_SEED`), `scoring` (the
 Scorer and the feature networks by name), `evaluator` (the Evaluator: what a config
 names, resolved once, with the cached baselines and reference), `records` (records
-tagged by role, and their tables).
+tagged by role, and their tables) and `plots` (FID against K, sample grids).
 """
 
 from ddss_tf.evaluation.draws import BATCH_SIZE, EVAL_SEED, grid_images, sample

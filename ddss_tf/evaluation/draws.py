@@ -35,11 +35,11 @@ def sample(layer, num_samples, image_shape, seed=EVAL_SEED, batch_size=BATCH_SIZ
     return np.concatenate(out)[:num_samples]
 
 
-def grid_images(layer, image_shape, num_samples, count):
-    """The first `count` images of `sample(layer, num_samples, image_shape)`, computed alone:
-    the first batch's x_T and noise, cut to `count` (each sample depends only on its own
-    x_T and noise)."""
-    batch = min(BATCH_SIZE, num_samples)
-    x_T, z = noise.draw_batch(EVAL_SEED, 0, layer.num_steps, [batch] + list(image_shape))
+def grid_images(layer, image_shape, num_samples, count, seed=EVAL_SEED, batch_size=BATCH_SIZE):
+    """The first `count` images of `sample(layer, num_samples, image_shape, seed, batch_size)`,
+    computed alone: the first batch's x_T and noise, cut to `count` (each sample depends only
+    on its own x_T and noise)."""
+    batch = min(batch_size, num_samples)
+    x_T, z = noise.draw_batch(seed, 0, layer.num_steps, [batch] + list(image_shape))
     n = min(count, batch)
     return layer(x_T[:n], z[:, :n]).numpy()

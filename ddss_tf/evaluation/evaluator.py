@@ -57,6 +57,9 @@ class Evaluator:
         self.model_fingerprint = models.fingerprint(self.net)
         # The real data are fitted to the model's image shape (channels, centre crop, resize).
         self.image_shape = models.image_shape(self.net)
+        if self.image_shape is None:
+            raise ValueError(f"cannot tell the image shape [H, W, C] of the model {cfg.model!r}: "
+                             "its network has no fixed input shape")
         self.real_images = data.load(cfg.dataset, cfg.split, self.image_shape)
         self.extractor = scoring.load_extractor(cfg.features)
         self.heldout = scoring.load_extractor(cfg.heldout_features)
@@ -79,6 +82,10 @@ class Evaluator:
     def sample(self, layer, num_samples, **kwargs):
         """`draws.sample` of the layer at this model's image shape (evaluation seeds)."""
         return draws.sample(layer, num_samples, self.image_shape, **kwargs)
+
+    def grid_images(self, layer, num_samples, count):
+        """`draws.grid_images`: the first `count` of `sample(layer, num_samples)`, alone."""
+        return draws.grid_images(layer, self.image_shape, num_samples, count)
 
     def score(self, images, label):
         """Checked scores of images (FloatingPointError naming `label` if any is not finite)."""
@@ -154,6 +161,13 @@ class Evaluator:
         os.makedirs(cache_dir, exist_ok=True)
         files.write_json(path, dict(scores, key=key))
         return (scores, images) if return_images else scores
+
+    def score_resampled_real(self, num_samples):
+        """(scores, images) of `resampled_real(num_samples)`: FID's floor at num_samples. KID is
+        None: it is unbiased (its floor is 0), and a sample repeating the reference set's own
+        images is not independent of it, which biases it low."""
+        images = self.resampled_real(num_samples)
+        return dict(self.scorer(images), kid=None, kid_se=None), images
 
     def resampled_real(self, num_samples, seed=draws.EVAL_SEED):
         """num_samples of the reference images drawn with replacement (seeded).

@@ -8,26 +8,28 @@ __all__ = ["fid_vs_k", "sample_grid"]
 
 
 def fid_vs_k(records, ks, path):
-    """FID against K, one line per sampler (log-log); single-K rows as horizontal lines."""
+    """FID against K, one line per sampler (log-log); the real data (role "data") and the
+    many-step reference (a K outside ks) as horizontal lines, learned samplers in bold."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    series = {}
+    series, roles = {}, {}
     for r in records:
         series.setdefault(r["sampler"], []).append((r["num_steps"], r["fid"]))
+        roles[r["sampler"]] = r["role"]
     for label, points in series.items():
         points = sorted(points)
-        if len(points) == 1 and points[0][0] == 0:  # the real data: the metric's floor
+        if roles[label] == "data":  # the real data: the metric's floor
             ax.axhline(points[0][1], color="tab:olive", ls=":", lw=1.5, label=f"{label} (floor)")
             continue
         if len(points) == 1 and points[0][0] not in ks:
             ax.axhline(points[0][1], color="k", ls="--", lw=1,
                        label=f"{label} ({points[0][0]})")
             continue
-        learned = label.startswith("DDSS")
+        learned = roles[label] == "learned"
         ax.plot(*zip(*points), marker="o" if learned else ".", lw=2 if learned else 1,
                 label=label)
     ax.set_xscale("log")

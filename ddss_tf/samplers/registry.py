@@ -25,8 +25,8 @@ from ddss_tf.samplers import rddim
 from ddss_tf.samplers import unipc
 from ddss_tf.samplers import variances
 
-__all__ = ["create", "names", "family", "from_config", "learnable_names", "options", "label",
-           "COMMON_OPTIONS"]
+__all__ = ["create", "names", "family", "from_config", "learnable_names", "options", "inits",
+           "label", "COMMON_OPTIONS"]
 
 # name: (layer class, its own options, learnable, label in tables)
 _FAMILIES = {
@@ -62,6 +62,11 @@ def family(name):
 def options(name):
     """The family's own options (`create` refuses the others), e.g. ("init", "pred") for ggdm."""
     return _FAMILIES[_known(name)][1]
+
+
+def inits(name):
+    """The baselines a learnable family can start from (its `init` values; () for the others)."""
+    return tuple(getattr(family(name), "inits", ()))
 
 
 def label(name):

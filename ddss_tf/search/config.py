@@ -8,7 +8,7 @@ feature space, sized to finish within minutes on a laptop CPU.
 import dataclasses
 import json
 
-from ddss_tf import samplers
+from ddss_tf import noise, samplers
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import strategies
@@ -17,7 +17,7 @@ __all__ = ["SearchConfig", "LR_DECAYS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
-MAX_SEED = 2 ** 63 - 1  # the training noise is keyed on (seed, step) as int64
+MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
 
 
 @dataclasses.dataclass
@@ -85,9 +85,12 @@ class SearchConfig:
             self.pred = False
 
     def validate(self, num_replicas=1):
-        """Raise ValueError naming the bad field and what is accepted."""
+        """Raise ValueError naming the bad field and what is accepted (before any model is
+        loaded: a bad setting costs nothing)."""
         from ddss_tf import denoisers
         from ddss_tf.metrics import mmd
+
+        self.__post_init__()  # a field set after construction is normalised too
 
         learnable = ", ".join(samplers.learnable_names())
         if self.family not in samplers.names():
@@ -95,6 +98,12 @@ class SearchConfig:
         if self.family not in samplers.learnable_names():
             raise ValueError(f"family {self.family!r} has nothing to learn; learnable families: "
                              f"{learnable}")
+        if self.init not in samplers.inits(self.family):
+            raise ValueError(f"init {self.init!r} does not apply to the {self.family} family; "
+                             f"accepted: {', '.join(samplers.inits(self.family))}")
+        if self.stride not in samplers.stride_names():
+            raise ValueError(f"unknown stride {self.stride!r}; accepted: "
+                             f"{', '.join(samplers.stride_names())}")
         if self.kernel not in mmd.kernel_names():
             raise ValueError(f"unknown kernel {self.kernel!r}; accepted: {', '.join(mmd.kernel_names())}")
         if self.strategy not in strategies.names():

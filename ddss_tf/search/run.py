@@ -20,9 +20,7 @@ from ddss_tf.search import strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
 
-__all__ = ["run_search", "Run", "differing_settings"]
-
-differing_settings = workdir_lib.differing_settings  # where the benchmark reads it
+__all__ = ["run_search", "Run"]
 
 # Images per row of samples/compare.png.
 COMPARE_IMAGES = 12
@@ -101,8 +99,7 @@ class Run:
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""
         imgs = self.evaluator.sample(self.layer, self.cfg.eval_samples)
-        scores = evaluation.checked_scores(self.evaluator.scorer(imgs),
-                                           f"the learned sampler at step {step}")
+        scores = self.evaluator.score(imgs, f"the learned sampler at step {step}")
         for key in ("fid", "kid", "heldout_fid"):
             summaries.scalar(f"eval/{key}", scores[key], step)
         grid = images.make_grid(imgs[:64], ncols=8, scale=4)
@@ -133,7 +130,7 @@ class Run:
         export_dir = export.export_sampler(self.layer, self.path("export"))
         best = min(r["fid"] for r in records if r["role"] == "baseline")
         # The real data themselves at this sample count: the floor of FID (KID is unbiased).
-        floor = ev.scorer(ev.resampled_real(n))
+        floor, _ = ev.score_resampled_real(n)
         summary = dict(config=json.loads(cfg.to_json()), records=records, export=export_dir,
                        fid_ratio_to_best_baseline=learned["fid"] / best,
                        training_data_resampled=dict(fid=floor["fid"], heldout=floor["heldout_fid"],
@@ -143,8 +140,9 @@ class Run:
         batch = min(evaluation.BATCH_SIZE, n)
         with files.atomic_file(self.path("results.md")) as f:
             f.write(f"# DDSS search: {label}, K = {k}\n\n{table}\n"
-                    f"Rows 1-4 of samples/compare.png are the baselines in this order, row 5 the "
-                    f"learned sampler, all on the same x_T. FID ratio learned / best baseline: "
+                    f"Rows 1-{len(base_scores)} of samples/compare.png are the baselines in this "
+                    f"order, row {len(base_scores) + 1} the learned sampler, all on the same x_T. "
+                    f"FID ratio learned / best baseline: "
                     f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
                     f"FID's floor at {n} samples: {n} reference images drawn with replacement "
                     f"score FID {floor['fid']:.4f}, held-out FID "

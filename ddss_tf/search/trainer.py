@@ -1,4 +1,5 @@
-"""The DDSS training loop: backpropagate KID through the whole sampling chain.
+"""The DDSS training step: backpropagate KID through the whole sampling chain (the loop
+around it, with checkpoints and signals, is ddss_tf.training.loop, driven by search.run).
 
 One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strategy:
 

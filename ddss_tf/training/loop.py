@@ -21,7 +21,8 @@ saves every `checkpoint_every` steps and once more where it ends. What it guards
 - a signal: SIGINT / SIGTERM (`ddss_tf.interrupt.Catch`) stop the loop between two steps,
   after the step's checkpoint is saved; `run` then raises `interrupt.Interrupted`. Workers
   that must stop at the same step agree on it through `agree_stop`, which every worker calls
-  the same number of times (once before each step, once after the last save).
+  the same number of times (once before the first step, once after each step, and once more
+  after the final save unless they had already agreed to stop).
 
 A resumed run continues the same sequence when `step_fn` draws its randomness from the
 step (stateless RNG keyed on it), as the DDPM trainer and the search do.
