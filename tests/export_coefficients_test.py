@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import export_helpers as helpers
-from ddss_tf import denoisers, export, images, samplers, schedules
+from ddss_tf import denoisers, export, images, models, noise as noise_lib, pretrained, samplers
+from ddss_tf import schedules
 from ddss_tf import files
 
 
@@ -128,18 +129,35 @@ def test_writes_are_atomic(den, tmp_path):
 # ---- the ops an export shares with the in-memory sampler ----
 
 @pytest.mark.parametrize("seed", [0, 7, 2 ** 31 + 5, 2 ** 32 + 3, 2 ** 40 + 2 ** 31 + 1])
-def test_seed_pairs_draw_what_samplers_draw_noise_draws(seed):
+def test_seed_pairs_draw_what_the_integer_seed_draws(seed):
+    """A graph's int32 pair [hi, lo] (the serving signature's seed) draws what its integer
+    does, eagerly and in a tf.function with a batch known only at run time."""
     pair = export.seed_pair(seed)
     want_x, want_noise = samplers.draw_noise(seed, 2, [3, 4, 4, 1])
-    x_T, noise = export.draw_noise(pair, 3, 2, [4, 4, 1])
+    x_T, noise = noise_lib.draw(pair, 2, [3, 4, 4, 1])
     np.testing.assert_array_equal(x_T, want_x)
     np.testing.assert_array_equal(noise, want_noise)
-    graph_fn = tf.function(lambda s, n: export.draw_noise(s, n, 2, [4, 4, 1]),
+    graph_fn = tf.function(lambda s, n: noise_lib.draw(s, 2, [n, 4, 4, 1]),
                            input_signature=[tf.TensorSpec([None], tf.int32),
                                             tf.TensorSpec([], tf.int32)])
     gx, gn = graph_fn(tf.constant(pair, tf.int32), tf.constant(3))
     np.testing.assert_array_equal(gx, want_x)
     np.testing.assert_array_equal(gn, want_noise)
+
+
+def test_old_spellings_still_work_and_say_what_replaced_them():
+    with pytest.warns(DeprecationWarning, match="noise.draw"):
+        x_T, z = export.draw_noise([0, 3], 2, 2, [4, 4, 1])
+    want = noise_lib.draw(3, 2, [2, 4, 4, 1])
+    np.testing.assert_array_equal(x_T, want[0])
+    np.testing.assert_array_equal(z, want[1])
+    net = helpers.tiny_net()
+    with pytest.warns(DeprecationWarning, match="models.image_shape"):
+        assert export.image_shape_of(net) == [8, 8, 1]
+    assert export.model_fingerprint(net) == models.fingerprint(net)
+    with pytest.warns(DeprecationWarning, match="models.load"):
+        old, _ = pretrained.load_model("digits")
+    assert models.fingerprint(old) == models.fingerprint(models.load("digits")[0])
 
 
 def test_seed_pair_rejects_out_of_range_seeds():
