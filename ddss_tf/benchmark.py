@@ -48,7 +48,10 @@ __all__ = ["BenchmarkConfig", "Interrupted", "sampler_names", "run", "paper_tabl
            "metrics_table", "RECORD_KEYS", "Row"]
 
 RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples",
-               "role")
+               "role", "search_seconds", "search_network_evaluations")
+# What a row's sampler cost to learn (None for training-free rows, and for searches finished
+# before their cost was recorded).
+_NO_COST = dict(search_seconds=None, search_network_evaluations=None)
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch).
 GRID_IMAGES = 6
 
@@ -69,6 +72,10 @@ class Row:
 
     def cache_inputs(self, bench, k):
         return None
+
+    def cost(self, bench, k):
+        """{search_seconds, search_network_evaluations} of the sampler at K = k."""
+        return dict(_NO_COST)
 
     def layer(self, bench, k):
         return None
@@ -109,8 +116,8 @@ class LearnedRow(Row):
                                    num_steps=int(k))
 
     def _load(self, bench, k):
-        """(layer, digest): loaded from, or first searched into, its search work directory.
-        A finished search there with other settings is refused."""
+        """(layer, digest, cost): loaded from, or first searched into, its search work
+        directory. A finished search there with other settings is refused."""
         scfg = self.search_config(bench.cfg, k)
         directory = os.path.join(bench.searches, scfg.run_name())
         if directory in bench.learned:
@@ -136,11 +143,16 @@ class LearnedRow(Row):
         with open(path, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()[:16]
         layer = export.load_coefficients(path, bench.evaluator.denoiser, remat=False)
-        bench.learned[directory] = layer, digest
-        return layer, digest
+        finished = files.read_json(results, "results file", dict)
+        cost = {key: finished.get(key) for key in _NO_COST}
+        bench.learned[directory] = layer, digest, cost
+        return bench.learned[directory]
 
     def cache_inputs(self, bench, k):
         return self._load(bench, k)[1]
+
+    def cost(self, bench, k):
+        return self._load(bench, k)[2]
 
     def layer(self, bench, k):
         return self._load(bench, k)[0]
@@ -248,7 +260,7 @@ class _Benchmark:
         self.cfg, self.workdir, self.log = cfg, workdir, log
         self.searches = cfg.searches or os.path.join(workdir, "searches")
         self.evaluator = evaluation.Evaluator(cfg.search, log, num_steps=cfg.num_steps)
-        self.learned = {}  # search directory -> (layer, digest of its coefficients.json)
+        self.learned = {}  # search directory -> (layer, digest of coefficients.json, cost)
 
     def cell(self, row, k):
         """The cached or freshly computed cell: dict(record keys..., key, grid)."""
@@ -259,12 +271,12 @@ class _Benchmark:
         path = os.path.join(self.workdir, "cells", f"{row.name}_k{k}_n{self.cfg.num_samples}.json")
         cached = evaluation.read_cache(path, self.log)
         if cached is not None:
-            if cached.get("key") == key:
-                return dict(cached, role=row.role)  # cells cached before records had roles
+            if cached.get("key") == key:  # role and cost: also for cells cached before them
+                return dict(cached, role=row.role, **row.cost(self, k))
             self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
         scores, grid = row.score(self, k)
-        cell = dict(evaluation.record(row.label, k, scores, row.role), key=key,
-                    grid=np.round(grid, 5).tolist())
+        cell = dict(evaluation.record(row.label, k, scores, row.role), **row.cost(self, k),
+                    key=key, grid=np.round(grid, 5).tolist())
         files.write_json(path, cell)
         return cell
 
@@ -285,6 +297,23 @@ def paper_table(records, ks):
     return "\n".join(lines) + "\n"
 
 
+def cost_table(records):
+    """The learned rows' search cost beside their FID: which buys the most quality per minute
+    ("" without learned rows). Seconds are the search's training loop on its machine."""
+    learned = [r for r in records if r["role"] == "learned"]
+    if not learned:
+        return ""
+    lines = ["\nWhat each learned sampler cost to search (its training loop's wall time and the "
+             "network evaluations in its loss):\n",
+             "| sampler | K | FID | search minutes | network evaluations |", "|---|---|---|---|---|"]
+    for r in learned:
+        seconds, evals = r["search_seconds"], r["search_network_evaluations"]
+        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.3f} | "
+                     f"{'n/a' if seconds is None else format(seconds / 60, '.1f')} | "
+                     f"{'n/a' if evals is None else format(evals, ',')} |")
+    return "\n".join(lines) + "\n"
+
+
 def metrics_table(records):
     """Every metric of every cell (the search's results.md columns)."""
     return evaluation.markdown_table(records)
@@ -299,7 +328,8 @@ def _write_outputs(cfg, cells, workdir, log):
             f"features `{cfg.search.features}`, held-out features "
             f"`{cfg.search.heldout_features}`; the same x_T for every cell.\n\n"
             f"{paper_table(records, ks)}\nEvery metric (KID with its block standard error; "
-            f"held-out FID in the second feature space):\n\n{metrics_table(records)}")
+            f"held-out FID in the second feature space):\n\n{metrics_table(records)}"
+            f"{cost_table(records)}")
     with files.atomic_file(os.path.join(workdir, "table.md")) as f:
         f.write(text)
     files.write_json(os.path.join(workdir, "results.json"), records)

@@ -74,6 +74,16 @@ def test_records_have_the_documented_keys_and_outputs_exist(finished):
         assert r["num_samples"] == _N and np.isfinite([r["fid"], r["kid"], r["is"]]).all()
     table = open(os.path.join(workdir, "table.md")).read()
     assert "| UniPC | " in table and "| K = 3 |" in table
+    # The learned row's search cost, read from its search's results.json; none for the others.
+    cfg = _cfg().search
+    with open(os.path.join(workdir, "searches", "ggdm_pred_time_k3", "results.json")) as f:
+        search = json.load(f)
+    assert records[2]["search_seconds"] == search["search_seconds"] > 0
+    assert records[2]["search_network_evaluations"] == cfg.train_steps * cfg.batch_size * 3
+    assert all(r["search_seconds"] is None for r in records[:2])
+    assert (f"| DDSS GGDM +PRED +TIME | 3 | {records[2]['fid']:.3f} | "
+            f"{search['search_seconds'] / 60:.1f} | {cfg.train_steps * cfg.batch_size * 3:,} |"
+            in table)
     for png in ("fid_vs_k.png", "samples.png"):
         assert open(os.path.join(workdir, png), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 

@@ -25,6 +25,7 @@ from ddss_tf import evaluation, images, interrupt, models, progress, sampling
 from ddss_tf.metrics import mmd
 from ddss_tf.noise import step_noise
 from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search import run as run_lib
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -138,7 +139,13 @@ def _sigint_at(monkeypatch, at_step):
 
 def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypatch):
     cfg = _cfg(train_steps=4, checkpoint_every=100)  # the checkpoint at step 2 is the on-exit one
+    # A clock that advances 100 s per reading: a session reads it when it starts and when it
+    # ends, so each session of the training loop counts 100 s.
+    ticks = iter(range(0, 10 ** 6, 100))
+    monkeypatch.setattr(run_lib, "_now", lambda: next(ticks))
     full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
+    assert full["search_seconds"] == 100
+    assert full["search_network_evaluations"] == 4 * cfg.batch_size * cfg.num_steps
 
     sent = _sigint_at(monkeypatch, 2)
     with pytest.raises(interrupt.Interrupted, match="stopped by SIGINT at step 2") as stopped:
@@ -148,6 +155,7 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
     assert not os.path.exists(tmp_path / "resumed" / "results.json")
     assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-2")
     resumed = run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+    assert resumed["search_seconds"] == 200  # both sessions of the interrupted run count
 
     def coefficients(d):
         with open(tmp_path / d / "coefficients.json") as f:

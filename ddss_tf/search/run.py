@@ -11,6 +11,7 @@ Trainer), and calls its `train` and `finish`.
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +25,10 @@ __all__ = ["run_search", "Run"]
 
 # Images per row of samples/compare.png.
 COMPARE_IMAGES = 12
+# The training loop's wall time summed over every session of a run (written with each
+# checkpoint and when a session ends, so a resumed run adds to it).
+SEARCH_COST = "search_cost.json"
+_now = time.monotonic  # the search clock (a test replaces it)
 
 
 class Run:
@@ -70,9 +75,13 @@ class Run:
             loss, norm = trainer.train_step()
             return dict(loss=loss, grad_norm=norm)
 
+        clock = self._search_clock()
+
         def after_step(step, metrics):
             summaries.scalar("train/loss", metrics["loss"], step)
             summaries.scalar("train/grad_norm", metrics["grad_norm"], step)
+            if step % cfg.checkpoint_every == 0:
+                clock()
             if not self.chief or (step % cfg.eval_every and step != cfg.train_steps):
                 return None
             scores = self.evaluate_during_training(step)
@@ -93,8 +102,35 @@ class Run:
                      stop_message=stopped + " at step {step}; checkpoint saved, rerun the same "
                                             "command to resume")
         finally:
+            clock()
             if not self.chief:
                 shutil.rmtree(own_dir, ignore_errors=True)
+
+    def _search_clock(self):
+        """A function that writes SEARCH_COST: the seconds of earlier sessions plus this one's
+        so far (chief only; a no-op on the other workers)."""
+        if not self.chief:
+            return lambda: None
+        path, start = self.path(SEARCH_COST), _now()
+        earlier = self.search_seconds() or 0.0
+
+        def clock():
+            files.write_json(path, dict(seconds=earlier + _now() - start))
+
+        return clock
+
+    def search_seconds(self):
+        """Wall time of the training loop over every session so far: None before the first,
+        or when the file is damaged (named in the log; the run goes on, uncounted)."""
+        cost = evaluation.read_cache(self.path(SEARCH_COST), self.log)
+        seconds = (cost or {}).get("seconds")
+        return float(seconds) if isinstance(seconds, (int, float)) else None
+
+    def network_evaluations(self):
+        """Network evaluations in the search's loss: train_steps x batch_size x K forward
+        passes, each also differentiated (and, with remat, recomputed once in the backward
+        pass); the periodic evaluations' samples are not counted."""
+        return self.cfg.train_steps * self.cfg.batch_size * self.cfg.num_steps
 
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""
@@ -135,7 +171,9 @@ class Run:
                        fid_ratio_to_best_baseline=learned["fid"] / best,
                        training_data_resampled=dict(fid=floor["fid"], heldout=floor["heldout_fid"],
                                                     num_samples=n),
-                       query_times=np.asarray(self.layer.query_times()).tolist())
+                       query_times=np.asarray(self.layer.query_times()).tolist(),
+                       search_seconds=self.search_seconds(),
+                       search_network_evaluations=self.network_evaluations())
         table = evaluation.markdown_table(records)
         batch = min(evaluation.BATCH_SIZE, n)
         with files.atomic_file(self.path("results.md")) as f:
@@ -144,6 +182,9 @@ class Run:
                     f"order, row {len(base_scores) + 1} the learned sampler, all on the same x_T. "
                     f"FID ratio learned / best baseline: "
                     f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
+                    f"The search: {_seconds_text(summary['search_seconds'])} of training, "
+                    f"{summary['search_network_evaluations']:,} network evaluations in its "
+                    f"loss ({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k}).\n\n"
                     f"FID's floor at {n} samples: {n} reference images drawn with replacement "
                     f"score FID {floor['fid']:.4f}, held-out FID "
                     f"{floor['heldout_fid']:.4f} (what a model reproducing its data "
@@ -156,6 +197,10 @@ class Run:
         files.write_json(self.path("results.json"), summary)
         self.log("\n" + table)
         return summary
+
+
+def _seconds_text(seconds):
+    return "an unknown time" if seconds is None else f"{seconds:.0f} s"
 
 
 def _finished(workdir, results, log):
