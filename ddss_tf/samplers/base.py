@@ -42,46 +42,17 @@ watched by a tape or by `tf.recompute_grad`: the backward pass computes no weigh
 gradients for it, and `layer.trainable_variables` holds only sampler variables.
 """
 
-import collections
 import contextlib
 
 import numpy as np
 import tensorflow as tf
 import keras
 
+from ddss_tf.samplers import frozen
 from ddss_tf.samplers import times as times_lib
+from ddss_tf.samplers.chain import Chain, Current
 
 __all__ = ["Sampler", "Chain"]
-
-
-class Chain(collections.namedtuple("Chain", ["xs", "x0s", "eps"])):
-    """The states and predictions of one sampling run, in visiting order; immutable.
-
-    xs: states x_0 = x_T, x_1, ... (one per visited query time); state i is the one
-      step i leaves from, i.e. after the corrector (UniPC), if the family has one;
-    x0s, eps: x0_hat and eps_hat at each visited time.
-    Each is a tuple (or, in the looped chain, a `_Current`). The loop extends a chain
-    by building a new one with the methods below; hooks read a chain, never change it.
-    """
-
-    __slots__ = ()
-
-    @classmethod
-    def start(cls, x_T):
-        """The chain before its first step: the state x_T, no predictions yet."""
-        return cls((x_T,), (), ())
-
-    def with_predictions(self, x0, eps):
-        """This chain with x0_hat and eps_hat at its last state appended."""
-        return self._replace(x0s=self.x0s + (x0,), eps=self.eps + (eps,))
-
-    def with_last_state(self, x):
-        """This chain with its last state replaced by x (the corrector's x_i)."""
-        return self._replace(xs=self.xs[:-1] + (x,))
-
-    def with_next_state(self, x):
-        """This chain with the next state appended."""
-        return self._replace(xs=self.xs + (x,))
 
 
 def _constant(value):
@@ -291,7 +262,7 @@ class Sampler(keras.layers.Layer):
     def _loop_step(self, i, x, x0, eps, z, coefs, carry):
         """(x_{i+1}, carry) in the looped chain; i is a tensor. By default `_step` on the
         current state alone, which is all a `loopable` family's step reads."""
-        chain = Chain(*(_Current(v) for v in (x, x0, eps)))
+        chain = Chain(*(Current(v) for v in (x, x0, eps)))
         return self._step(i, chain, z, coefs), carry
 
     def _predict_x0(self, i, x, x0, eps, coefs):
@@ -331,7 +302,8 @@ class Sampler(keras.layers.Layer):
         network = getattr(den, "network", None)
         if network is not None and getattr(network, "weights", None):
             values = [tf.stop_gradient(tf.convert_to_tensor(v.value)) for v in network.weights]
-            call = _stateless(den.fn, network.weights) if _in_xla_context() else self._network_call()
+            call = (frozen.stateless_call(den.fn, network.weights) if frozen.in_xla_context()
+                    else self._network_call())
 
             def predict(x, t):
                 return tf.cast(call(x, t, values), x.dtype)
@@ -357,14 +329,14 @@ class Sampler(keras.layers.Layer):
         the chain calls the same graph: a K-step chain traces in seconds instead of
         tracing the network K times (2K times with remat), and eager sampling runs
         the compiled network at each step. Under XLA the network is inlined instead
-        (`_in_xla_context`): called through a nested function there, XLA recompiled the
-        chain whenever the input values changed.
+        (`frozen.in_xla_context`): called through a nested function there, XLA recompiled
+        the chain whenever the input values changed.
         """
         jit = self._jit_network
         if jit not in self._network_fns:
             den = self._denoiser
-            self._network_fns[jit] = tf.function(_stateless(den.fn, den.network.weights),
-                                                 autograph=False, jit_compile=jit or None)
+            call = frozen.stateless_call(den.fn, den.network.weights)
+            self._network_fns[jit] = tf.function(call, autograph=False, jit_compile=jit or None)
         return self._network_fns[jit]
 
     def _check_inputs(self, x_T, noise):
@@ -415,35 +387,6 @@ class Sampler(keras.layers.Layer):
         if family != cls.family:
             raise ValueError(f"config is for family {family!r}, not {cls.family!r}")
         return cls(denoiser, **config)
-
-
-class _Current:
-    """The states of a looped chain as a step sees them: only the current one, at any index."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __getitem__(self, index):
-        return self.value
-
-
-def _stateless(fn, weights):
-    """(x, t, values) -> fn(x, t) with the network's weights replaced by `values`."""
-    weights = list(weights)
-
-    def call(x, t, values):
-        with keras.StatelessScope(state_mapping=list(zip(weights, values))):
-            return fn(x, t)
-
-    return call
-
-
-def _in_xla_context():
-    """True while tracing inside a jit_compile=True function (or a TPU computation)."""
-    from tensorflow.python.ops import control_flow_util  # no public equivalent
-
-    graph = tf.compat.v1.get_default_graph()
-    return tf.inside_function() and control_flow_util.GraphOrParentsInXlaContext(graph)
 
 
 def _check_bool(name, value):
