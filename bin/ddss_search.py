@@ -19,7 +19,7 @@ from absl import flags
 from ddss_tf import samplers
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
-from ddss_tf.search import SearchConfig, run_search, strategies
+from ddss_tf.search import SearchConfig, ld3, run_search, strategies
 from ddss_tf.search.config import LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES
 
 _D = SearchConfig()
@@ -27,10 +27,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<family>..._k<K>).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
 cli.define_data_flags()   # --dataset --split
-flags.DEFINE_enum("family", _D.family, samplers.learnable_names(),
-                  "Learnable sampler family.")
+flags.DEFINE_enum("family", _D.family, samplers.learnable_names() + list(ld3.FAMILIES),
+                  f"Learnable sampler family; {'|'.join(ld3.FAMILIES)} with --objective=ld3.")
 flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
-flags.DEFINE_enum("stride", _D.stride, samplers.stride_names(), "Initial query times.")
+flags.DEFINE_enum("stride", None, samplers.stride_names(), "Initial query times; default: the "
+                  "family's (quadratic; logsnr_uniform for dpm_solver_pp_2m and unipc).")
 _PRED_FAMILIES = [f for f in samplers.learnable_names() if "pred" in samplers.options(f)]
 flags.DEFINE_boolean("pred", _D.pred, "+PRED: learn the x0-prediction coefficients (--family="
                      f"{'|'.join(_PRED_FAMILIES)}).")
@@ -38,6 +39,16 @@ flags.DEFINE_boolean("time", _D.time, "+TIME: learn the query times.")
 flags.DEFINE_enum("init", _D.init,
                   sorted({i for f in samplers.learnable_names() for i in samplers.inits(f)}),
                   "Baseline the untrained sampler reproduces.")
+flags.DEFINE_enum("objective", _D.objective, list(ld3.OBJECTIVES), "kid: DDSS (KID to the "
+                  "data through the chain); ld3: LD3, the solver's times only, against a "
+                  "many-step teacher from the same x_T (ddss_tf.search.ld3).")
+flags.DEFINE_integer("teacher_steps", _D.teacher_steps, "--objective=ld3: the teacher's steps "
+                     "(DPM-Solver++(2M)).", lower_bound=1)
+flags.DEFINE_integer("ld3_pairs", _D.ld3_pairs, "--objective=ld3: the (x_T, teacher) pairs "
+                     "trained on.", lower_bound=1)
+flags.DEFINE_float("ld3_radius", _D.ld3_radius, "--objective=ld3: the soft teacher's ball "
+                   "around x_T, relative to |x_T| ~ sqrt(H W C); 0: the plain teacher.",
+                   lower_bound=0)
 flags.DEFINE_enum("kernel", _D.kernel, list(mmd.kernel_names()), "KID kernel of the loss.")
 flags.DEFINE_string("features", _D.features, "Feature network of the loss: digits, pixels, or a "
                     "path to an Inception file.")
@@ -85,7 +96,7 @@ flags.DEFINE_integer("reference_steps", _D.reference_steps, "Steps of the DDPM r
 
 def _config():
     names = [f.name for f in dataclasses.fields(SearchConfig)]
-    values = {n: getattr(FLAGS, n) for n in names if n in FLAGS}
+    values = {n: getattr(FLAGS, n) for n in names if n in FLAGS and getattr(FLAGS, n) is not None}
     values.update(**cli.model_options(), **cli.data_options())
     return SearchConfig(**values)
 

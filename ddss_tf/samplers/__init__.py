@@ -19,9 +19,10 @@ and untracked.
 
 from ddss_tf.noise import draw as draw_noise  # the noise a sampler call takes (ddss_tf.noise)
 from ddss_tf.samplers.base import Sampler
-from ddss_tf.samplers.registry import (create, family, from_config, inits, label,
-                                       learnable_names, names, options)
+from ddss_tf.samplers.registry import (create, default_stride, family, from_config, inits,
+                                       label, learnable_names, loopable, names, options)
 from ddss_tf.samplers.times import stride_names
 
-__all__ = ["Sampler", "create", "draw_noise", "family", "from_config", "inits", "label",
-           "learnable_names", "names", "options", "stride_names"]
+__all__ = ["Sampler", "create", "default_stride", "draw_noise", "family", "from_config", "inits",
+           "label",
+           "learnable_names", "loopable", "names", "options", "stride_names"]

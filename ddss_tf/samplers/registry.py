@@ -26,7 +26,7 @@ from ddss_tf.samplers import unipc
 from ddss_tf.samplers import variances
 
 __all__ = ["create", "names", "family", "from_config", "learnable_names", "options", "inits",
-           "label", "COMMON_OPTIONS"]
+           "loopable", "default_stride", "label", "COMMON_OPTIONS"]
 
 # name: (layer class, its own options, learnable, label in tables)
 _FAMILIES = {
@@ -62,6 +62,16 @@ def family(name):
 def options(name):
     """The family's own options (`create` refuses the others), e.g. ("init", "pred") for ggdm."""
     return _FAMILIES[_known(name)][1]
+
+
+def default_stride(name):
+    """The family's initial query times when none are given (`create`'s stride=None)."""
+    return family(name).default_stride
+
+
+def loopable(name):
+    """Whether the family's chain can run as one tf.while_loop (`create`'s loop=True)."""
+    return family(name).loopable
 
 
 def inits(name):

@@ -11,7 +11,7 @@ import json
 from ddss_tf import noise, samplers
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.schedules import MAX_TIMESTEPS
-from ddss_tf.search import strategies
+from ddss_tf.search import ld3, strategies
 
 __all__ = ["SearchConfig", "LR_DECAYS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
@@ -25,7 +25,7 @@ class SearchConfig:
     # The sampler family (DESIGN section 3).
     family: str = "ggdm"
     num_steps: int = 10
-    stride: str = "quadratic"
+    stride: str = ""  # "": the family's default (quadratic; logsnr_uniform for the ODE solvers)
     pred: bool = True
     time: bool = True
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
@@ -45,7 +45,14 @@ class SearchConfig:
     ema: bool = True
     dataset: str = "digits"
     split: str = "train"
-    # The loss: KID in the feature space of `features` (DESIGN section 4).
+    # The loss: KID in the feature space of `features` (DESIGN section 4); or, with objective
+    # "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M) from the same
+    # x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C) (search.ld3),
+    # which learns only the times (time=True) of dpm_solver_pp_2m or unipc.
+    objective: str = "kid"
+    teacher_steps: int = 100
+    ld3_pairs: int = 512
+    ld3_radius: float = 0.1
     kernel: str = "linear"
     features: str = "digits"
     heldout_features: str = "digits_heldout"
@@ -83,6 +90,11 @@ class SearchConfig:
         # False, so names, labels and saved configs never carry a +PRED that was not learned.
         if self.family in samplers.names() and "pred" not in samplers.options(self.family):
             self.pred = False
+        # Likewise the looped chain, for the families whose steps cannot run in a loop.
+        if self.family in samplers.names() and not samplers.loopable(self.family):
+            self.loop = False
+        if not self.stride and self.family in samplers.names():
+            self.stride = samplers.default_stride(self.family)
 
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted (before any model is
@@ -93,12 +105,17 @@ class SearchConfig:
         self.__post_init__()  # a field set after construction is normalised too
 
         learnable = ", ".join(samplers.learnable_names())
-        if self.family not in samplers.names():
+        if self.objective not in ld3.OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; accepted: "
+                             f"{', '.join(ld3.OBJECTIVES)}")
+        if self.objective == "ld3":
+            self._validate_ld3()
+        elif self.family not in samplers.names():
             raise ValueError(f"unknown family {self.family!r}; accepted: {learnable}")
-        if self.family not in samplers.learnable_names():
+        elif self.family not in samplers.learnable_names():
             raise ValueError(f"family {self.family!r} has nothing to learn; learnable families: "
                              f"{learnable}")
-        if self.init not in samplers.inits(self.family):
+        if samplers.inits(self.family) and self.init not in samplers.inits(self.family):
             raise ValueError(f"init {self.init!r} does not apply to the {self.family} family; "
                              f"accepted: {', '.join(samplers.inits(self.family))}")
         if self.stride not in samplers.stride_names():
@@ -145,22 +162,39 @@ class SearchConfig:
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0 (0: the model's own), got {self.image_size}")
 
+    def _validate_ld3(self):
+        if self.family not in ld3.FAMILIES or not self.time:
+            raise ValueError(f"objective ld3 learns the times (time=True) of "
+                             f"{' or '.join(ld3.FAMILIES)}; got family {self.family!r}, "
+                             f"time={self.time}")
+        for name in ("teacher_steps", "ld3_pairs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.ld3_radius >= 0:
+            raise ValueError(f"ld3_radius must be >= 0 (0: the plain teacher), got "
+                             f"{self.ld3_radius}")
+
     def run_name(self):
-        """The work directory name ddss_search gives this search: <family>[_pred][_time]_k<K>."""
-        parts = [self.family] + (["pred"] if self.pred else []) + \
-            (["time"] if self.time else []) + [f"k{self.num_steps}"]
+        """The work directory name ddss_search gives this search:
+        [ld3_]<family>[_pred][_time]_k<K>."""
+        parts = ([self.objective] if self.objective != "kid" else []) + [self.family] + \
+            (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
+            [f"k{self.num_steps}"]
         return "_".join(parts)
 
     def label(self):
-        """The learned sampler's name in tables, e.g. "DDSS GGDM +PRED +TIME"."""
+        """The learned sampler's name in tables, e.g. "DDSS GGDM +PRED +TIME", "LD3 UniPC"."""
+        if self.objective == "ld3":
+            return f"LD3 {samplers.label(self.family)}"
         return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else ""))
 
     def build_sampler(self, denoiser):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""
+        init = self.init if samplers.inits(self.family) else None
         return samplers.create(self.family, denoiser, num_steps=self.num_steps,
                                stride=self.stride, remat=self.remat, loop=self.loop,
-                               time=self.time, init=self.init, pred=self.pred)
+                               time=self.time, init=init, pred=self.pred)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

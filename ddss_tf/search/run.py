@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf import evaluation, export, files, images, summaries
-from ddss_tf.search import strategies, workdir as workdir_lib
+from ddss_tf.search import ld3, strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
 
@@ -43,12 +43,18 @@ class Run:
         self.cfg, self.workdir, self.log, self.chief = cfg, workdir, log, chief
         self.strategy = strategies.make(cfg.strategy, cfg.tpu, worker_timeout=cfg.worker_timeout)
         cfg.validate(self.strategy.num_replicas_in_sync)
-        self.evaluator = evaluation.Evaluator(cfg, self.log, num_steps=(cfg.num_steps,))
+        ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if cfg.objective == "ld3" else ())
+        self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         with self.strategy.scope():
-            self.layer = cfg.build_sampler(self.evaluator.denoiser)
-        self.trainer = Trainer(self.layer, self.evaluator.extractor,
-                               self.evaluator.reference.features, self.strategy, cfg,
-                               self.evaluator.image_shape)
+            self.layer = cfg.build_sampler(ev.denoiser)
+        teacher = None
+        if cfg.objective == "ld3":
+            self.log(f"LD3 teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
+                     f"{cfg.ld3_pairs} x_T ...")
+            teacher = ld3.teacher_pairs(ev.denoiser, ev.extractor, cfg.ld3_pairs,
+                                        cfg.teacher_steps, ev.image_shape)
+        self.trainer = Trainer(self.layer, ev.extractor, ev.reference.features, self.strategy,
+                               cfg, ev.image_shape, teacher=teacher)
 
     def path(self, *parts):
         return os.path.join(self.workdir, *parts)
@@ -63,8 +69,10 @@ class Run:
         drawn beside the periodic evaluation. Raises interrupt.Interrupted when a signal
         stopped it (on every worker at the same step)."""
         cfg, trainer, strategy = self.cfg, self.trainer, self.strategy
-        ckpt = tf.train.Checkpoint(step=trainer.step, sampler=self.layer,
-                                   optimizer=trainer.optimizer)
+        state = dict(step=trainer.step, sampler=self.layer, optimizer=trainer.optimizer)
+        if trainer.teacher is not None:  # LD3's x_T offsets (a KID search has none)
+            state["ld3_offsets"] = trainer.offsets
+        ckpt = tf.train.Checkpoint(**state)
         chief_dir = self.path("checkpoints")
         # Every worker saves (the save is collective); only the chief's copy is kept. The others
         # write beside it and, like the chief, resume from the chief's latest checkpoint.
@@ -127,10 +135,13 @@ class Run:
         return float(seconds) if isinstance(seconds, (int, float)) else None
 
     def network_evaluations(self):
-        """Network evaluations in the search's loss: train_steps x batch_size x K forward
-        passes, each also differentiated (and, with remat, recomputed once in the backward
-        pass); the periodic evaluations' samples are not counted."""
-        return self.cfg.train_steps * self.cfg.batch_size * self.cfg.num_steps
+        """Network evaluations of the search: train_steps x batch_size x K forward passes in
+        its loss, each also differentiated (and, with remat, recomputed once in the backward
+        pass), plus, for LD3, the teacher's ld3_pairs x teacher_steps; the periodic
+        evaluations' samples are not counted."""
+        cfg = self.cfg
+        teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.objective == "ld3" else 0
+        return cfg.train_steps * cfg.batch_size * cfg.num_steps + teacher
 
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""
@@ -183,8 +194,10 @@ class Run:
                     f"FID ratio learned / best baseline: "
                     f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
                     f"The search: {_seconds_text(summary['search_seconds'])} of training, "
-                    f"{summary['search_network_evaluations']:,} network evaluations in its "
-                    f"loss ({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k}).\n\n"
+                    f"{summary['search_network_evaluations']:,} network evaluations "
+                    f"({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k} in the loss"
+                    + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
+                       if cfg.objective == "ld3" else "") + ").\n\n"
                     f"FID's floor at {n} samples: {n} reference images drawn with replacement "
                     f"score FID {floor['fid']:.4f}, held-out FID "
                     f"{floor['heldout_fid']:.4f} (what a model reproducing its data "

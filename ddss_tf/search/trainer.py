@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from ddss_tf import noise, precision
+from ddss_tf.search import ld3
 from ddss_tf.metrics import mmd
 
 __all__ = ["Trainer"]
@@ -49,9 +50,12 @@ class Trainer:
       cfg: the SearchConfig (kernel, batch_size, learning_rate, grad_clip, seed, xla,
         precision).
       image_shape: (H, W, C) of one sample.
+      teacher: for cfg.objective "ld3", the search.ld3.TeacherPairs the soft-teacher loss
+        matches (real_features is then unused); the step also trains one offset of x_T per
+        pair (`offsets`).
     """
 
-    def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape):
+    def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape, teacher=None):
         self.layer, self.strategy, self.cfg = layer, strategy, cfg
         self.extractor = precision.extractor(extractor, cfg.precision)
         step_denoiser = precision.denoiser(layer.denoiser, cfg.precision)
@@ -63,13 +67,21 @@ class Trainer:
         self.image_shape = [int(s) for s in image_shape]
         real = tf.constant(real_features, tf.float32)
         self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
+        self.teacher = teacher
         with strategy.scope():
+            self.variables = list(layer.trainable_variables)
+            if teacher is not None:
+                self.pair_x_T = tf.constant(teacher.x_T)
+                self.pair_features = tf.constant(teacher.features)
+                self.radius = ld3.radius(cfg.ld3_radius, self.image_shape)
+                self.offsets = tf.Variable(tf.zeros_like(self.pair_x_T), name="ld3_offsets")
+                self.variables.append(self.offsets)
             lr = cfg.learning_rate
             if cfg.lr_decay == "cosine":
                 lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train_steps)
             # The paper's Adam: default betas, epsilon 1e-8.
             self.optimizer = keras.optimizers.Adam(lr, epsilon=1e-8)
-            self.optimizer.build(layer.trainable_variables)
+            self.optimizer.build(self.variables)
         # A plain host variable, not a distributed one: the loop reads it every step.
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         # The XLA-compiled part takes the noise as inputs: drawn inside it, XLA treated the
@@ -111,18 +123,30 @@ class Trainer:
         shape = [self.local_batch] + self.image_shape
         x_T, z, k_real = noise.step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
                                           self.layer.num_steps, shape)
+        if self.teacher is not None:  # the step's pairs, keyed like its real batch
+            pairs = tf.random.stateless_uniform([self.local_batch], k_real, 0,
+                                                tf.shape(self.pair_x_T)[0], tf.int32)
+            return self._grads(x_T, z, pairs)
         return self._grads(x_T, z, self._real_batch(k_real))
 
-    def _grads_fn(self, x_T, noise, real):
-        """(global loss, global grad norm, all-reduced grads) on one replica."""
+    def _grads_fn(self, x_T, noise, target):
+        """(global loss, global grad norm, all-reduced grads) on one replica. target: the real
+        features of the KID loss, or (LD3) the indices of the step's teacher pairs."""
         ctx = tf.distribute.get_replica_context()
-        variables = self.layer.trainable_variables
+        variables = self.variables
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
-            feats = self.extractor(self.layer(x_T, noise))
-            if self.replicas > 1:
-                loss = mmd.cross_replica_kid_loss(feats, real, self.cfg.kernel) / self.replicas
+            if self.teacher is not None:
+                x_T = tf.gather(self.pair_x_T, target) + ld3.project_to_ball(
+                    tf.gather(self.offsets, target), self.radius)
+                feats = self.extractor(self.layer(x_T, noise))
+                loss = ld3.soft_teacher_loss(feats, tf.gather(self.pair_features, target))
+                loss = loss / self.replicas  # the all-reduced sum is the global batch's mean
+            elif self.replicas > 1:
+                feats = self.extractor(self.layer(x_T, noise))
+                loss = mmd.cross_replica_kid_loss(feats, target, self.cfg.kernel) / self.replicas
             else:
-                loss = mmd.kid_loss(feats, real, self.cfg.kernel)
+                feats = self.extractor(self.layer(x_T, noise))
+                loss = mmd.kid_loss(feats, target, self.cfg.kernel)
         grads = tape.gradient(loss, variables)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, variables)]
@@ -137,7 +161,7 @@ class Trainer:
                 grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_clip, use_norm=norm)
             # Keras' optimizer all-reduce-sums again under a strategy: hand it 1/R of the sum.
             grads = [g / self.replicas for g in grads]
-            self.optimizer.apply_gradients(zip(grads, self.layer.trainable_variables))
+            self.optimizer.apply_gradients(zip(grads, self.variables))
 
         self.strategy.run(apply, args=(grads,))
         self.step.assign_add(1)

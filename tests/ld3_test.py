@@ -1,0 +1,104 @@
+"""LD3 as a search objective (search.ld3): its loss and ball against numpy, an untrained LD3
+layer against its solver, a step that moves only the times and the x_T offsets, and a search."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddss_tf import models, samplers
+from ddss_tf.search import SearchConfig, ld3, run_search
+from ddss_tf.search.run import Run
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+_QUIET = lambda *a: None  # noqa: E731
+
+
+def _cfg(**kw):
+    base = dict(family="dpm_solver_pp_2m", objective="ld3", time=True, num_steps=3,
+                teacher_steps=10, ld3_pairs=12, ld3_radius=0.1, batch_size=4, train_steps=2,
+                learning_rate=1e-2, xla=False, checkpoint_every=1, eval_every=1000,
+                eval_samples=10, final_samples=10, reference_steps=10)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _name(variable):
+    return variable.name.split(":")[0].split("/")[-1]
+
+
+def test_soft_teacher_loss_is_the_mean_squared_feature_distance():
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    want = np.mean([np.sum((s - t) ** 2) for s, t in zip(student, teacher)])
+    got = ld3.soft_teacher_loss(tf.constant(student, tf.float32), tf.constant(teacher, tf.float32))
+    assert float(got) == pytest.approx(want, rel=1e-6)
+
+
+def test_offsets_are_projected_into_the_ball_one_sample_at_a_time():
+    rng = np.random.default_rng(1)
+    offsets = rng.normal(size=(4, 2, 2, 1)).astype(np.float32)
+    offsets[1] *= 1e-3  # well inside the ball: unchanged
+    radius = 0.5
+    got = ld3.project_to_ball(tf.constant(offsets), radius).numpy()
+    for o, g in zip(offsets, got):
+        norm = np.linalg.norm(o)
+        want = o if norm <= radius else o * radius / norm
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-7)
+    assert ld3.radius(0.1, (8, 8, 1)) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("family", ld3.FAMILIES)
+def test_an_untrained_ld3_layer_is_its_solver_on_the_solvers_grid(family):
+    cfg = _cfg(family=family, num_steps=4)
+    assert cfg.stride == samplers.default_stride(family) == "logsnr_uniform"
+    assert cfg.loop is False and cfg.pred is False
+    den, _ = models.load_denoiser("digits")
+    layer, solver = cfg.build_sampler(den), samplers.create(family, den, num_steps=4)
+    assert [_name(v) for v in layer.trainable_variables] == ["time_logits"]
+    x_T, noise = samplers.draw_noise(5, 4, [6, 8, 8, 1])
+    # +TIME starts the grid's two end points 1e-6 model-time units inside (samplers.times),
+    # and its times are float32.
+    np.testing.assert_allclose(layer.query_times(), solver.query_times(), rtol=1e-6, atol=2e-6)
+    np.testing.assert_allclose(layer(x_T, noise).numpy(), solver(x_T, noise).numpy(), atol=1e-4)
+
+
+def test_a_step_moves_the_times_and_the_offsets_only(tmp_path):
+    run = Run(_cfg(), str(tmp_path), _QUIET)
+    pairs = run.trainer.teacher
+    assert pairs.x_T.shape == (12, 8, 8, 1) and pairs.features.shape[0] == 12
+    # The teacher: DPM-Solver++(2M) with teacher_steps from the pairs' own x_T.
+    teacher = samplers.create("dpm_solver_pp_2m", run.evaluator.denoiser, num_steps=10,
+                              remat=False)
+    np.testing.assert_allclose(pairs.x0[:3], teacher(pairs.x_T[:3]).numpy(), atol=1e-5)
+    net = [w.numpy() for w in run.evaluator.net.weights]
+    before = {_name(v): v.numpy() for v in run.trainer.variables}
+    assert sorted(before) == ["ld3_offsets", "time_logits"]
+    loss, norm = run.trainer.train_step()
+    assert np.isfinite(loss) and norm > 0
+    for v in run.trainer.variables:
+        assert not np.array_equal(v.numpy(), before[_name(v)]), _name(v)
+    for a, w in zip(net, run.evaluator.net.weights):
+        np.testing.assert_array_equal(a, w.numpy())
+    assert run.trainer.step.numpy() == 1
+
+
+def test_settings_that_are_not_ld3_are_refused():
+    for overrides, message in [(dict(time=False), "learns the times"),
+                               (dict(family="ggdm"), "learns the times"),
+                               (dict(objective="lpips"), "unknown objective"),
+                               (dict(ld3_radius=-1.0), "ld3_radius must be >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            _cfg(**overrides).validate()
+
+
+def test_an_ld3_search_finishes_under_its_own_name(tmp_path):
+    cfg = _cfg()
+    assert cfg.run_name() == "ld3_dpm_solver_pp_2m_time_k3"
+    results = run_search(cfg, str(tmp_path / cfg.run_name()), log=_QUIET)
+    learned = [r for r in results["records"] if r["role"] == "learned"]
+    assert [r["sampler"] for r in learned] == ["LD3 DPM-Solver++(2M)"]
+    assert results["search_network_evaluations"] == 2 * 4 * 3 + 12 * 10
+    with open(tmp_path / cfg.run_name() / "coefficients.json") as f:
+        assert json.load(f)["family"] == "dpm_solver_pp_2m"
