@@ -40,6 +40,7 @@ import numpy as np
 
 from ddss_tf import evaluation, export, files, interrupt, samplers
 from ddss_tf.evaluation import plots, records as records_lib
+from ddss_tf.search import ld3
 from ddss_tf.search.config import SearchConfig
 from ddss_tf.search.run import run_search
 from ddss_tf.search.workdir import differing_settings
@@ -102,18 +103,17 @@ class FixedRow(Row):
 
 
 class LearnedRow(Row):
-    """GGDM with or without +PRED +TIME, learned by a search in the benchmark's searches
-    directory (searched there first when it is missing or unfinished)."""
+    """A sampler learned by a search in the benchmark's searches directory (searched there
+    first when it is missing or unfinished): the template search with `settings` (SearchConfig
+    fields, e.g. family, pred, time, objective) at each K."""
 
-    def __init__(self, name, pred, time):
-        cfg = SearchConfig(family="ggdm", pred=pred, time=time)
-        super().__init__(name, cfg.label(), "learned")
-        self.pred, self.time = pred, time
+    def __init__(self, name, **settings):
+        super().__init__(name, SearchConfig(**settings).label(), "learned")
+        self.settings = settings
 
     def search_config(self, cfg, k):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search."""
-        return dataclasses.replace(cfg.search, family="ggdm", pred=self.pred, time=self.time,
-                                   num_steps=int(k))
+        return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k))
 
     def _load(self, bench, k):
         """(layer, digest, cost): loaded from, or first searched into, its search work
@@ -202,8 +202,12 @@ def _catalogue():
             for label, family, options in evaluation.BASELINES]
     rows += [FixedRow(name, samplers.label(name), name, {})
              for name in ("dpm_solver_pp_2m", "unipc")]
-    rows += [LearnedRow("ggdm", False, False), LearnedRow("ggdm_pred_time", True, True),
-             AllStepsRow(), DataRow()]
+    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False),
+             LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)]
+    # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
+    rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="")
+             for name in ld3.FAMILIES]
+    rows += [AllStepsRow(), DataRow()]
     return {row.name: row for row in rows}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddss_tf import models, samplers
+from ddss_tf import benchmark, models, samplers
 from ddss_tf.search import SearchConfig, ld3, run_search
 from ddss_tf.search.run import Run
 
@@ -82,6 +82,17 @@ def test_a_step_moves_the_times_and_the_offsets_only(tmp_path):
     for a, w in zip(net, run.evaluator.net.weights):
         np.testing.assert_array_equal(a, w.numpy())
     assert run.trainer.step.numpy() == 1
+
+
+def test_the_benchmarks_ld3_rows_search_the_solvers_times_from_their_own_grids():
+    cfg = benchmark.BenchmarkConfig()  # the template search: GGDM's settings
+    names = benchmark.sampler_names()
+    assert "ld3_dpm_solver_pp_2m" in names and "ld3_unipc" in names
+    scfg = benchmark.LearnedRow("ld3_unipc", family="unipc", objective="ld3", time=True,
+                                stride="").search_config(cfg, 5)
+    scfg.validate()
+    assert (scfg.run_name(), scfg.label()) == ("ld3_unipc_time_k5", "LD3 UniPC")
+    assert (scfg.stride, scfg.loop, scfg.pred) == ("logsnr_uniform", False, False)
 
 
 def test_settings_that_are_not_ld3_are_refused():
