@@ -8,7 +8,12 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
     L = KID loss(phi(x_0) of the global batch, real features) / num_replicas
     g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
 
-then, only when L and g are finite, clip g by its global norm and take an Adam
+With the LD3 objective (search.ld3) the step instead draws a batch of fixed teacher
+pairs (x_T, phi(teacher x0)) by the same key, starts the sampler from x_T plus each pair's
+trained offset (in a ball), and L is the mean squared feature distance to the teacher;
+theta is then the time logits and the offsets.
+
+Then, only when L and g are finite, clip g by its global norm and take an Adam
 step. The gradient is computed by one tf.function (its per-replica body
 XLA-compiled on a single replica; with a looped chain, the network call inside
 the loop is compiled instead) and applied by a second one, so a NaN or Inf is
