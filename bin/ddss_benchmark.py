@@ -1,6 +1,6 @@
 """The paper's table on one model: DDPM, DDIM, DPM-Solver++(2M), UniPC and learned GGDM samplers.
 
-    ddss_benchmark --workdir=bench                     # bundled digits model, K = 5, 10, 20
+    ddss_benchmark --workdir=bench                     # bundled digits model, K = 3, 4, 5, 10, 20
     ddss_benchmark --searches=ddss_runs --workdir=bench   # reuse ddss_search's work directories
     ddss_benchmark --samplers=ddim_quadratic,unipc --num_steps=5,10 --num_samples=500
     ddss_benchmark --model=eps.keras --schedule=linear_beta --dataset=cifar10 \

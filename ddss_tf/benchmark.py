@@ -232,7 +232,7 @@ class BenchmarkConfig:
       2,000 the bias is as large as the differences between the better samplers.
     """
     samplers: tuple = tuple(sampler_names())
-    num_steps: tuple = (5, 10, 20)
+    num_steps: tuple = (3, 4, 5, 10, 20)
     num_samples: int = 10000
     searches: str = ""
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
