@@ -232,7 +232,8 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(family="ddim"), "has nothing to learn"),
+    (dict(family="ddim"), "has nothing to learn; learnable families: [a-z_, ]+$"),
+    (dict(family="dpm_solver_pp_2m"), "has nothing to learn; .* learned with objective ld3"),
     (dict(family="nope"), "unknown family"),
     (dict(kernel="rbf"), "unknown kernel 'rbf'; accepted: linear, cubic"),
     (dict(lr_decay="step"), "unknown lr_decay 'step'; accepted: cosine, constant"),
