@@ -113,7 +113,7 @@ class SearchConfig:
         elif self.family not in samplers.names():
             raise ValueError(f"unknown family {self.family!r}; accepted: {learnable}")
         elif self.family not in samplers.learnable_names():
-            hint = (f"; its query times are learned with objective ld3 (--objective=ld3)"
+            hint = ("; its query times are learned with objective ld3 (--objective=ld3)"
                     if self.family in ld3.FAMILIES else "")
             raise ValueError(f"family {self.family!r} has nothing to learn; learnable families: "
                              f"{learnable}{hint}")
