@@ -38,8 +38,10 @@ flags.DEFINE_string("features", _D.features, "Feature network of FID / KID / IS 
                     "searches' loss: digits, pixels, or a path to an Inception file.")
 flags.DEFINE_string("heldout_features", _D.heldout_features, "Feature network of the held-out "
                     "FID (never trained against).")
-flags.DEFINE_integer("train_steps", _D.train_steps, "Optimiser steps of each search.",
-                     lower_bound=1)
+flags.DEFINE_integer("train_steps", None, "Optimiser steps of each search; default: "
+                     "ddss_search's at the row's K.", lower_bound=1)
+flags.DEFINE_float("learning_rate", None, "Peak Adam learning rate of each search; default: "
+                   "ddss_search's at the row's K.", lower_bound=0)
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch of each search.", lower_bound=2)
 
 
@@ -50,10 +52,11 @@ def _config():
         raise cli.UsageError(f"--num_steps must be integers, got {FLAGS.num_steps}") from None
     search = dataclasses.replace(_D, **cli.model_options(), **cli.data_options(),
                                  features=FLAGS.features, heldout_features=FLAGS.heldout_features,
-                                 train_steps=FLAGS.train_steps, batch_size=FLAGS.batch_size)
+                                 batch_size=FLAGS.batch_size)
     return benchmark.BenchmarkConfig(samplers=tuple(FLAGS.samplers), num_steps=ks,
                                      num_samples=FLAGS.num_samples, searches=FLAGS.searches,
-                                     search=search)
+                                     train_steps=FLAGS.train_steps,
+                                     learning_rate=FLAGS.learning_rate, search=search)
 
 
 def main(argv):

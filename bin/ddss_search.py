@@ -20,7 +20,8 @@ from ddss_tf import samplers
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.search import SearchConfig, ld3, run_search, strategies
-from ddss_tf.search.config import LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES
+from ddss_tf.search.config import (FEW_STEPS, LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES,
+                                   default_optimisation)
 
 _D = SearchConfig()
 FLAGS = flags.FLAGS
@@ -55,8 +56,13 @@ flags.DEFINE_string("features", _D.features, "Feature network of the loss: digit
 flags.DEFINE_string("heldout_features", _D.heldout_features, "Feature network of the held-out "
                     "metric (never trained against).")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.", lower_bound=2)
-flags.DEFINE_integer("train_steps", _D.train_steps, "Optimiser steps.", lower_bound=1)
-flags.DEFINE_float("learning_rate", _D.learning_rate, "Adam learning rate.", lower_bound=0)
+_FEW, _MANY = default_optimisation(FEW_STEPS), default_optimisation(FEW_STEPS + 1)
+flags.DEFINE_integer("train_steps", None, f"Optimiser steps; default: {_FEW[0]} at K <= "
+                     f"{FEW_STEPS}, else {_MANY[0]} (and {_MANY[0]} with --objective=ld3).",
+                     lower_bound=1)
+flags.DEFINE_float("learning_rate", None, f"Peak Adam learning rate; default: {_FEW[1]:g} at K "
+                   f"<= {FEW_STEPS}, else {_MANY[1]:g} (and {_MANY[1]:g} with --objective=ld3).",
+                   lower_bound=0)
 flags.DEFINE_enum("lr_decay", _D.lr_decay, list(LR_DECAYS), "Learning-rate schedule over "
                   "train_steps: cosine to 0, or constant (the paper's).")
 flags.DEFINE_float("grad_clip", _D.grad_clip, "Global-norm clipping; 0 disables.", lower_bound=0)

@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -113,7 +114,8 @@ class LearnedRow(Row):
 
     def search_config(self, cfg, k):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search."""
-        return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k))
+        return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
+                                   train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
 
     def _load(self, bench, k):
         """(layer, digest, cost): loaded from, or first searched into, its search work
@@ -224,8 +226,11 @@ class BenchmarkConfig:
     """What to evaluate.
 
     search: the template of every search: model, data, feature networks and the
-      optimisation settings of the learned rows (family, pred, time and K are set per row;
-      its final_samples is the search's own final evaluation, not the benchmark's).
+      optimisation settings of the learned rows (family, pred, time, K, train_steps and
+      learning_rate are set per row; its final_samples is the search's own final evaluation,
+      not the benchmark's).
+    train_steps, learning_rate: of every learned row's search; None: ddss_search's default
+      at the row's K and objective (`search.default_optimisation`).
     searches: directory of the learned rows' search work directories ("" = workdir/searches).
     num_samples: samples per cell. FID's upward bias shrinks as this grows: on the bundled
       digits, the training images themselves score 0.65 at 2,000 and 0.13 at 10,000, so at
@@ -235,6 +240,8 @@ class BenchmarkConfig:
     num_steps: tuple = (3, 4, 5, 10, 20)
     num_samples: int = 10000
     searches: str = ""
+    train_steps: Optional[int] = None
+    learning_rate: Optional[float] = None
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def validate(self):
@@ -249,6 +256,14 @@ class BenchmarkConfig:
             raise ValueError(f"num_samples must be >= 2 (KID needs two samples), got "
                              f"{self.num_samples}")
         self.search.validate()
+
+    def rows_search(self, name, k):
+        """The SearchConfig of the learned row `name` (`sampler_names()`) at K = k."""
+        row = _ROWS.get(name)
+        if not isinstance(row, LearnedRow):
+            learned = [n for n, r in _ROWS.items() if isinstance(r, LearnedRow)]
+            raise ValueError(f"{name!r} is not a learned row; learned rows: {', '.join(learned)}")
+        return row.search_config(self, k)
 
 
 # A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume. The old

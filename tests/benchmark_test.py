@@ -26,10 +26,10 @@ _N = 24
 
 
 def _cfg(**kw):
-    search = SearchConfig(batch_size=8, train_steps=2, xla=False, checkpoint_every=1,
+    search = SearchConfig(batch_size=8, xla=False, checkpoint_every=1,
                           eval_every=1000, eval_samples=16, final_samples=16, reference_steps=10)
     base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
-                num_samples=_N, search=search)
+                num_samples=_N, train_steps=2, search=search)
     base.update(kw)
     return benchmark.BenchmarkConfig(**base)
 
@@ -75,7 +75,7 @@ def test_records_have_the_documented_keys_and_outputs_exist(finished):
     table = open(os.path.join(workdir, "table.md")).read()
     assert "| UniPC | " in table and "| K = 3 |" in table
     # The learned row's search cost, read from its search's results.json; none for the others.
-    cfg = _cfg().search
+    cfg = _cfg().rows_search("ggdm_pred_time", 3)
     with open(os.path.join(workdir, "searches", "ggdm_pred_time_k3", "results.json")) as f:
         search = json.load(f)
     assert records[2]["search_seconds"] == search["search_seconds"] > 0
@@ -242,6 +242,22 @@ def test_search_template_fields_reach_the_learned_rows():
     cfg = _cfg()
     scfg = benchmark.LearnedRow("ggdm_pred", pred=True, time=False).search_config(cfg, 7)
     assert (scfg.family, scfg.num_steps, scfg.pred, scfg.time) == ("ggdm", 7, True, False)
-    assert scfg.final_samples == 16 and scfg.train_steps == 2  # the search's own, not _N
+    assert scfg.final_samples == 16 and scfg.batch_size == 8  # the search's own, not _N
+    assert scfg.train_steps == 2 and scfg.learning_rate == SearchConfig().learning_rate
     assert scfg.run_name() == "ggdm_pred_k7"
     assert dataclasses.replace(scfg, pred=False).run_name() == "ggdm_k7"
+
+
+@pytest.mark.parametrize("k", [3, 5, 10])
+@pytest.mark.parametrize("row", ["ggdm_pred_time", "ld3_unipc"])
+def test_learned_rows_search_with_ddss_searchs_defaults_at_their_k(row, k):
+    """A newcomer's `ddss_search --num_steps=K` and the benchmark's row at K are one search,
+    so the benchmark reuses ddss_search's work directories."""
+    cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
+    scfg = cfg.rows_search(row, k)
+    settings = dict(family=scfg.family, objective=scfg.objective, num_steps=k, pred=scfg.pred)
+    newcomer = SearchConfig(**settings)
+    assert (scfg.train_steps, scfg.learning_rate) == (newcomer.train_steps, newcomer.learning_rate)
+    few = k <= 5 and scfg.objective == "kid"
+    assert (scfg.train_steps, scfg.learning_rate) == ((800, 2e-2) if few else (400, 1e-2))
+    assert scfg == newcomer  # every setting, so the work directory is shared

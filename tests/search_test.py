@@ -255,6 +255,25 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("settings,want", [
+    (dict(), (400, 1e-2)),                                       # the main job, K = 10
+    (dict(num_steps=6), (400, 1e-2)),
+    (dict(num_steps=5), (800, 2e-2)),                            # few steps: longer, larger steps
+    (dict(num_steps=3), (800, 2e-2)),
+    (dict(num_steps=5, train_steps=50), (50, 2e-2)),             # a given value is kept
+    (dict(num_steps=5, learning_rate=5e-4), (800, 5e-4)),
+    (dict(num_steps=5, objective="ld3", family="unipc"), (400, 1e-2)),  # LD3's are K's own
+])
+def test_the_optimisation_defaults_depend_on_k(settings, want):
+    cfg = SearchConfig(**settings)
+    assert (cfg.train_steps, cfg.learning_rate) == want
+    cfg.validate()
+    # Recorded as numbers: config.json says what ran, and reads back as the same search.
+    saved = json.loads(cfg.to_json())
+    assert (saved["train_steps"], saved["learning_rate"]) == want
+    assert SearchConfig.from_dict(saved) == cfg
+
+
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     _sigint_at(monkeypatch, 1)

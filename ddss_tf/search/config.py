@@ -7,17 +7,32 @@ feature space, sized to finish within minutes on a laptop CPU.
 
 import dataclasses
 import json
+from typing import Optional
 
 from ddss_tf import noise, samplers
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import ld3, strategies
 
-__all__ = ["SearchConfig", "LR_DECAYS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
+__all__ = ["SearchConfig", "default_optimisation", "FEW_STEPS", "LR_DECAYS", "MIN_EVAL_SAMPLES",
+           "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
 MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
+
+# A KID search at few steps (K <= FEW_STEPS) trains twice as long at twice the learning rate:
+# on the bundled model at K = 5 this took FID from 3.5x to 1.7-2.1x the 1000-step DDPM's in
+# about 8 minutes on 2 cores, where 800 steps at the K >= 10 rate made it worse (the runs are
+# tabled in docs/ddss_search.md, "Few steps").
+FEW_STEPS = 5
+
+
+def default_optimisation(num_steps, objective="kid"):
+    """(train_steps, learning_rate) of a search that gives neither, at K = num_steps."""
+    if objective == "kid" and num_steps <= FEW_STEPS:
+        return 800, 2e-2
+    return 400, 1e-2
 
 
 @dataclasses.dataclass
@@ -58,9 +73,11 @@ class SearchConfig:
     heldout_features: str = "digits_heldout"
     # Optimisation (paper: Adam 5e-4, default betas, batch 512, 50K steps). 400 steps cannot
     # move sigmoid logits far at 5e-4, so the default takes larger steps and decays them.
+    # train_steps and learning_rate None: the default at this K and objective
+    # (`default_optimisation`).
     batch_size: int = 128
-    train_steps: int = 400
-    learning_rate: float = 1e-2
+    train_steps: Optional[int] = None
+    learning_rate: Optional[float] = None
     lr_decay: str = "cosine"  # "cosine" (to 0 at train_steps) or "constant" (the paper's)
     grad_clip: float = 1.0
     seed: int = 0
@@ -95,6 +112,11 @@ class SearchConfig:
             self.loop = False
         if not self.stride and self.family in samplers.names():
             self.stride = samplers.default_stride(self.family)
+        steps, lr = default_optimisation(self.num_steps, self.objective)
+        if self.train_steps is None:
+            self.train_steps = steps
+        if self.learning_rate is None:
+            self.learning_rate = lr
 
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted (before any model is
