@@ -204,6 +204,11 @@ def _catalogue():
             for label, family, options in evaluation.BASELINES]
     rows += [FixedRow(name, samplers.label(name), name, {})
              for name in ("dpm_solver_pp_2m", "unipc")]
+    # The solvers on the DDIM quadratic grid too: at K <= 5 they are very sensitive to their
+    # grid, and on the bundled model this one beats their logSNR-uniform default at every K
+    # from 3 to 6 (docs/ddss_search.md, "Few steps").
+    rows += [FixedRow(f"{name}_quadratic", f"{samplers.label(name)} quadratic", name,
+                      dict(stride="quadratic")) for name in ("dpm_solver_pp_2m", "unipc")]
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False),
              LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.

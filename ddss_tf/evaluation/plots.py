@@ -15,7 +15,8 @@ def fid_vs_k(records, ks, path):
     from matplotlib import pyplot as plt
     from matplotlib import ticker
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.4, 4.6), dpi=120)
+    colors = iter(plt.get_cmap("tab20").colors * 2)  # a dozen rows: more than the 10 defaults
     series, roles = {}, {}
     for r in records:
         series.setdefault(r["sampler"], []).append((r["num_steps"], r["fid"]))
@@ -31,7 +32,7 @@ def fid_vs_k(records, ks, path):
             continue
         learned = roles[label] == "learned"
         ax.plot(*zip(*points), marker="o" if learned else ".", lw=2 if learned else 1,
-                label=label)
+                color=next(colors), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(sorted(set(ks)))
@@ -42,7 +43,7 @@ def fid_vs_k(records, ks, path):
     ax.set_xlabel("K (network evaluations per sample)")
     ax.set_ylabel("FID (lower is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
