@@ -27,6 +27,7 @@ CASES = [
     ("rddim", {"init": "ddim"}),
     ("ggdm", {}),
     ("ggdm", {"pred": True, "time": True, "stride": "trailing"}),
+    ("ggdm", {"pred": True, "init": "dpm_solver_pp_2m"}),
 ]
 LEARNABLE = [c for c in CASES if c[0] in ("ddim_sigma", "vars", "rddim", "ggdm") or c[1].get("time")]
 
@@ -115,6 +116,28 @@ def test_untrained_learnable_family_reproduces_its_baseline(den, name, init, ext
     baseline = samplers.create(init, den, num_steps=k, stride=stride)(x_T, noise).numpy()
     layer = samplers.create(name, den, num_steps=k, stride=stride, init=init, **extra)
     np.testing.assert_allclose(layer(x_T, noise).numpy(), baseline, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 20])
+@pytest.mark.parametrize("stride", ["quadratic", "logsnr_uniform"])
+@pytest.mark.parametrize("extra", [{}, {"time": True}, {"loop": True}])
+def test_untrained_ggdm_from_the_solver_is_the_solver(den, k, stride, extra):
+    """init=dpm_solver_pp_2m: the solver's steps over states (all earlier states weighed,
+    weights outside the sigmoid's range) give DPM-Solver++(2M), itself checked against a
+    float64 numpy reference of Lu et al.'s Algorithm 2 (samplers_reference_test)."""
+    x_T, noise = _inputs(seed=7, num_steps=k, shape=[16, 2, 2, 1])
+    solver = samplers.create("dpm_solver_pp_2m", den, num_steps=k, stride=stride)(x_T).numpy()
+    layer = samplers.create("ggdm", den, num_steps=k, stride=stride, pred=True,
+                            init="dpm_solver_pp_2m", **extra)
+    np.testing.assert_allclose(layer(x_T, noise).numpy(), solver, atol=5e-5, rtol=0)
+    if k == 5:  # the solver form leaves the sigmoid's range: the reason for plain reals
+        coefs = layer.coefficients()
+        assert np.max(coefs["mu_x0"]) > 1 or np.min(coefs["mu"]) < 0
+
+
+def test_ggdm_from_the_solver_needs_pred(den):
+    with pytest.raises(ValueError, match="init 'dpm_solver_pp_2m' needs pred=True"):
+        samplers.create("ggdm", den, num_steps=5, init="dpm_solver_pp_2m")
 
 
 @pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp_2m", "unipc"])

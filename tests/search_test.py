@@ -235,6 +235,8 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     (dict(family="ddim"), "has nothing to learn; learnable families: [a-z_, ]+$"),
     (dict(family="dpm_solver_pp_2m"), "has nothing to learn; .* learned with objective ld3"),
     (dict(family="nope"), "unknown family"),
+    (dict(init="dpm_solver_pp_2m", pred=False), "init 'dpm_solver_pp_2m' needs pred"),
+    (dict(family="rddim", init="dpm_solver_pp_2m"), "does not apply to the rddim family"),
     (dict(kernel="rbf"), "unknown kernel 'rbf'; accepted: linear, cubic"),
     (dict(lr_decay="step"), "unknown lr_decay 'step'; accepted: cosine, constant"),
     (dict(num_steps=1001), "exceeds the model's T = 1000"),

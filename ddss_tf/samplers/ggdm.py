@@ -39,15 +39,26 @@ init="ddpm" / "ddim": the Markov chain of that baseline (mu[i+1, i] and mu_x0[i+
 x_t and x0_hat coefficients, the weights of earlier states 0), top
 marginal (alpha, sigma) of the schedule at tau_K; +PRED starts at (1 / alpha, sigma /
 alpha) of the schedule, which is what Theorem 1 gives at init.
+
+init="dpm_solver_pp_2m" (beyond the paper; +PRED only): DPM-Solver++(2M) on the layer's
+initial times, written over states (`solver_form`). Its step weighs the previous data
+prediction, which is a combination of earlier states, so every weight of earlier states
+is used, and they leave the sigmoid's range (x0 weights above 1, negative Markov
+weights): with this init mu_x0 and the Markov weights are plain reals too (`free`). The
+noise scales start at 0, as with DDIM. +PRED's x0_hat at init is the solver's, which
+Theorem 1's marginals of the solver form are not.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from ddss_tf.samplers import constraints
+from ddss_tf.samplers import dpm_solver
 from ddss_tf.samplers import learnable
 
-__all__ = ["GGDM", "theorem1", "skip_indices"]
+__all__ = ["GGDM", "theorem1", "skip_indices", "solver_form"]
+
+SOLVER_INITS = ("dpm_solver_pp_2m",)
 
 
 def skip_indices(num_steps):
@@ -83,16 +94,51 @@ def theorem1(mu_x0, mu, sigma):
     return rows[:, 0], v
 
 
+def solver_form(coef_xt, coef_x0, coef_x0_prev):
+    """DPM-Solver++(2M)'s steps written as GGDM steps over states, float64 numpy.
+
+    The solver's x^(i+1) = A_i x^(i) + B_i m_i + C_i m_{i-1} (`dpm_solver.coefficients`,
+    [K] each; m_i the data prediction at state i) as x^(i+1) = mu_x0[i+1] m_i +
+    sum_{l<=i} mu[i+1, l] x^(l): mu_x0[i+1] = B_i, and m_{i-1}, read back from the step
+    that used it, is a combination r_{i-1} of states 0..i:
+        r_j = (e_{j+1} - A_j e_j - C_j r_{j-1}) / B_j,   r_{-1} = 0,
+    so row i+1 of mu is A_i e_i + C_i r_{i-1}.
+    Returns (mu_x0 [K] with mu_x0[0] = 0 (the top marginal is the caller's), mu [K, K]).
+    """
+    a, b, c = (np.asarray(v, np.float64) for v in (coef_xt, coef_x0, coef_x0_prev))
+    k = a.shape[0]
+    mu_x0, mu = np.zeros([k]), np.zeros([k, k])
+    prev = np.zeros([k])                    # r_{i-1} over states; r_{-1} = 0
+    for i in range(k - 1):
+        mu_x0[i + 1] = b[i]
+        row = c[i] * prev
+        row[i] += a[i]
+        mu[i + 1] = row
+        step = -row                          # m_i = (x^(i+1) - row . x) / B_i
+        step[i + 1] += 1.0
+        prev = step / b[i]
+    return mu_x0, mu
+
+
 class GGDM(learnable.LearnableSampler):
     """Generalised Gaussian diffusion sampler, optionally with +PRED."""
 
     family = "ggdm"
+    inits = learnable.LearnableSampler.inits + SOLVER_INITS
 
-    def __init__(self, denoiser, num_steps=10, stride=None, pred=False, **kwargs):
+    def __init__(self, denoiser, num_steps=10, stride=None, pred=False, init="ddpm", **kwargs):
         if not isinstance(pred, (bool, np.bool_)):
             raise ValueError(f"pred must be True or False, got {pred!r}")
+        if init in SOLVER_INITS and not pred:
+            raise ValueError(f"init {init!r} needs pred=True (+PRED): without it x0_hat comes "
+                             "from Theorem 1's marginals, which are not the solver's")
         self.pred = bool(pred)
-        super().__init__(denoiser, num_steps, stride, **kwargs)
+        super().__init__(denoiser, num_steps, stride, init=init, **kwargs)
+
+    @property
+    def free(self):
+        """mu_x0 and the Markov weights are plain reals (a solver's init), not sigmoids."""
+        return self.init in SOLVER_INITS
 
     def _family_config(self):
         return dict(super()._family_config(), pred=self.pred)
@@ -101,13 +147,23 @@ class GGDM(learnable.LearnableSampler):
         k = self.num_steps
         marg = self.initial_marginals()
         alpha, sigma = np.asarray(marg.alpha), np.asarray(marg.sigma)
-        coef_x0, coef_xt, std = self.baseline_transitions()
         inv = constraints.unit_interval_inverse
-        self.mu_x0_logits = self.add_logits("mu_x0_logits", inv(np.r_[alpha[0], coef_x0]))
-        self.mu_logits = self.add_logits("mu_logits", inv(np.asarray(coef_xt[:k - 1])))
+        if self.free:
+            solver = dpm_solver.coefficients(marg)
+            mu_x0, mu = solver_form(*(solver[n] for n in ("coef_xt", "coef_x0", "coef_x0_prev")))
+            mu_x0[0] = alpha[0]
+            markov = np.diagonal(mu, -1)
+            skip = np.array([mu[i, l] for i, l in skip_indices(k)])
+            std = np.zeros([k - 1])
+        else:
+            coef_x0, coef_xt, std = self.baseline_transitions()
+            mu_x0, markov = inv(np.r_[alpha[0], coef_x0]), inv(np.asarray(coef_xt[:k - 1]))
+            skip = np.zeros([len(skip_indices(k))])
+        self.mu_x0_logits = self.add_logits("mu_x0_logits", mu_x0)
+        self.mu_logits = self.add_logits("mu_logits", markov)
         if k > 2:  # no earlier states to weigh below K = 3 (and an empty variable crashes
             # MultiWorkerMirroredStrategy's initial broadcast)
-            self.mu_skip = self.add_logits("mu_skip", np.zeros([len(skip_indices(k))]))
+            self.mu_skip = self.add_logits("mu_skip", skip)
         self.sigma_logits = self.add_logits("sigma_logits", inv(np.r_[sigma[0], std]))
         if self.pred:
             self.pred_a_logits = self.add_logits("pred_a_logits", constraints.above_one_inverse(1 / alpha))
@@ -115,9 +171,12 @@ class GGDM(learnable.LearnableSampler):
 
     def _coefficients_from_marginals(self, marg):
         k = self.num_steps
-        mu_x0 = constraints.unit_interval(self.mu_x0_logits)[0]
         sigma = constraints.unit_interval(self.sigma_logits)[0]
-        markov = constraints.unit_interval(self.mu_logits)[0]
+        if self.free:
+            mu_x0, markov = (tf.cast(v, sigma.dtype) for v in (self.mu_x0_logits, self.mu_logits))
+        else:
+            mu_x0 = constraints.unit_interval(self.mu_x0_logits)[0]
+            markov = constraints.unit_interval(self.mu_logits)[0]
         mu = tf.zeros([k, k], mu_x0.dtype)
         if k > 1:
             mu = tf.scatter_nd([(i + 1, i) for i in range(k - 1)], markov, [k, k])

@@ -11,6 +11,7 @@ from typing import Optional
 
 from ddss_tf import noise, samplers
 from ddss_tf.precision import PRECISIONS
+from ddss_tf.samplers import ggdm
 from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import ld3, strategies
 
@@ -142,6 +143,9 @@ class SearchConfig:
         if samplers.inits(self.family) and self.init not in samplers.inits(self.family):
             raise ValueError(f"init {self.init!r} does not apply to the {self.family} family; "
                              f"accepted: {', '.join(samplers.inits(self.family))}")
+        if self.init in ggdm.SOLVER_INITS and not self.pred:
+            raise ValueError(f"init {self.init!r} needs pred (+PRED, --pred): without it x0_hat "
+                             "comes from Theorem 1's marginals, which are not the solver's")
         if self.stride not in samplers.stride_names():
             raise ValueError(f"unknown stride {self.stride!r}; accepted: "
                              f"{', '.join(samplers.stride_names())}")
