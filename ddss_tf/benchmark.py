@@ -42,7 +42,7 @@ import numpy as np
 from ddss_tf import evaluation, export, files, interrupt, samplers
 from ddss_tf.evaluation import plots, records as records_lib
 from ddss_tf.search import ld3
-from ddss_tf.search.config import SearchConfig
+from ddss_tf.search.config import SearchConfig, default_optimisation
 from ddss_tf.search.run import run_search
 from ddss_tf.search.workdir import differing_settings
 
@@ -261,6 +261,11 @@ class BenchmarkConfig:
             raise ValueError(f"num_samples must be >= 2 (KID needs two samples), got "
                              f"{self.num_samples}")
         self.search.validate()
+        if (self.search.train_steps, self.search.learning_rate) != default_optimisation(
+                self.search.num_steps, self.search.objective):
+            raise ValueError("train_steps and learning_rate are set per row (each K has its "
+                             "default); give them as the BenchmarkConfig's, not its search "
+                             "template's")
 
     def rows_search(self, name, k):
         """The SearchConfig of the learned row `name` (`sampler_names()`) at K = k."""

@@ -194,9 +194,13 @@ def test_kid_does_not_inherit_the_reference_sets_order():
 
 def test_a_learned_row_refuses_a_finished_search_with_other_settings(finished):
     workdir, _ = finished
+    cfg = _cfg(samplers=("ggdm_pred_time",), learning_rate=0.5)
+    with pytest.raises(ValueError, match="holds a finished search with different learning_rate"):
+        benchmark.run(cfg, workdir, log=_QUIET)
+    # Set on the template, where a row would not read it: refused, not ignored.
     cfg = _cfg(samplers=("ggdm_pred_time",))
     cfg.search = dataclasses.replace(cfg.search, learning_rate=0.5)
-    with pytest.raises(ValueError, match="holds a finished search with different learning_rate"):
+    with pytest.raises(ValueError, match="give them as the BenchmarkConfig's, not its search"):
         benchmark.run(cfg, workdir, log=_QUIET)
 
 
