@@ -263,5 +263,5 @@ def test_learned_rows_search_with_ddss_searchs_defaults_at_their_k(row, k):
     newcomer = SearchConfig(**settings)
     assert (scfg.train_steps, scfg.learning_rate) == (newcomer.train_steps, newcomer.learning_rate)
     few = k <= 5 and scfg.objective == "kid"
-    assert (scfg.train_steps, scfg.learning_rate) == ((800, 3e-2) if few else (400, 1e-2))
+    assert (scfg.train_steps, scfg.learning_rate) == ((800, 2e-2) if few else (400, 1e-2))
     assert scfg == newcomer  # every setting, so the work directory is shared

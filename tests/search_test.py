@@ -260,9 +260,9 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
 @pytest.mark.parametrize("settings,want", [
     (dict(), (400, 1e-2)),                                       # the main job, K = 10
     (dict(num_steps=6), (400, 1e-2)),
-    (dict(num_steps=5), (800, 3e-2)),                            # few steps: longer, larger steps
-    (dict(num_steps=3), (800, 3e-2)),
-    (dict(num_steps=5, train_steps=50), (50, 3e-2)),             # a given value is kept
+    (dict(num_steps=5), (800, 2e-2)),                            # few steps: longer, larger steps
+    (dict(num_steps=3), (800, 2e-2)),
+    (dict(num_steps=5, train_steps=50), (50, 2e-2)),             # a given value is kept
     (dict(num_steps=5, learning_rate=5e-4), (800, 5e-4)),
     (dict(num_steps=5, objective="ld3", family="unipc"), (400, 1e-2)),  # LD3's are K's own
 ])
