@@ -25,11 +25,15 @@ instead (`step_noise`), so its steps never draw an evaluation's noise.
 import tensorflow as tf
 
 __all__ = ["draw", "draw_batch", "batch_seed", "seed_pair", "step_noise", "EVAL_SEED",
-           "MAX_SEED"]
+           "VALIDATION_SEED", "MAX_SEED"]
 
 MAX_SEED = 2 ** 63 - 1
 # The seed of every evaluation (search and benchmark): the same x_T for every sampler and K.
 EVAL_SEED = 2_000_003
+# The seed of a search's validation samples (SearchConfig.select = "best"): 2**32 batches
+# away from the evaluation's, so the coefficients a search keeps are chosen on other x_T
+# than the ones they are scored on.
+VALIDATION_SEED = EVAL_SEED + 2 ** 32
 
 
 def draw(seed, num_steps, shape, dtype=tf.float32):

@@ -21,9 +21,9 @@ import tensorflow as tf
 
 import testing
 import workers
-from ddss_tf import evaluation, images, interrupt, models, progress, sampling
+from ddss_tf import evaluation, export, images, interrupt, models, progress, sampling
 from ddss_tf.metrics import mmd
-from ddss_tf.noise import step_noise
+from ddss_tf.noise import VALIDATION_SEED, step_noise
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import run as run_lib
 from ddss_tf.search.run import Run
@@ -239,6 +239,7 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     (dict(family="rddim", init="dpm_solver_pp_2m"), "does not apply to the rddim family"),
     (dict(kernel="rbf"), "unknown kernel 'rbf'; accepted: linear, cubic"),
     (dict(lr_decay="step"), "unknown lr_decay 'step'; accepted: cosine, constant"),
+    (dict(select="first"), "unknown select 'first'; accepted: last, best"),
     (dict(num_steps=1001), "exceeds the model's T = 1000"),
     (dict(batch_size=7, strategy="mirrored"), "multiple of the 2 replica"),
     (dict(features="/no/such/inception.pb"), "unknown feature network"),
@@ -286,6 +287,102 @@ def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     # A cosine schedule's length is part of the trajectory: more steps would not be a resume.
     with pytest.raises(ValueError, match="different train_steps"):
         run_search(_cfg(train_steps=5), workdir, log=_QUIET)
+
+
+def _scripted_validation(monkeypatch, scripted):
+    """Replace the validation FID of step s by scripted[s] (the real one is recorded, with
+    the sampler's variables it was computed on): {step: (real fid, variables)}."""
+    seen = {}
+    original = run_lib.BestCoefficients.consider
+
+    def consider(self, layer, step, fid):
+        seen[step] = (fid, _values(layer.trainable_variables))
+        return original(self, layer, step, scripted[step])
+
+    monkeypatch.setattr(run_lib.BestCoefficients, "consider", consider)
+    return seen
+
+
+def _coefficients(workdir):
+    with open(os.path.join(workdir, "coefficients.json")) as f:
+        return json.load(f)["variables"]
+
+
+def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_path,
+                                                                           monkeypatch):
+    cfg = _cfg(train_steps=4, eval_every=1, select="best", learning_rate=5e-2)
+    seen = _scripted_validation(monkeypatch, {1: 3.0, 2: 1.0, 3: 2.0, 4: 5.0})
+    results = run_search(cfg, str(tmp_path / "best"), log=_QUIET)
+    assert sorted(seen) == [1, 2, 3, 4]
+    assert results["selected"] == dict(step=2, validation_fid=1.0,
+                                       validation_samples=cfg.eval_samples)
+    assert "step 2's" in (tmp_path / "best" / "results.md").read_text()
+    # The kept coefficients are step 2's, not the last step's.
+    setup = Run(cfg, tempfile.gettempdir(), _QUIET)
+    kept = _coefficients(tmp_path / "best")
+    export_layer = export.load_coefficients(str(tmp_path / "best" / "coefficients.json"),
+                                                    setup.evaluator.denoiser, remat=False)
+    for got, want in zip(_values(export_layer.trainable_variables), seen[2][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(seen[2][1], seen[4][1]))
+    # The validation FID is the scorer's on eval_samples samples of the validation seed, which
+    # are not the evaluation's.
+    imgs = evaluation.sample(export_layer, cfg.eval_samples, (8, 8, 1),
+                             seed=VALIDATION_SEED)
+    np.testing.assert_allclose(seen[2][0], setup.evaluator.scorer(imgs)["fid"], rtol=1e-5)
+    first = evaluation.sample(export_layer, 4, (8, 8, 1))
+    assert not np.allclose(imgs[:4], first)
+    # select="last" keeps the last step's (the same run otherwise).
+    last = run_search(_cfg(train_steps=4, eval_every=1, learning_rate=5e-2),
+                      str(tmp_path / "last"), log=_QUIET)
+    assert last["selected"] is None
+    assert _coefficients(tmp_path / "last") != kept
+
+
+def test_select_best_never_keeps_a_nan_validation(tmp_path, monkeypatch):
+    cfg = _cfg(train_steps=2, eval_every=1, select="best")
+    _scripted_validation(monkeypatch, {1: float("nan"), 2: float("nan")})
+    results = run_search(cfg, str(tmp_path / "run"), log=_QUIET)
+    assert results["selected"] is None  # the last step's coefficients, as with select="last"
+    last = run_search(_cfg(train_steps=2, eval_every=1), str(tmp_path / "last"), log=_QUIET)
+    assert _coefficients(tmp_path / "run") == _coefficients(tmp_path / "last")
+
+
+def test_select_best_resumed_mid_evaluation_equals_uninterrupted(tmp_path, monkeypatch):
+    """A checkpoint is saved before its step's evaluation: a run that dies in the evaluation
+    of step 2 resumes from ckpt-2 and validates step 2 then."""
+    cfg = _cfg(train_steps=4, eval_every=2, checkpoint_every=2, select="best",
+               learning_rate=5e-2)
+    scripted = {2: 1.0, 4: 2.0}
+    _scripted_validation(monkeypatch, scripted)
+    full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
+    assert full["selected"]["step"] == 2
+
+    original = run_lib.Run.validate
+
+    def dies(self, step):
+        raise RuntimeError("killed in the evaluation")
+
+    monkeypatch.setattr(run_lib.Run, "validate", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+    ckpt_dir = str(tmp_path / "resumed" / "checkpoints")
+    assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-2")
+    monkeypatch.setattr(run_lib.Run, "validate", original)
+    resumed = run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+    assert resumed["selected"] == full["selected"]
+    assert _coefficients(tmp_path / "resumed") == _coefficients(tmp_path / "full")
+
+
+def test_select_best_makes_the_periodic_evaluation_part_of_the_search(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    _sigint_at(monkeypatch, 1)
+    with pytest.raises(interrupt.Interrupted):
+        run_search(_cfg(select="best"), workdir, log=_QUIET)
+    with pytest.raises(ValueError, match="different eval_samples"):
+        run_search(_cfg(select="best", eval_samples=32), workdir, log=_QUIET)
+    with pytest.raises(ValueError, match="different select"):
+        run_search(_cfg(), workdir, log=_QUIET)
 
 
 def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):

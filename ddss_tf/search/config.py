@@ -15,10 +15,13 @@ from ddss_tf.samplers import ggdm
 from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import ld3, strategies
 
-__all__ = ["SearchConfig", "default_optimisation", "FEW_STEPS", "LR_DECAYS", "MIN_EVAL_SAMPLES",
-           "MAX_SEED"]
+__all__ = ["SearchConfig", "default_optimisation", "FEW_STEPS", "LR_DECAYS", "SELECTS",
+           "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
+# Which coefficients a search keeps: its last step's, or the best on validation samples
+# (SearchConfig.select).
+SELECTS = ("last", "best")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
 MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
 
@@ -81,6 +84,11 @@ class SearchConfig:
     train_steps: Optional[int] = None
     learning_rate: Optional[float] = None
     lr_decay: str = "cosine"  # "cosine" (to 0 at train_steps) or "constant" (the paper's)
+    # The coefficients the search keeps: the last step's ("last", the paper's), or ("best") those
+    # of the periodic evaluation (every eval_every steps and the last) whose FID is lowest on
+    # eval_samples samples of the validation seed (noise.VALIDATION_SEED: never the
+    # evaluation's x_T, so the final scores stay unbiased by the choice).
+    select: str = "last"
     grad_clip: float = 1.0
     seed: int = 0
     xla: bool = True
@@ -164,6 +172,8 @@ class SearchConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"unknown lr_decay {self.lr_decay!r}; accepted: {', '.join(LR_DECAYS)}")
+        if self.select not in SELECTS:
+            raise ValueError(f"unknown select {self.select!r}; accepted: {', '.join(SELECTS)}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
         if self.batch_size < 2 * num_replicas or self.batch_size % num_replicas:

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, files, images, summaries
+from ddss_tf import evaluation, export, files, images, noise, summaries
 from ddss_tf.search import ld3, strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
@@ -29,6 +29,41 @@ COMPARE_IMAGES = 12
 # checkpoint and when a session ends, so a resumed run adds to it).
 SEARCH_COST = "search_cost.json"
 _now = time.monotonic  # the search clock (a test replaces it)
+
+
+class BestCoefficients(tf.Module):
+    """The sampler's variables at the periodic evaluation with the lowest validation FID so far
+    (SearchConfig.select = "best"), checkpointed with the run so a resumed search keeps them.
+
+    fid: the lowest validation FID (inf before any); step: its step (-1 before any);
+    considered: the last step evaluated (-1 before any); values: copies of the layer's
+    trainable variables at `step`.
+    """
+
+    def __init__(self, layer):
+        super().__init__(name="best")
+        self.fid = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="fid")
+        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="step")
+        self.considered = tf.Variable(-1, dtype=tf.int64, trainable=False, name="considered")
+        self.values = [tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"value_{i}")
+                       for i, v in enumerate(layer.trainable_variables)]
+
+    def consider(self, layer, step, fid):
+        """Keep the layer's variables if `fid` (finite) is the lowest so far; True if kept."""
+        self.considered.assign(step)
+        if not fid < float(self.fid):  # NaN is never kept
+            return False
+        self.fid.assign(fid)
+        self.step.assign(step)
+        for kept, v in zip(self.values, layer.trainable_variables):
+            kept.assign(tf.convert_to_tensor(v))
+        return True
+
+    def restore_into(self, layer):
+        """Set the layer's variables to the kept ones (a no-op before any was kept)."""
+        if int(self.step) >= 0:
+            for kept, v in zip(self.values, layer.trainable_variables):
+                v.assign(tf.convert_to_tensor(kept))
 
 
 class Run:
@@ -55,6 +90,7 @@ class Run:
                                         cfg.teacher_steps, ev.image_shape)
         self.trainer = Trainer(self.layer, ev.extractor, ev.reference.features, self.strategy,
                                cfg, ev.image_shape, teacher=teacher)
+        self.best = BestCoefficients(self.layer) if cfg.select == "best" else None
 
     def path(self, *parts):
         return os.path.join(self.workdir, *parts)
@@ -72,6 +108,8 @@ class Run:
         state = dict(step=trainer.step, sampler=self.layer, optimizer=trainer.optimizer)
         if trainer.teacher is not None:  # LD3's x_T offsets (a KID search has none)
             state["ld3_offsets"] = trainer.offsets
+        if self.best is not None:
+            state["best"] = self.best
         ckpt = tf.train.Checkpoint(**state)
         chief_dir = self.path("checkpoints")
         # Every worker saves (the save is collective); only the chief's copy is kept. The others
@@ -85,25 +123,37 @@ class Run:
 
         clock = self._search_clock()
 
+        def evaluated(step):
+            return step > 0 and (step % cfg.eval_every == 0 or step == cfg.train_steps)
+
+        def after_restore(step):
+            strategies.check_same_start(strategy, step, chief_dir)
+            # A checkpoint is saved before its step's evaluation: a run resumed from one
+            # validates the restored coefficients, which are that step's.
+            if self.chief and self.best is not None and evaluated(step) and \
+                    int(self.best.considered) < step:
+                self.validate(step)
+
         def after_step(step, metrics):
             summaries.scalar("train/loss", metrics["loss"], step)
             summaries.scalar("train/grad_norm", metrics["grad_norm"], step)
             if step % cfg.checkpoint_every == 0:
                 clock()
-            if not self.chief or (step % cfg.eval_every and step != cfg.train_steps):
+            if not self.chief or not evaluated(step):
                 return None
             scores = self.evaluate_during_training(step)
             for label, base in baselines.items():
                 summaries.scalar(f"eval/fid_{label.replace(' ', '_')}", base["fid"], step)
-            return dict(fid=scores["fid"])
+            shown = dict(fid=scores["fid"])
+            if self.best is not None:
+                shown["best"] = self.validate(step)
+            return shown
 
         stopped = "stopped by {signal}" if self.chief else "stopped with the cluster ({signal})"
         try:
             loop.run(ckpt, trainer.step, cfg.train_steps, step_fn, own_dir, cfg.checkpoint_every,
                      restore_from=chief_dir, log=self.log if self.chief else (lambda *a: None),
-                     after_restore=lambda step: strategies.check_same_start(strategy, step,
-                                                                            chief_dir),
-                     after_step=after_step,
+                     after_restore=after_restore, after_step=after_step,
                      agree_stop=lambda received: strategies.agreed_stop(strategy, received),
                      summary_dir=self.path("tensorboard") if self.chief else None,
                      desc="search", bar_metrics=("loss",),
@@ -143,6 +193,16 @@ class Run:
         teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.objective == "ld3" else 0
         return cfg.train_steps * cfg.batch_size * cfg.num_steps + teacher
 
+    def validate(self, step):
+        """select = "best": FID of the sampler at `step` on cfg.eval_samples validation samples
+        (noise.VALIDATION_SEED), kept by self.best if the lowest so far. Returns the lowest."""
+        imgs = self.evaluator.sample(self.layer, self.cfg.eval_samples,
+                                     seed=noise.VALIDATION_SEED)
+        fid = float(self.evaluator.scorer(imgs)["fid"]) if np.all(np.isfinite(imgs)) else np.nan
+        self.best.consider(self.layer, step, fid)
+        summaries.scalar("validation/fid", fid, step)
+        return float(self.best.fid)
+
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""
         imgs = self.evaluator.sample(self.layer, self.cfg.eval_samples)
@@ -154,10 +214,28 @@ class Run:
         images.write_png(self.path("samples", f"step_{step:06d}.png"), grid)
         return scores
 
+    def select_best(self):
+        """select = "best": put the kept coefficients in the layer. Returns
+        {step, validation_fid, validation_samples} of the kept ones, or None (select = "last",
+        or no finite validation FID: the last step's are kept)."""
+        if self.best is None:
+            return None
+        step = int(self.best.step)
+        if step < 0:
+            self.log("select=best: no evaluation had a finite validation FID; keeping the last "
+                     "step's coefficients")
+            return None
+        self.best.restore_into(self.layer)
+        fid = float(self.best.fid)
+        self.log(f"select=best: keeping the coefficients of step {step} (validation FID "
+                 f"{fid:.4f} on {self.cfg.eval_samples} samples)")
+        return dict(step=step, validation_fid=fid, validation_samples=self.cfg.eval_samples)
+
     # ---- the final comparison ----
     def finish(self):
         """Final evaluation on cfg.final_samples, then coefficients, export and results (last)."""
         cfg, ev, n, k = self.cfg, self.evaluator, self.cfg.final_samples, self.cfg.num_steps
+        selected = self.select_best()
         base_scores, base_images = ev.baselines(k, n, cache=self.baselines_file("final", n),
                                                 keep_images=True)
         ref = ev.reference_scores(n)
@@ -183,7 +261,7 @@ class Run:
                        training_data_resampled=dict(fid=floor["fid"], heldout=floor["heldout_fid"],
                                                     num_samples=n),
                        query_times=np.asarray(self.layer.query_times()).tolist(),
-                       search_seconds=self.search_seconds(),
+                       selected=selected, search_seconds=self.search_seconds(),
                        search_network_evaluations=self.network_evaluations())
         table = evaluation.markdown_table(records)
         batch = min(evaluation.BATCH_SIZE, n)
@@ -197,7 +275,10 @@ class Run:
                     f"{summary['search_network_evaluations']:,} network evaluations "
                     f"({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k} in the loss"
                     + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
-                       if cfg.objective == "ld3" else "") + ").\n\n"
+                       if cfg.objective == "ld3" else "") + ")"
+                    + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
+                       f"{selected['validation_samples']} validation samples was the lowest "
+                       f"({selected['validation_fid']:.4f})" if selected else "") + ".\n\n"
                     f"FID's floor at {n} samples: {n} reference images drawn with replacement "
                     f"score FID {floor['fid']:.4f}, held-out FID "
                     f"{floor['heldout_fid']:.4f} (what a model reproducing its data "

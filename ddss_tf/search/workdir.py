@@ -47,6 +47,8 @@ def differing_settings(saved, cfg, resume=False):
     sees it (with a constant learning rate, more train_steps continue the same run)."""
     saved = _with_defaults(saved) or {}
     ignore = set(_BOOKKEEPING)
+    if cfg.select == "best":  # the periodic evaluation chooses the coefficients kept
+        ignore -= {"eval_every", "eval_samples"}
     if resume and cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
         ignore.add("train_steps")
     return sorted(k for k, v in json.loads(cfg.to_json()).items()
