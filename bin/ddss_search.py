@@ -21,7 +21,7 @@ from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.search import SearchConfig, ld3, run_search, strategies
 from ddss_tf.search.config import (FEW_STEPS, LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES, SELECTS,
-                                   default_optimisation)
+                                   default_optimisation, default_select)
 
 _D = SearchConfig()
 FLAGS = flags.FLAGS
@@ -65,10 +65,11 @@ flags.DEFINE_float("learning_rate", None, f"Peak Adam learning rate; default: {_
                    lower_bound=0)
 flags.DEFINE_enum("lr_decay", _D.lr_decay, list(LR_DECAYS), "Learning-rate schedule over "
                   "train_steps: cosine to 0, or constant (the paper's).")
-flags.DEFINE_enum("select", _D.select, list(SELECTS), "Coefficients kept: the last step's "
-                  "(the paper's), or the best: those of the periodic evaluation with the lowest "
-                  "FID on --eval_samples validation samples (x_T never used by the final "
-                  "evaluation or the benchmark).")
+flags.DEFINE_enum("select", None, list(SELECTS), "Coefficients kept: best: those of the "
+                  "periodic evaluation with the lowest FID on --eval_samples validation samples "
+                  "(x_T never used by the final evaluation or the benchmark); last: the last "
+                  f"step's (the paper's). Default: {default_select('kid')} "
+                  f"({default_select('ld3')} with --objective=ld3).")
 flags.DEFINE_float("grad_clip", _D.grad_clip, "Global-norm clipping; 0 disables.", lower_bound=0)
 flags.DEFINE_integer("seed", _D.seed, "Seed of every training batch's noise.", lower_bound=0,
                      upper_bound=MAX_SEED)

@@ -42,7 +42,7 @@ import numpy as np
 from ddss_tf import evaluation, export, files, interrupt, samplers
 from ddss_tf.evaluation import plots, records as records_lib
 from ddss_tf.search import ld3
-from ddss_tf.search.config import SearchConfig, default_optimisation
+from ddss_tf.search.config import SearchConfig, default_optimisation, default_select
 from ddss_tf.search.run import run_search
 from ddss_tf.search.workdir import differing_settings
 
@@ -212,8 +212,8 @@ def _catalogue():
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False),
              LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
-    rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="")
-             for name in ld3.FAMILIES]
+    rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
+                        select=default_select("ld3")) for name in ld3.FAMILIES]
     rows += [AllStepsRow(), DataRow()]
     return {row.name: row for row in rows}
 

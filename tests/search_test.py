@@ -26,6 +26,7 @@ from ddss_tf.metrics import mmd
 from ddss_tf.noise import VALIDATION_SEED, step_noise
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import run as run_lib
+from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -311,9 +312,9 @@ def _coefficients(workdir):
 def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_path,
                                                                            monkeypatch):
     cfg = _cfg(train_steps=4, eval_every=1, select="best", learning_rate=5e-2)
-    seen = _scripted_validation(monkeypatch, {1: 3.0, 2: 1.0, 3: 2.0, 4: 5.0})
+    seen = _scripted_validation(monkeypatch, {0: 4.0, 1: 3.0, 2: 1.0, 3: 2.0, 4: 5.0})
     results = run_search(cfg, str(tmp_path / "best"), log=_QUIET)
-    assert sorted(seen) == [1, 2, 3, 4]
+    assert sorted(seen) == [0, 1, 2, 3, 4]  # the untrained sampler is a candidate too
     assert results["selected"] == dict(step=2, validation_fid=1.0,
                                        validation_samples=cfg.eval_samples)
     assert "step 2's" in (tmp_path / "best" / "results.md").read_text()
@@ -333,7 +334,7 @@ def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_p
     first = evaluation.sample(export_layer, 4, (8, 8, 1))
     assert not np.allclose(imgs[:4], first)
     # select="last" keeps the last step's (the same run otherwise).
-    last = run_search(_cfg(train_steps=4, eval_every=1, learning_rate=5e-2),
+    last = run_search(_cfg(train_steps=4, eval_every=1, learning_rate=5e-2, select="last"),
                       str(tmp_path / "last"), log=_QUIET)
     assert last["selected"] is None
     assert _coefficients(tmp_path / "last") != kept
@@ -341,10 +342,11 @@ def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_p
 
 def test_select_best_never_keeps_a_nan_validation(tmp_path, monkeypatch):
     cfg = _cfg(train_steps=2, eval_every=1, select="best")
-    _scripted_validation(monkeypatch, {1: float("nan"), 2: float("nan")})
+    _scripted_validation(monkeypatch, {0: float("nan"), 1: float("nan"), 2: float("nan")})
     results = run_search(cfg, str(tmp_path / "run"), log=_QUIET)
     assert results["selected"] is None  # the last step's coefficients, as with select="last"
-    last = run_search(_cfg(train_steps=2, eval_every=1), str(tmp_path / "last"), log=_QUIET)
+    last = run_search(_cfg(train_steps=2, eval_every=1, select="last"), str(tmp_path / "last"),
+                      log=_QUIET)
     assert _coefficients(tmp_path / "run") == _coefficients(tmp_path / "last")
 
 
@@ -353,7 +355,7 @@ def test_select_best_resumed_mid_evaluation_equals_uninterrupted(tmp_path, monke
     of step 2 resumes from ckpt-2 and validates step 2 then."""
     cfg = _cfg(train_steps=4, eval_every=2, checkpoint_every=2, select="best",
                learning_rate=5e-2)
-    scripted = {2: 1.0, 4: 2.0}
+    scripted = {0: 3.0, 2: 1.0, 4: 2.0}
     _scripted_validation(monkeypatch, scripted)
     full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
     assert full["selected"]["step"] == 2
@@ -361,7 +363,9 @@ def test_select_best_resumed_mid_evaluation_equals_uninterrupted(tmp_path, monke
     original = run_lib.Run.validate
 
     def dies(self, step):
-        raise RuntimeError("killed in the evaluation")
+        if step == 2:
+            raise RuntimeError("killed in the evaluation")
+        return original(self, step)
 
     monkeypatch.setattr(run_lib.Run, "validate", dies)
     with pytest.raises(RuntimeError, match="killed"):
@@ -382,7 +386,17 @@ def test_select_best_makes_the_periodic_evaluation_part_of_the_search(tmp_path, 
     with pytest.raises(ValueError, match="different eval_samples"):
         run_search(_cfg(select="best", eval_samples=32), workdir, log=_QUIET)
     with pytest.raises(ValueError, match="different select"):
-        run_search(_cfg(), workdir, log=_QUIET)
+        run_search(_cfg(select="last"), workdir, log=_QUIET)
+
+
+def test_select_defaults_and_work_directories_from_before_it(tmp_path):
+    assert SearchConfig().select == "best" and SearchConfig(num_steps=5).select == "best"
+    assert SearchConfig(objective="ld3", family="unipc").select == "last"  # LD3 as published
+    # A work directory from before `select` kept its last step's coefficients: it reads so.
+    old = json.loads(SearchConfig(select="last").to_json())
+    del old["select"]
+    assert workdir_lib.differing_settings(old, SearchConfig(select="last")) == []
+    assert workdir_lib.differing_settings(old, SearchConfig()) == ["select"]
 
 
 def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):

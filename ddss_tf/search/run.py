@@ -32,8 +32,9 @@ _now = time.monotonic  # the search clock (a test replaces it)
 
 
 class BestCoefficients(tf.Module):
-    """The sampler's variables at the periodic evaluation with the lowest validation FID so far
-    (SearchConfig.select = "best"), checkpointed with the run so a resumed search keeps them.
+    """The sampler's variables at the periodic evaluation (or the start) with the lowest
+    validation FID so far (SearchConfig.select = "best"), checkpointed with the run so a
+    resumed search keeps them.
 
     fid: the lowest validation FID (inf before any); step: its step (-1 before any);
     considered: the last step evaluated (-1 before any); values: copies of the layer's
@@ -128,9 +129,10 @@ class Run:
 
         def after_restore(step):
             strategies.check_same_start(strategy, step, chief_dir)
-            # A checkpoint is saved before its step's evaluation: a run resumed from one
-            # validates the restored coefficients, which are that step's.
-            if self.chief and self.best is not None and evaluated(step) and \
+            # The untrained sampler is a candidate too (a search never keeps worse than its
+            # start); and a checkpoint is saved before its step's evaluation: a run resumed
+            # from one validates the restored coefficients, which are that step's.
+            if self.chief and self.best is not None and (step == 0 or evaluated(step)) and \
                     int(self.best.considered) < step:
                 self.validate(step)
 
