@@ -66,7 +66,8 @@ flags.DEFINE_float("learning_rate", None, f"Peak Adam learning rate; default: {_
 flags.DEFINE_enum("lr_decay", _D.lr_decay, list(LR_DECAYS), "Learning-rate schedule over "
                   "train_steps: cosine to 0, or constant (the paper's).")
 flags.DEFINE_enum("select", None, list(SELECTS), "Coefficients kept: best: those of the "
-                  "periodic evaluation with the lowest FID on --eval_samples validation samples "
+                  "start or of a periodic evaluation with the lowest FID on --eval_samples "
+                  "validation samples "
                   "(x_T never used by the final evaluation or the benchmark); last: the last "
                   f"step's (the paper's). Default: {default_select('kid')} "
                   f"({default_select('ld3')} with --objective=ld3).")
