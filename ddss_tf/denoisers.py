@@ -11,11 +11,21 @@ here, so samplers never branch on the parametrisation:
 
 With clip_x0=True, x0_hat is clipped to the data range and eps_hat is
 recomputed from the clipped x0_hat so the pair stays consistent with x_t.
+
+A conditional network fn(x_t, t, c) (c: integer labels [B] or an embedding [B, D]) is a
+`ConditionalDenoiser`. `guided(c, w)` binds it to a batch's conditions and a classifier-free
+guidance scale w (Ho & Salimans 2022), giving a plain `Denoiser` that every sampler accepts:
+
+  pred = (1 + w) fn(x_t, t, c) - w fn(x_t, t, null)     (w = 0: the plain conditional model)
+
+The two predictions come from one network call on the doubled batch. Combining the raw
+outputs equals combining eps (or x0): the weights sum to 1 and the conversions are affine.
 """
 
 import tensorflow as tf
 
-__all__ = ["Denoiser", "from_eps_fn", "from_fn", "from_keras_model", "predictions"]
+__all__ = ["ConditionalDenoiser", "Denoiser", "from_eps_fn", "from_fn", "from_keras_model",
+           "predictions"]
 
 _PREDICTIONS = ("eps", "x", "v")
 
@@ -89,6 +99,73 @@ class Denoiser:
             x0 = tf.clip_by_value(x0, *self.data_range)
             eps = (x_t - alpha * x0) / sigma
         return x0, eps
+
+
+class ConditionalDenoiser:
+    """Canonical denoiser over a conditional network fn(x_t, t, c) -> eps | x0 | v.
+
+    Args:
+      fn: callable (x_t float32 [B, H, W, C], t float32 [B], c [B] int32 labels or [B, D]
+        float32 embeddings) -> prediction [B, H, W, C].
+      schedule, prediction, clip_x0, data_range, network: as `Denoiser`'s.
+      null_condition: the condition meaning "no condition" (the dropped label of
+        classifier-free guidance training): a label (typically the number of classes) or an
+        embedding [D].
+    """
+
+    def __init__(self, fn, schedule, null_condition, prediction="eps", clip_x0=False,
+                 data_range=(-1.0, 1.0), network=None):
+        Denoiser(fn, schedule, prediction, clip_x0, data_range)  # the same checks
+        self.fn, self.schedule, self.prediction = fn, schedule, prediction
+        self.clip_x0, self.data_range, self.network = bool(clip_x0), data_range, network
+        self.null_condition = tf.convert_to_tensor(null_condition)
+        if self.null_condition.shape.rank > 1:
+            raise ValueError("null_condition must be a label (a scalar) or an embedding [D], got "
+                             f"shape {self.null_condition.shape}")
+
+    def _condition(self, c):
+        """c checked against the null condition's rank plus a batch axis; a variable stays one
+        (read at every call), anything else becomes a tensor."""
+        if not isinstance(c, tf.Variable):
+            c = tf.convert_to_tensor(c)
+        if c.shape.rank != self.null_condition.shape.rank + 1:
+            want = "labels [B]" if self.null_condition.shape.rank == 0 else "embeddings [B, D]"
+            raise ValueError(f"this model is conditioned on {want}, got shape {c.shape}")
+        return c
+
+    def __call__(self, x_t, t, c):
+        """(x0_hat, eps_hat) of the conditional model (no guidance)."""
+        return self.guided(c, 0.0)(x_t, t)
+
+    def guided(self, c, guidance_scale):
+        """A `Denoiser` over (x_t, t): the model conditioned on c (as many as x_t's batch) with
+        classifier-free guidance at `guidance_scale` (a number, a scalar tensor or a variable;
+        the Python number 0 skips the unconditional call). Tensors and variables are read at
+        every call, so one guided denoiser serves a batch's labels assigned to a variable."""
+        c = self._condition(c)
+        if isinstance(guidance_scale, (int, float)):
+            if guidance_scale < 0:
+                raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+            if guidance_scale == 0:
+                return self._bound(lambda x_t, t: self.fn(x_t, t, self._read(c)))
+
+        def fn(x_t, t):
+            labels = self._read(c)
+            null = tf.broadcast_to(self.null_condition, tf.shape(labels))
+            both = self.fn(tf.concat([x_t, x_t], 0), tf.concat([t, t], 0),
+                           tf.concat([labels, null], 0))
+            cond, uncond = tf.split(both, 2, axis=0)
+            w = tf.cast(guidance_scale, cond.dtype)
+            return cond + w * (cond - uncond)
+
+        return self._bound(fn)
+
+    def _read(self, c):
+        return tf.cast(c, self.null_condition.dtype)
+
+    def _bound(self, fn):
+        return Denoiser(fn, self.schedule, self.prediction, self.clip_x0, self.data_range,
+                        network=self.network)
 
 
 def from_fn(fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):
