@@ -34,6 +34,12 @@ flags.DEFINE_integer("num_res_blocks", _NET["num_res_blocks"], "Residual blocks 
 flags.DEFINE_list("attn_resolutions", [str(r) for r in _NET["attn_resolutions"]],
                   "Resolutions with self-attention.")
 flags.DEFINE_float("dropout", _NET["dropout"], "Dropout rate.", lower_bound=0, upper_bound=0.99)
+flags.DEFINE_integer("num_classes", 0, "N > 0: a class-conditional network on the data's labels "
+                     "0..N-1 (a third input c; label N means none, for classifier-free guidance); "
+                     "0: unconditional.", lower_bound=0)
+flags.DEFINE_float("label_dropout", _D.label_dropout, "--num_classes > 0: probability that a "
+                   "training label is replaced by the null label N.", lower_bound=0,
+                   upper_bound=0.99)
 flags.DEFINE_enum("schedule", "linear_beta", schedules.names(), "Noise schedule.")
 flags.DEFINE_integer("num_timesteps", 1000, "T.", lower_bound=2)
 flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "Steps between checkpoints.",
@@ -52,13 +58,16 @@ def main(argv):
                num_res_blocks=FLAGS.num_res_blocks,
                attn_resolutions=[int(r) for r in FLAGS.attn_resolutions],
                dropout=FLAGS.dropout, norm_groups=_NET["norm_groups"])
+    if FLAGS.num_classes:  # absent otherwise: an unconditional run's config stays as it was
+        net["num_classes"] = FLAGS.num_classes
     cfg = ddpm.TrainConfig(
         dataset=FLAGS.dataset, net=net,
         schedule=schedules.from_config(dict(kind=FLAGS.schedule,
                                             num_timesteps=FLAGS.num_timesteps)).get_config(),
         batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
         learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps,
-        grad_clip=FLAGS.grad_clip, ema_decay=FLAGS.ema_decay, seed=FLAGS.seed, xla=FLAGS.xla,
+        grad_clip=FLAGS.grad_clip, ema_decay=FLAGS.ema_decay, label_dropout=FLAGS.label_dropout,
+        seed=FLAGS.seed, xla=FLAGS.xla,
         checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every)
     out = ddpm.train(cfg, FLAGS.workdir)
     if out:

@@ -178,24 +178,47 @@ def from_eps_fn(eps_fn, schedule, clip_x0=False, data_range=(-1.0, 1.0)):
     return Denoiser(eps_fn, schedule, "eps", clip_x0, data_range)
 
 
-def from_keras_model(model, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):
-    """Wrap a Keras model called as model([x_t, t]) -> eps | x0 | v.
+def from_keras_model(model, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0),
+                     null_condition=None):
+    """Wrap a Keras model called as model([x_t, t]) -> eps | x0 | v, or a conditional one,
+    model([x_t, t, c]), as a `ConditionalDenoiser`.
 
     The model is frozen (trainable=False): samplers never train its weights. A model whose
     output has twice x_t's channels (iDDPM / ADM "learn_sigma": eps, then the variance
     interpolation) is accepted with prediction "eps"; its first C channels are the eps
-    used (DDSS learns its own variances).
+    used (DDSS learns its own variances). null_condition (conditional models): the label or
+    embedding meaning "none"; by default the last row of a layer named "class_emb" (this
+    package's UNet) for labels, zeros for embeddings [B, D].
     """
     if not hasattr(model, "trainable_variables"):
         raise ValueError(f"expected a Keras model (x_t, t) -> prediction, got {type(model)}")
     model.trainable = False
     channels = _learned_variance_channels(model, prediction)
 
-    def fn(x_t, t):
-        out = model([x_t, t], training=False)
+    def fn(x_t, t, *c):
+        out = model([x_t, t, *c], training=False)
         return out if channels is None else out[..., :channels]
 
-    return Denoiser(fn, schedule, prediction, clip_x0, data_range, network=model)
+    if len(getattr(model, "inputs", None) or ()) != 3:
+        return Denoiser(fn, schedule, prediction, clip_x0, data_range, network=model)
+    if null_condition is None:
+        null_condition = _default_null_condition(model)
+    return ConditionalDenoiser(fn, schedule, null_condition, prediction, clip_x0, data_range,
+                               network=model)
+
+
+def _default_null_condition(model):
+    c = model.inputs[2]
+    if "int" not in str(c.dtype):
+        if len(c.shape) != 2 or c.shape[1] is None:
+            raise ValueError(f"the model's condition input has shape {tuple(c.shape)}: accepted "
+                             "are labels [B] (int) and embeddings [B, D]")
+        return tf.zeros([c.shape[1]], tf.float32)
+    try:
+        return model.get_layer("class_emb").input_dim - 1
+    except ValueError:
+        raise ValueError("the model takes labels but has no layer 'class_emb' to read its null "
+                         "label from; give null_condition (the label meaning none)") from None
 
 
 def _learned_variance_channels(model, prediction):

@@ -124,3 +124,26 @@ def test_bad_conditions():
         denoisers.ConditionalDenoiser(_net_tf, sched, null_condition=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="accepted: eps, x, v"):
         denoisers.ConditionalDenoiser(_net_tf, sched, NUM_CLASSES, prediction="score")
+
+
+def test_a_conditional_keras_unet_is_wrapped_and_refused_unbound_by_samplers():
+    from ddss_tf.nets import unet
+    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
+    rng = np.random.default_rng(1)
+    for v in net.weights:
+        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+    sched = schedules.linear_beta()
+    cond = denoisers.from_keras_model(net, sched)
+    assert isinstance(cond, denoisers.ConditionalDenoiser)
+    assert int(cond.null_condition) == 10 and net.trainable is False
+    x = rng.standard_normal((2, 8, 8, 1)).astype(np.float32)
+    t = np.array([100.0, 700.0], np.float32)
+    labels = np.array([3, 8], np.int32)
+    _, eps = cond.guided(labels, 2.0)(x, t)
+    c_out = net([x, t, labels]).numpy()
+    u_out = net([x, t, np.array([10, 10], np.int32)]).numpy()
+    np.testing.assert_allclose(eps.numpy(), 3.0 * c_out - 2.0 * u_out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"denoiser is conditional: bind .*guided\(labels"):
+        samplers.create("ddim", cond, num_steps=3)
+    layer = samplers.create("ddim", cond.guided(labels, 2.0), num_steps=3)  # bound: accepted
+    assert layer(tf.constant(x)).shape == (2, 8, 8, 1)

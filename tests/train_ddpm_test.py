@@ -77,3 +77,34 @@ def test_resume_with_different_settings_is_refused(tmp_path):
 def test_bad_config(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         ddpm.train(_cfg(**kw), str(tmp_path / "x"))
+
+
+def test_label_dropout_replaces_labels_by_the_null_label_at_its_rate():
+    import tensorflow as tf
+    labels = tf.constant(np.random.default_rng(0).integers(0, 10, 20000), tf.int32)
+    out = ddpm.batch_labels(tf.constant([4, 2], tf.int64), labels, 0.1, 10).numpy()
+    dropped = out == 10
+    # Binomial(20000, 0.1): standard deviation 42 around 2000.
+    assert abs(dropped.sum() - 2000) < 5 * 42
+    np.testing.assert_array_equal(out[~dropped], labels.numpy()[~dropped])
+    assert (ddpm.batch_labels(tf.constant([4, 2], tf.int64), labels, 0.0, 10).numpy()
+            == labels.numpy()).all()
+
+
+def test_class_conditional_training_exports_a_model_conditioned_on_labels(tmp_path):
+    from ddss_tf import data
+    out = ddpm.train(_cfg(net=dict(_TINY, num_classes=10), train_steps=4, ema_decay=0.0,
+                          learning_rate=1e-2),
+                     str(tmp_path / "cond"))
+    model, sched = pretrained.load_ddpm(out)
+    assert [i.name for i in model.inputs] == ["x_t", "t", "c"]
+    meta = json.load(open(os.path.join(out, "config.json")))
+    assert meta["net"]["num_classes"] == 10 and meta["train_config"]["label_dropout"] == 0.1
+    images, labels = data.load_labeled("digits", "heldout")
+    again = ddpm.heldout_loss(model, sched, images, labels=labels)
+    assert again == pytest.approx(meta["heldout_loss"], rel=1e-5)
+    # The recorded loss is the conditional one: other labels give another loss.
+    assert ddpm.heldout_loss(model, sched, images, labels=(labels + 1) % 10) != pytest.approx(
+        again, rel=1e-7)
+    with pytest.raises(ValueError, match=r"labels 0..9, outside 0..4 \(num_classes 5\)"):
+        ddpm.train(_cfg(net=dict(_TINY, num_classes=5)), str(tmp_path / "few"))

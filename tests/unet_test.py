@@ -70,3 +70,28 @@ def test_upsampling_is_nearest_neighbour_repetition():
     x = np.random.default_rng(0).standard_normal([2, 3, 5, 4]).astype(np.float32)
     got = unet.Upsample2x()(x)
     np.testing.assert_array_equal(np.asarray(got), np.repeat(np.repeat(x, 2, axis=1), 2, axis=2))
+
+
+def test_class_conditional_unet_adds_a_label_embedding_to_the_time_embedding(tmp_path):
+    cfg = dict(unet.DIGITS_CONFIG, ch=16, norm_groups=4)
+    cond = unet.build_unet(dict(cfg, num_classes=10))
+    plain = unet.build_unet(cfg)
+    assert [i.name for i in cond.inputs] == ["x_t", "t", "c"] and len(plain.inputs) == 2
+    _randomise(cond, 4)
+    table = cond.get_layer("class_emb").embeddings
+    assert table.shape == (11, 4 * 16)  # 10 labels and the null label 10
+    for v in plain.weights:  # every weight but the label table is shared
+        v.assign(next(w for w in cond.weights if w.path == v.path))
+    x = np.random.default_rng(5).standard_normal((3, 8, 8, 1)).astype(np.float32)
+    t = np.array([3.0, 300.0, 900.0], np.float32)
+    labels = np.array([0, 7, 10], np.int32)
+    out = cond([x, t, labels]).numpy()
+    assert np.abs(out[0] - cond([x, t, np.array([1, 7, 10], np.int32)]).numpy()[0]).max() > 1e-4
+    # With a zero row for a label, the conditional network is the unconditional one.
+    table.assign(np.where(np.arange(11)[:, None] == 7, 0.0, table.numpy()))
+    np.testing.assert_allclose(cond([x, t, labels]).numpy()[1], plain([x, t]).numpy()[1],
+                               atol=1e-6)
+    path = str(tmp_path / "cond.keras")
+    cond.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)([x, t, labels]).numpy(),
+                               cond([x, t, labels]).numpy(), atol=1e-6)

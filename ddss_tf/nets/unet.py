@@ -1,6 +1,9 @@
 """The diffusion UNet of Ho et al. (2020) in Keras 3.
 
-(x_t [B, H, W, C], t [B] real-valued model time) -> prediction [B, H, W, C].
+(x_t [B, H, W, C], t [B] real-valued model time) -> prediction [B, H, W, C], or with
+`num_classes` = N > 0 a class-conditional network (x_t, t, c [B] int labels) -> prediction: a
+learned embedding of c (N + 1 rows; label N is "no label", the null class of classifier-free
+guidance) added to the time embedding, as in Dhariwal & Nichol's class-conditional ADM.
 
 Sinusoidal embedding of a real t (so learned, non-integer query times work),
 residual blocks with group norm and dropout, optional self-attention at chosen
@@ -34,6 +37,7 @@ DEFAULT_CONFIG = dict(
     resamp_with_conv=True,  # strided / post-upsampling 3x3 convs; False: 2x2 average pool, plain
     conv_shortcut=False,    # a 3x3 conv (not 1x1) where a residual block changes the width
     out_channels=None,      # None: the image's C; 2C for a learned-variance (eps, v) output
+    num_classes=0,          # > 0: a third input, labels in [0, num_classes] (num_classes: none)
 )
 CIFAR10_CONFIG = dict(DEFAULT_CONFIG)
 DIGITS_CONFIG = dict(
@@ -201,7 +205,8 @@ def _group_norm(ch, norm_groups, epsilon, name):
 
 
 def build_unet(config=None, name="unet"):
-    """Functional Keras model [x_t, t] -> prediction; see module docstring for config keys."""
+    """Functional Keras model [x_t, t] (or [x_t, t, c]) -> prediction; see module docstring
+    for config keys."""
     cfg = dict(DEFAULT_CONFIG, **(config or {}))
     height, width, channels = cfg["image_shape"]
     ch, mult, groups = cfg["ch"], tuple(cfg["ch_mult"]), cfg["norm_groups"]
@@ -216,6 +221,11 @@ def build_unet(config=None, name="unet"):
     temb = TimestepEmbedding(ch, name="temb")(t_in)
     temb = layers.Dense(4 * ch, activation="silu", name="temb_dense0")(temb)
     temb = layers.Dense(4 * ch, name="temb_dense1")(temb)
+    inputs = [x_in, t_in]
+    if cfg["num_classes"]:
+        c_in = keras.Input(shape=(), dtype="int32", name="c")
+        inputs.append(c_in)
+        temb = temb + layers.Embedding(int(cfg["num_classes"]) + 1, 4 * ch, name="class_emb")(c_in)
 
     h = layers.Conv2D(ch, 3, padding="same", name="conv_in")(x_in)
     skips, res = [h], height
@@ -253,4 +263,4 @@ def build_unet(config=None, name="unet"):
     h = ops.silu(_group_norm(h.shape[-1], groups, eps, "norm_out")(h))
     out = layers.Conv2D(cfg["out_channels"] or channels, 3, padding="same",
                         kernel_initializer="zeros", name="conv_out")(h)
-    return keras.Model([x_in, t_in], out, name=name)
+    return keras.Model(inputs, out, name=name)

@@ -85,6 +85,9 @@ class Sampler(keras.layers.Layer):
     def __init__(self, denoiser, num_steps=10, stride=None, time=False, remat=True, loop=False,
                  **kwargs):
         super().__init__(**kwargs)
+        if hasattr(denoiser, "guided"):
+            raise ValueError("the denoiser is conditional: bind the labels and the guidance "
+                             "scale first, denoiser.guided(labels, guidance_scale)")
         if not (callable(denoiser) and hasattr(denoiser, "schedule")):
             raise ValueError(
                 "denoiser must be a denoisers.Denoiser (from_eps_fn / from_keras_model), "

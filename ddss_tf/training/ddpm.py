@@ -4,7 +4,9 @@ loss = E_{x_0, t ~ U{0..T-1}, eps ~ N(0, I)} || eps - eps_theta(alpha_t x_0 + si
 
 Adam with linear warm-up then cosine decay, global-norm gradient clipping, an
 exponential moving average (EMA) of the weights (the EMA weights are what gets
-exported), XLA. Every batch is drawn with stateless RNG keyed on (seed, step),
+exported), XLA. With `net["num_classes"]` = N > 0 the network is class-conditional and trains on
+the data's labels, each replaced by the null label N with probability `label_dropout`, so that one
+network gives both predictions of classifier-free guidance (Ho & Salimans 2022). Every batch is drawn with stateless RNG keyed on (seed, step),
 so a run resumed from a checkpoint continues the exact same sequence.
 
 Work directory: config.json, checkpoints/, tensorboard/, model/ (the export:
@@ -25,7 +27,7 @@ from ddss_tf import data, files, schedules, summaries
 from ddss_tf.nets import unet
 from ddss_tf.training import loop
 
-__all__ = ["TrainConfig", "train", "export_model", "heldout_loss"]
+__all__ = ["TrainConfig", "train", "export_model", "heldout_loss", "num_classes"]
 
 
 @dataclasses.dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    label_dropout: float = 0.1  # class-conditional nets only: P(label -> the null label)
     seed: int = 0
     xla: bool = True
     checkpoint_every: int = 1000
@@ -55,6 +58,10 @@ class TrainConfig:
             (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (0 <= self.label_dropout < 1,
+             f"label_dropout must be in [0, 1), got {self.label_dropout}"),
+            (int(self.net.get("num_classes", 0)) >= 0,
+             f"net num_classes must be >= 0 (0: unconditional), got {self.net.get('num_classes')}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -73,10 +80,37 @@ def _make_optimizer(cfg):
     return keras.optimizers.Adam(lr, global_clipnorm=cfg.grad_clip)
 
 
-def _make_train_step(cfg, model, optimizer, ema, images, sched):
+def num_classes(cfg):
+    """N of a class-conditional network (labels 0..N-1, null label N); 0: unconditional."""
+    return int(cfg.net.get("num_classes", 0))
+
+
+def _training_data(cfg):
+    """(images, labels or None): the labels of a class-conditional run, checked against N."""
+    images, labels = data.load_labeled(cfg.dataset, "train")
+    n = num_classes(cfg)
+    if not n:
+        return images, None
+    if labels is None:
+        raise ValueError(f"a class-conditional network (num_classes {n}) needs labels, and "
+                         f"dataset {cfg.dataset!r} has none")
+    if labels.min() < 0 or labels.max() >= n:
+        raise ValueError(f"dataset {cfg.dataset!r} has labels {int(labels.min())}.."
+                         f"{int(labels.max())}, outside 0..{n - 1} (num_classes {n})")
+    return images, labels.astype(np.int32)
+
+
+def batch_labels(key, labels, dropout, null):
+    """labels [B], each replaced by the null label with probability `dropout` (stateless key)."""
+    keep = tf.random.stateless_uniform(tf.shape(labels), key) >= dropout
+    return tf.where(keep, labels, tf.cast(null, labels.dtype))
+
+
+def _make_train_step(cfg, model, optimizer, ema, images, sched, labels=None):
     n = images.shape[0]
     images = tf.constant(images)
     num_t = sched.num_timesteps
+    null = num_classes(cfg)
 
     @tf.function(jit_compile=cfg.xla)
     def train_step(step):
@@ -88,8 +122,12 @@ def _make_train_step(cfg, model, optimizer, ema, images, sched):
                     tf.float32)
         eps = tf.random.stateless_normal(tf.shape(x0), k_eps)
         x_t = sched.alpha(t)[:, None, None, None] * x0 + sched.sigma(t)[:, None, None, None] * eps
+        inputs = [x_t, t]
+        if labels is not None:  # its own key: the unconditional sequence stays as it was
+            inputs.append(batch_labels(tf.random.experimental.stateless_fold_in(key, 1),
+                                       tf.gather(labels, idx), cfg.label_dropout, null))
         with tf.GradientTape() as tape:
-            pred = model([x_t, t], training=True)
+            pred = model(inputs, training=True)
             loss = tf.reduce_mean(tf.square(pred - eps))
         grads = tape.gradient(loss, model.trainable_variables)
         grad_norm = tf.linalg.global_norm(grads)
@@ -107,6 +145,8 @@ def _check_resume_config(workdir, cfg):
     if os.path.exists(path):
         saved = files.read_json(path, "training config", dict)
         keys = ("dataset", "net", "schedule", "batch_size", "seed")
+        if num_classes(cfg):
+            keys += ("label_dropout",)
         diff = [k for k in keys if json.dumps(saved.get(k), sort_keys=True)
                 != json.dumps(current[k], sort_keys=True)]
         if diff:
@@ -125,7 +165,7 @@ def train(cfg, workdir):
 
 
 def _train(cfg, workdir):
-    images = data.load(cfg.dataset, "train")
+    images, labels = _training_data(cfg)
     sched = schedules.from_config(cfg.schedule)
     keras.utils.set_random_seed(cfg.seed)
     model = unet.build_unet(dict(cfg.net, image_shape=images.shape[1:]))
@@ -135,7 +175,7 @@ def _train(cfg, workdir):
            for v in model.trainable_variables]
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer, ema=ema)
-    train_step = _make_train_step(cfg, model, optimizer, ema, images, sched)
+    train_step = _make_train_step(cfg, model, optimizer, ema, images, sched, labels)
 
     def step_fn():
         loss, grad_norm = train_step(step)
@@ -151,7 +191,9 @@ def _train(cfg, workdir):
              stop_message="stopped by {signal} at step {step}; checkpoint saved, rerun to resume")
     for e, v in zip(ema, model.trainable_variables):
         v.assign(e)
-    held = heldout_loss(model, sched, data.load(cfg.dataset, "heldout"))
+    held_images, held_labels = data.load_labeled(cfg.dataset, "heldout")
+    held = heldout_loss(model, sched, held_images,
+                        labels=held_labels if num_classes(cfg) else None)
     print(f"held-out L_simple of the EMA weights: {held:.5f}")
     return export_model(model, cfg, os.path.join(workdir, "model"),
                         extra=dict(heldout_loss=held, heldout_loss_seed=0, heldout_loss_repeats=8))
@@ -176,8 +218,9 @@ def _summaries(cfg, optimizer):
     return after_step
 
 
-def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512):
-    """L_simple on images with fixed t and eps (stateless RNG from seed), averaged over repeats.
+def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512, labels=None):
+    """L_simple on images with fixed t and eps (stateless RNG from seed), averaged over repeats;
+    given their labels, a class-conditional model's conditional L_simple.
 
     Deterministic for a given model, so it is recorded at export and re-checked by the tests.
     """
@@ -191,7 +234,10 @@ def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512):
         eps = tf.random.stateless_normal(tf.shape(images), k_eps)
         x_t = sched.alpha(t)[:, None, None, None] * images + sched.sigma(t)[:, None, None, None] * eps
         for i in range(0, n, batch_size):
-            pred = model([x_t[i:i + batch_size], t[i:i + batch_size]], training=False)
+            inputs = [x_t[i:i + batch_size], t[i:i + batch_size]]
+            if labels is not None:
+                inputs.append(tf.constant(labels[i:i + batch_size], tf.int32))
+            pred = model(inputs, training=False)
             total += float(tf.reduce_sum(tf.square(pred - eps[i:i + batch_size])))
     return total / (repeats * int(tf.size(images)))
 
