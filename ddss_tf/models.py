@@ -11,6 +11,8 @@
   a ddss_train_model dir      config.json + model.weights.h5 (carries its schedule; eps)
   a Keras file .keras / .h5   model([x_t, t]) -> prediction, a functional model
   a SavedModel directory      serving_default (x_t, t) -> prediction (nets.saved_model_net)
+  (either may take a condition c as a third input: int labels [B] or a float embedding
+  [B, D]; `load_denoiser` then gives a `denoisers.ConditionalDenoiser`, and `describe` says so)
   a TF1 checkpoint            Ho et al.'s original diffusion_tf UNet: a prefix
                               (.../model.ckpt-790000) or a directory with a `checkpoint`
                               file (nets.diffusion_tf); EMA weights unless ema=False
@@ -43,7 +45,8 @@ from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
 __all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "kind", "carries_schedule",
-           "load_schedule", "load", "load_denoiser", "image_shape", "fingerprint"]
+           "load_schedule", "load", "load_denoiser", "image_shape", "fingerprint",
+           "describe"]
 
 OPTIONS = ("model", "schedule", "num_timesteps", "prediction", "model_preset", "image_size",
            "ema")
@@ -147,16 +150,34 @@ def _load_keras(path):
                          f"{' '.join(str(e).split())[:200]})") from e
 
 
+def describe(denoiser):
+    """One line on what a loaded model is conditioned on."""
+    if not isinstance(denoiser, denoisers.ConditionalDenoiser):
+        return "unconditional: model([x_t, t])"
+    null = denoiser.null_condition
+    if null.shape.rank == 0:
+        return (f"conditional on labels 0..{int(null) - 1}: model([x_t, t, c]), null label "
+                f"{int(null)} (classifier-free guidance's unconditional call)")
+    return (f"conditional on embeddings [B, {null.shape[0]}]: model([x_t, t, c]), null embedding "
+            "zeros")
+
+
 def _check_network(net, source, prediction="eps"):
-    """ValueError unless net takes [x_t [B, H, W, C], t [B]] and returns [B, H, W, C] (or, for
-    eps, [B, H, W, 2C]: eps and a learned variance)."""
-    contract = "model([x_t [B, H, W, C], t [B]]) -> [B, H, W, C]"
+    """ValueError unless net takes [x_t [B, H, W, C], t [B]] (and optionally a condition c:
+    int labels [B] or a float embedding [B, D]) and returns [B, H, W, C] (or, for eps,
+    [B, H, W, 2C]: eps and a learned variance)."""
+    contract = ("model([x_t [B, H, W, C], t [B]]) -> [B, H, W, C], or model([x_t, t, c]) with "
+                "c int labels [B] or a float embedding [B, D]")
     inputs, outputs = getattr(net, "inputs", None), getattr(net, "outputs", None)
     if not inputs or not outputs:
         raise ValueError(f"{source} has no fixed inputs / outputs (a subclassed model?); save a "
                          f"functional keras.Model, contract {contract}")
     shapes = [tuple(i.shape) for i in inputs]
-    if len(shapes) != 2 or len(shapes[0]) != 4 or None in shapes[0][1:] or shapes[1] != (None,):
+    bad_c = len(shapes) == 3 and not (
+        (shapes[2] == (None,) and "int" in str(inputs[2].dtype))
+        or (len(shapes[2]) == 2 and shapes[2][1] is not None and "float" in str(inputs[2].dtype)))
+    if (len(shapes) not in (2, 3) or len(shapes[0]) != 4 or None in shapes[0][1:]
+            or shapes[1] != (None,) or bad_c):
         raise ValueError(f"{source} takes inputs {shapes}; the contract is {contract} with H, W, "
                          "C fixed and t of keras.Input(shape=())")
     out = [tuple(o.shape) for o in outputs]
@@ -168,9 +189,11 @@ def _check_network(net, source, prediction="eps"):
         raise ValueError(f"{source} returns {out}, x_t is {shapes[0]}: the output must have the "
                          f"input's shape (or 2C channels, eps first, for prediction eps), "
                          f"contract {contract}{detail}")
+    probe_inputs = [np.zeros([2, h, w, c], np.float32), np.array([0.0, 1.0], np.float32)]
+    if len(shapes) == 3:
+        probe_inputs.append(np.zeros((2,) + shapes[2][1:], inputs[2].dtype))
     try:  # a real call: catches what the static shapes do not (a hard-coded batch, bad dtypes)
-        probe = net([np.zeros([2, h, w, c], np.float32), np.array([0.0, 1.0], np.float32)],
-                    training=False)
+        probe = net(probe_inputs, training=False)
     except Exception as e:
         raise ValueError(f"calling {source} on x_t [2, {h}, {w}, {c}], t [2] failed "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e

@@ -1,12 +1,13 @@
 """A SavedModel diffusion network as a frozen Keras model, so it goes wherever a Keras one goes.
 
-    net = saved_model_net.load("path/to/saved_model")   # keras.Model [x_t, t] -> prediction
+    net = saved_model_net.load("path/to/saved_model")   # keras.Model [x_t, t(, c)] -> prediction
 
 The SavedModel needs a `serving_default` signature with two float inputs, one
 [B, H, W, C] (x_t; H, W and C fixed) and one [B] (t, real-valued model time),
-told apart by rank whatever their names, and one output shaped like x_t (eps, x0
-or v), or [B, H, W, 2C] (eps and a learned variance; see `denoisers.from_keras_model`).
-Anything else is one ValueError naming what the signature has.
+told apart by rank whatever their names, optionally a third, the condition c (int labels
+[B] or a float embedding [B, D]; the Keras model then takes [x_t, t, c]), and one output
+shaped like x_t (eps, x0 or v), or [B, H, W, 2C] (eps and a learned variance; see
+`denoisers.from_keras_model`). Anything else is one ValueError naming what the signature has.
 
 The signature runs on the SavedModel's own variables (samplers, gradients to x_t,
 XLA and `export.export_sampler` all call it as a function). Copies of those
@@ -23,8 +24,8 @@ import tensorflow as tf
 __all__ = ["SavedModelNetwork", "load", "SIGNATURE"]
 
 SIGNATURE = "serving_default"
-_CONTRACT = ("(x_t float [B, H, W, C], t float [B]) -> one output [B, H, W, C] (or [B, H, W, 2C]: "
-             "eps and a learned variance)")
+_CONTRACT = ("(x_t float [B, H, W, C], t float [B][, c int [B] or float [B, D]]) -> one output "
+             "[B, H, W, C] (or [B, H, W, 2C]: eps and a learned variance)")
 
 
 class SavedModelNetwork(keras.layers.Layer):
@@ -39,29 +40,34 @@ class SavedModelNetwork(keras.layers.Layer):
     Args:
       loaded: the object `tf.saved_model.load` returned (kept alive with the layer).
       x_name, t_name: the signature's input names for x_t and t.
+      c_name: the condition's input name, or None (unconditional).
       output_key: the signature's output name.
       out_channels: the output's channels when they differ from x_t's (2C).
     """
 
-    def __init__(self, loaded, x_name, t_name, output_key, out_channels=None, **kwargs):
+    def __init__(self, loaded, x_name, t_name, output_key, out_channels=None, c_name=None,
+                 **kwargs):
         super().__init__(trainable=False, **kwargs)
         self._out_channels = out_channels
         self._loaded = loaded
         self._fn = loaded.signatures[SIGNATURE]
         self._x_name, self._t_name, self._output_key = x_name, t_name, output_key
+        self._c_name = c_name
         specs = self._fn.structured_input_signature[1]
         self._x_dtype, self._t_dtype = specs[x_name].dtype, specs[t_name].dtype
+        self._c_dtype = specs[c_name].dtype if c_name else None
         for i, v in enumerate(self._fn.variables):
             copy = self.add_weight(shape=tuple(v.shape), dtype=v.dtype.name, initializer="zeros",
                                    trainable=False, name=f"saved_model_variable_{i}")
             copy.assign(v.numpy())
 
-    def call(self, x_t, t):
-        out = self._fn(**{self._x_name: tf.cast(x_t, self._x_dtype),
-                          self._t_name: tf.cast(t, self._t_dtype)})
-        return tf.cast(out[self._output_key], tf.float32)
+    def call(self, x_t, t, c=None):
+        args = {self._x_name: tf.cast(x_t, self._x_dtype), self._t_name: tf.cast(t, self._t_dtype)}
+        if self._c_name:
+            args[self._c_name] = tf.cast(c, self._c_dtype)
+        return tf.cast(self._fn(**args)[self._output_key], tf.float32)
 
-    def compute_output_spec(self, x_t, t):
+    def compute_output_spec(self, x_t, t, c=None):
         shape = tuple(x_t.shape[:-1]) + (self._out_channels or x_t.shape[-1],)
         return keras.KerasTensor(shape, dtype="float32")
 
@@ -75,17 +81,25 @@ def _shape(spec):
 
 
 def _inspect(path, fn):
-    """(x_name, t_name, output_key, image_shape, output channels) of a signature, or ValueError."""
+    """(x_name, t_name, c_name or None, output_key, image_shape, output channels) of a
+    signature, or ValueError."""
     inputs = fn.structured_input_signature[1]
     described = ", ".join(f"{k} {v.dtype.name} {_shape(v)}" for k, v in sorted(inputs.items()))
-    by_rank = {v.shape.rank: k for k, v in inputs.items()}
-    if len(inputs) != 2 or set(by_rank) != {4, 1}:
+    images = [k for k, v in inputs.items() if v.shape.rank == 4]
+    times = [k for k, v in inputs.items() if v.shape.rank == 1 and v.dtype.is_floating]
+    rest = [k for k in inputs if k not in images + times]
+    conditions = [k for k in rest if (inputs[k].shape.rank == 1 and inputs[k].dtype.is_integer)
+                  or (inputs[k].shape.rank == 2 and inputs[k].dtype.is_floating
+                      and inputs[k].shape[1] is not None)]
+    if len(inputs) == 2 and len(images) == 1 and not times and inputs[rest[0]].shape.rank == 1:
+        _fail(path, f"input {rest[0]} is {inputs[rest[0]].dtype.name}, not float (t is "
+              "real-valued: learned query times fall between integer steps)")
+    if len(images) != 1 or len(times) != 1 or len(rest) > 1 or rest != conditions:
         _fail(path, f"{SIGNATURE} takes {described or 'no inputs'}")
-    x_name, t_name = by_rank[4], by_rank[1]
-    for name in (x_name, t_name):
-        if not inputs[name].dtype.is_floating:
-            _fail(path, f"input {name} is {inputs[name].dtype.name}, not float (t is real-valued: "
-                  "learned query times fall between integer steps)")
+    (x_name,), (t_name,) = images, times
+    c_name = conditions[0] if conditions else None
+    if not inputs[x_name].dtype.is_floating:
+        _fail(path, f"input {x_name} is {inputs[x_name].dtype.name}, not float")
     image_shape = inputs[x_name].shape.as_list()[1:]
     if None in image_shape:
         _fail(path, f"x_t ({x_name}) has shape {_shape(inputs[x_name])}; H, W and C must be fixed "
@@ -101,7 +115,7 @@ def _inspect(path, fn):
         if not spec.shape.is_compatible_with([None] + image_shape[:-1] + [out_channels]):
             _fail(path, f"output {key} has shape {_shape(spec)}, x_t has "
                   f"{_shape(inputs[x_name])}")
-    return x_name, t_name, key, tuple(int(d) for d in image_shape), out_channels
+    return x_name, t_name, c_name, key, tuple(int(d) for d in image_shape), out_channels
 
 
 def load(path, name=None):
@@ -114,9 +128,12 @@ def load(path, name=None):
     signatures = getattr(loaded, "signatures", {})
     if SIGNATURE not in signatures:
         _fail(path, f"no {SIGNATURE} signature (it has: {', '.join(signatures) or 'none'})")
-    x_name, t_name, key, image_shape, out_channels = _inspect(path, signatures[SIGNATURE])
+    x_name, t_name, c_name, key, image_shape, out_channels = _inspect(path, signatures[SIGNATURE])
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.normpath(path)))
-    layer = SavedModelNetwork(loaded, x_name, t_name, key, out_channels, name=f"{name}_signature")
-    x_t = keras.Input(image_shape, name="x_t")
-    t = keras.Input((), name="t")
-    return keras.Model([x_t, t], layer(x_t, t), name=name)
+    layer = SavedModelNetwork(loaded, x_name, t_name, key, out_channels, c_name,
+                              name=f"{name}_signature")
+    inputs = [keras.Input(image_shape, name="x_t"), keras.Input((), name="t")]
+    if c_name:
+        spec = signatures[SIGNATURE].structured_input_signature[1][c_name]
+        inputs.append(keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name="c"))
+    return keras.Model(inputs, layer(*inputs), name=name)
