@@ -2,12 +2,14 @@
 embedding as a third input load as conditional denoisers with their original outputs; the
 references are the original objects, and unconditional models load as before (models_test)."""
 
+import types
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddss_tf import denoisers, models
+from ddss_tf import denoisers, evaluation, models
 
 _SHAPE = (8, 8, 1)
 
@@ -63,6 +65,11 @@ def test_a_conditional_keras_file_loads_as_a_conditional_denoiser(tmp_path):
     assert isinstance(den, denoisers.ConditionalDenoiser) and int(den.null_condition) == 10
     assert models.describe(den) == ("conditional on labels 0..9: model([x_t, t, c]), null label "
                                     "10 (classifier-free guidance's unconditional call)")
+    # Searches and evaluations refuse it in one line, for now.
+    cfg = types.SimpleNamespace(**dict(models.DEFAULTS, model=path, schedule="linear_beta"))
+    with pytest.raises(ValueError, match="is conditional on labels 0..9.*unconditional models "
+                                         "only for now"):
+        evaluation.Evaluator(cfg)
     # Without a class_emb layer the null label cannot be read: one line says what to give.
     other = str(tmp_path / "other.keras")
     _keras_labels_model("label_table").save(other)

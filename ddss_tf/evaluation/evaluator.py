@@ -49,6 +49,10 @@ class Evaluator:
     def __init__(self, cfg, log=print, num_steps=()):
         self.log = log
         self.denoiser, self.net = models.load_denoiser(**models.options(cfg))
+        if hasattr(self.denoiser, "guided"):
+            raise ValueError(f"model {cfg.model!r} is {models.describe(self.denoiser)}; searches, "
+                             "evaluations and the benchmark take unconditional models only for "
+                             "now")
         T = self.denoiser.schedule.num_timesteps
         for k in num_steps:  # before the (possibly long) reference statistics
             if k > T:
