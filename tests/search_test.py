@@ -8,7 +8,6 @@ per-replica noise, clipping and a fresh Keras Adam, with no tf.distribute involv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,30 +20,15 @@ import tensorflow as tf
 
 import testing
 import workers
-from ddss_tf import evaluation, export, images, interrupt, models, progress, sampling
+from search_helpers import QUIET, sigint_at, tiny_config, values
+from ddss_tf import evaluation, images, interrupt, models, progress, sampling
 from ddss_tf.metrics import mmd
-from ddss_tf.noise import VALIDATION_SEED, step_noise
+from ddss_tf.noise import step_noise
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import run as run_lib
-from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
-
-_QUIET = lambda *a: None  # noqa: E731
-
-
-def _cfg(**kw):
-    base = dict(num_steps=2, batch_size=8, train_steps=3, learning_rate=1e-2, xla=False,
-                checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
-                reference_steps=10)
-    base.update(kw)
-    return SearchConfig(**base)
-
-
-def _values(variables):
-    return [np.array(v.numpy()) for v in variables]
-
 
 def _loss_on_step_noise(setup, cfg, step):
     x_T, noise, _ = step_noise(cfg.seed, step, 0, cfg.num_steps, [cfg.batch_size, 8, 8, 1])
@@ -56,25 +40,25 @@ def _loss_on_step_noise(setup, cfg, step):
 def test_one_step_lowers_the_loss_and_changes_only_the_sampler():
     # From DDPM every noise scale is interior, and K = 3 has a weight on an earlier state, so
     # every variable has a gradient (from DDIM the noise scales sit on the sigmoid's boundary).
-    cfg = _cfg(learning_rate=1e-3, num_steps=3, init="ddpm")
-    setup = Run(cfg, tempfile.gettempdir(), _QUIET)
-    net_before = _values(setup.evaluator.net.weights)
-    features_before = _values(setup.evaluator.extractor.network.weights)
-    sampler_before = _values(setup.layer.trainable_variables)
+    cfg = tiny_config(learning_rate=1e-3, num_steps=3, init="ddpm")
+    setup = Run(cfg, tempfile.gettempdir(), QUIET)
+    net_before = values(setup.evaluator.net.weights)
+    features_before = values(setup.evaluator.extractor.network.weights)
+    sampler_before = values(setup.layer.trainable_variables)
     loss_before = _loss_on_step_noise(setup, cfg, 0)
 
     loss, norm = setup.trainer.train_step()  # the step-0 batch
     assert np.isclose(loss, loss_before, rtol=1e-4) and norm > 0
     assert _loss_on_step_noise(setup, cfg, 0) < loss_before
     changed = [not np.array_equal(a, b)
-               for a, b in zip(sampler_before, _values(setup.layer.trainable_variables))]
+               for a, b in zip(sampler_before, values(setup.layer.trainable_variables))]
     assert all(changed), changed
-    for a, b in zip(net_before, _values(setup.evaluator.net.weights)):
+    for a, b in zip(net_before, values(setup.evaluator.net.weights)):
         np.testing.assert_array_equal(a, b)
     assert int(setup.trainer.step) == 1
     # The feature network is frozen too: its weights stay, and the optimiser holds Adam's two
     # moments for each of the sampler's variables and nothing else (besides its step count).
-    for a, b in zip(features_before, _values(setup.evaluator.extractor.network.weights)):
+    for a, b in zip(features_before, values(setup.evaluator.extractor.network.weights)):
         np.testing.assert_array_equal(a, b)
     optimizer = setup.trainer.optimizer
     moments = [v for v in optimizer.variables if v is not optimizer.iterations]
@@ -97,7 +81,8 @@ def _manual_steps(cfg, num_steps, replicas):
     opt = keras.optimizers.Adam(lr, epsilon=1e-8)
     losses, norms = [], []
     for step in range(num_steps):
-        parts = [step_noise(cfg.seed, step, r, cfg.num_steps, [local, 8, 8, 1]) for r in range(replicas)]
+        parts = [step_noise(cfg.seed, step, r, cfg.num_steps, [local, 8, 8, 1])
+                 for r in range(replicas)]
         x_T = tf.concat([p[0] for p in parts], 0)
         noise = tf.concat([p[1] for p in parts], 1)
         with tf.GradientTape() as tape:
@@ -107,15 +92,15 @@ def _manual_steps(cfg, num_steps, replicas):
         grads, _ = tf.clip_by_global_norm(grads, cfg.grad_clip)
         opt.apply_gradients(zip(grads, layer.trainable_variables))
         losses.append(float(loss))
-    return _values(layer.trainable_variables), losses, norms
+    return values(layer.trainable_variables), losses, norms
 
 
 def test_mirrored_two_replicas_equal_the_single_device_global_batch():
-    cfg = _cfg(strategy="mirrored")
-    setup = Run(cfg, tempfile.gettempdir(), _QUIET)
+    cfg = tiny_config(strategy="mirrored")
+    setup = Run(cfg, tempfile.gettempdir(), QUIET)
     assert setup.strategy.num_replicas_in_sync == 2
     losses, norms = zip(*[setup.trainer.train_step() for _ in range(2)])
-    got = _values(setup.layer.trainable_variables)
+    got = values(setup.layer.trainable_variables)
     want, want_losses, want_norms = _manual_steps(cfg, 2, replicas=2)
     np.testing.assert_allclose(losses, want_losses, rtol=1e-4)
     # Adam and clipping hide a wrongly scaled gradient in the variables; the norm does not.
@@ -124,38 +109,24 @@ def test_mirrored_two_replicas_equal_the_single_device_global_batch():
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
-def _sigint_at(monkeypatch, at_step):
-    original = progress.Progress.update
-    sent = []
-
-    def update(self, step, force=False, **metrics):
-        original(self, step, force, **metrics)
-        if step == at_step and not sent:
-            sent.append(step)
-            os.kill(os.getpid(), signal.SIGINT)  # the real handler: checkpoint, clean return
-
-    monkeypatch.setattr(progress.Progress, "update", update)
-    return sent
-
-
 def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypatch):
-    cfg = _cfg(train_steps=4, checkpoint_every=100)  # the checkpoint at step 2 is the on-exit one
+    cfg = tiny_config(train_steps=4, checkpoint_every=100)  # step 2's checkpoint: the on-exit one
     # A clock that advances 100 s per reading: a session reads it when it starts and when it
     # ends, so each session of the training loop counts 100 s.
     ticks = iter(range(0, 10 ** 6, 100))
     monkeypatch.setattr(run_lib, "_now", lambda: next(ticks))
-    full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
+    full = run_search(cfg, str(tmp_path / "full"), log=QUIET)
     assert full["search_seconds"] == 100
     assert full["search_network_evaluations"] == 4 * cfg.batch_size * cfg.num_steps
 
-    sent = _sigint_at(monkeypatch, 2)
+    sent = sigint_at(monkeypatch, 2)
     with pytest.raises(interrupt.Interrupted, match="stopped by SIGINT at step 2") as stopped:
-        run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+        run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
     assert stopped.value.exit_code == 130
     assert sent == [2]
     assert not os.path.exists(tmp_path / "resumed" / "results.json")
     assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-2")
-    resumed = run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
+    resumed = run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
     assert resumed["search_seconds"] == 200  # both sessions of the interrupted run count
 
     def coefficients(d):
@@ -165,7 +136,7 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
 
     assert coefficients("full") == coefficients("resumed")
     # Rerunning a finished search returns its results and writes nothing new (no second export).
-    assert run_search(cfg, str(tmp_path / "full"), log=_QUIET) == full
+    assert run_search(cfg, str(tmp_path / "full"), log=QUIET) == full
     assert os.listdir(tmp_path / "full" / "export") == ["1"]
     assert [r["fid"] for r in full["records"]] == [r["fid"] for r in resumed["records"]]
     # Everything the issue asks a finished search to leave behind.
@@ -197,14 +168,14 @@ def _poison(monkeypatch):
 
 def test_nan_loss_stops_before_any_update(monkeypatch):
     flag = _poison(monkeypatch)
-    setup = Run(_cfg(), tempfile.gettempdir(), _QUIET)
+    setup = Run(tiny_config(), tempfile.gettempdir(), QUIET)
     setup.trainer.train_step()
-    before = _values(setup.layer.trainable_variables)
+    before = values(setup.layer.trainable_variables)
     iterations = int(setup.trainer.optimizer.iterations)
     flag.assign(1.0)
     with pytest.raises(FloatingPointError, match="not finite at step 1.*nothing was updated"):
         setup.trainer.train_step()
-    for a, b in zip(before, _values(setup.layer.trainable_variables)):
+    for a, b in zip(before, values(setup.layer.trainable_variables)):
         np.testing.assert_array_equal(a, b)
     assert int(setup.trainer.step) == 1 and int(setup.trainer.optimizer.iterations) == iterations
 
@@ -221,7 +192,7 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(progress.Progress, "update", update)
     workdir = tmp_path / "run"
     with pytest.raises(FloatingPointError, match="last good checkpoint: .*ckpt-2"):
-        run_search(_cfg(train_steps=5), str(workdir), log=_QUIET)
+        run_search(tiny_config(train_steps=5), str(workdir), log=QUIET)
     ckpt_dir = str(workdir / "checkpoints")
     assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-2")
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
@@ -255,7 +226,7 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, message, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match=message):
-        run_search(_cfg(**overrides), str(tmp_path / "run"), log=_QUIET)
+        run_search(tiny_config(**overrides), str(tmp_path / "run"), log=QUIET)
     assert not os.path.exists(tmp_path / "run")
 
 
@@ -280,131 +251,22 @@ def test_the_optimisation_defaults_depend_on_k(settings, want):
 
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    _sigint_at(monkeypatch, 1)
+    sigint_at(monkeypatch, 1)
     with pytest.raises(interrupt.Interrupted):
-        run_search(_cfg(), workdir, log=_QUIET)
+        run_search(tiny_config(), workdir, log=QUIET)
     with pytest.raises(ValueError, match="different num_steps"):
-        run_search(_cfg(num_steps=3), workdir, log=_QUIET)
+        run_search(tiny_config(num_steps=3), workdir, log=QUIET)
     # A cosine schedule's length is part of the trajectory: more steps would not be a resume.
     with pytest.raises(ValueError, match="different train_steps"):
-        run_search(_cfg(train_steps=5), workdir, log=_QUIET)
-
-
-def _scripted_validation(monkeypatch, scripted):
-    """Replace the validation FID of step s by scripted[s] (the real one is recorded, with
-    the sampler's variables it was computed on): {step: (real fid, variables)}."""
-    seen = {}
-    original = run_lib.BestCoefficients.consider
-
-    def consider(self, layer, step, fid):
-        seen[step] = (fid, _values(layer.trainable_variables))
-        return original(self, layer, step, scripted[step])
-
-    monkeypatch.setattr(run_lib.BestCoefficients, "consider", consider)
-    return seen
-
-
-def _coefficients(workdir):
-    with open(os.path.join(workdir, "coefficients.json")) as f:
-        return json.load(f)["variables"]
-
-
-def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_path,
-                                                                           monkeypatch):
-    cfg = _cfg(train_steps=4, eval_every=1, select="best", learning_rate=5e-2)
-    seen = _scripted_validation(monkeypatch, {0: 4.0, 1: 3.0, 2: 1.0, 3: 2.0, 4: 5.0})
-    results = run_search(cfg, str(tmp_path / "best"), log=_QUIET)
-    assert sorted(seen) == [0, 1, 2, 3, 4]  # the untrained sampler is a candidate too
-    assert results["selected"] == dict(step=2, validation_fid=1.0,
-                                       validation_samples=cfg.eval_samples)
-    assert "step 2's" in (tmp_path / "best" / "results.md").read_text()
-    # The kept coefficients are step 2's, not the last step's.
-    setup = Run(cfg, tempfile.gettempdir(), _QUIET)
-    kept = _coefficients(tmp_path / "best")
-    export_layer = export.load_coefficients(str(tmp_path / "best" / "coefficients.json"),
-                                                    setup.evaluator.denoiser, remat=False)
-    for got, want in zip(_values(export_layer.trainable_variables), seen[2][1]):
-        np.testing.assert_allclose(got, want, rtol=1e-6)
-    assert any(not np.allclose(a, b) for a, b in zip(seen[2][1], seen[4][1]))
-    # The validation FID is the scorer's on eval_samples samples of the validation seed, which
-    # are not the evaluation's.
-    imgs = evaluation.sample(export_layer, cfg.eval_samples, (8, 8, 1),
-                             seed=VALIDATION_SEED)
-    np.testing.assert_allclose(seen[2][0], setup.evaluator.scorer(imgs)["fid"], rtol=1e-5)
-    first = evaluation.sample(export_layer, 4, (8, 8, 1))
-    assert not np.allclose(imgs[:4], first)
-    # select="last" keeps the last step's (the same run otherwise).
-    last = run_search(_cfg(train_steps=4, eval_every=1, learning_rate=5e-2, select="last"),
-                      str(tmp_path / "last"), log=_QUIET)
-    assert last["selected"] is None
-    assert _coefficients(tmp_path / "last") != kept
-
-
-def test_select_best_never_keeps_a_nan_validation(tmp_path, monkeypatch):
-    cfg = _cfg(train_steps=2, eval_every=1, select="best")
-    _scripted_validation(monkeypatch, {0: float("nan"), 1: float("nan"), 2: float("nan")})
-    results = run_search(cfg, str(tmp_path / "run"), log=_QUIET)
-    assert results["selected"] is None  # the last step's coefficients, as with select="last"
-    last = run_search(_cfg(train_steps=2, eval_every=1, select="last"), str(tmp_path / "last"),
-                      log=_QUIET)
-    assert _coefficients(tmp_path / "run") == _coefficients(tmp_path / "last")
-
-
-def test_select_best_resumed_mid_evaluation_equals_uninterrupted(tmp_path, monkeypatch):
-    """A checkpoint is saved before its step's evaluation: a run that dies in the evaluation
-    of step 2 resumes from ckpt-2 and validates step 2 then."""
-    cfg = _cfg(train_steps=4, eval_every=2, checkpoint_every=2, select="best",
-               learning_rate=5e-2)
-    scripted = {0: 3.0, 2: 1.0, 4: 2.0}
-    _scripted_validation(monkeypatch, scripted)
-    full = run_search(cfg, str(tmp_path / "full"), log=_QUIET)
-    assert full["selected"]["step"] == 2
-
-    original = run_lib.Run.validate
-
-    def dies(self, step):
-        if step == 2:
-            raise RuntimeError("killed in the evaluation")
-        return original(self, step)
-
-    monkeypatch.setattr(run_lib.Run, "validate", dies)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
-    ckpt_dir = str(tmp_path / "resumed" / "checkpoints")
-    assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-2")
-    monkeypatch.setattr(run_lib.Run, "validate", original)
-    resumed = run_search(cfg, str(tmp_path / "resumed"), log=_QUIET)
-    assert resumed["selected"] == full["selected"]
-    assert _coefficients(tmp_path / "resumed") == _coefficients(tmp_path / "full")
-
-
-def test_select_best_makes_the_periodic_evaluation_part_of_the_search(tmp_path, monkeypatch):
-    workdir = str(tmp_path / "run")
-    _sigint_at(monkeypatch, 1)
-    with pytest.raises(interrupt.Interrupted):
-        run_search(_cfg(select="best"), workdir, log=_QUIET)
-    with pytest.raises(ValueError, match="different eval_samples"):
-        run_search(_cfg(select="best", eval_samples=32), workdir, log=_QUIET)
-    with pytest.raises(ValueError, match="different select"):
-        run_search(_cfg(select="last"), workdir, log=_QUIET)
-
-
-def test_select_defaults_and_work_directories_from_before_it(tmp_path):
-    assert SearchConfig().select == "best" and SearchConfig(num_steps=5).select == "best"
-    assert SearchConfig(objective="ld3", family="unipc").select == "last"  # LD3 as published
-    # A work directory from before `select` kept its last step's coefficients: it reads so.
-    old = json.loads(SearchConfig(select="last").to_json())
-    del old["select"]
-    assert workdir_lib.differing_settings(old, SearchConfig(select="last")) == []
-    assert workdir_lib.differing_settings(old, SearchConfig()) == ["select"]
+        run_search(tiny_config(train_steps=5), workdir, log=QUIET)
 
 
 def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):
     """results.md names the ddss_sample command that redraws the evaluation's first batch; with
     the baselines drawn by the same rule (sampling.draw), the rows rebuild compare.png."""
-    cfg = _cfg(train_steps=1)
+    cfg = tiny_config(train_steps=1)
     workdir = tmp_path / "run"
-    results = run_search(cfg, str(workdir), log=_QUIET)
+    results = run_search(cfg, str(workdir), log=QUIET)
     command = re.search(r"`(ddss_sample [^`]*)`", (workdir / "results.md").read_text()).group(1)
     out = tmp_path / "learned.npz"
     proc = testing.run_binary("ddss_sample", *command.split()[1:], f"--out={out}",
@@ -434,7 +296,7 @@ _WORKER = textwrap.dedent("""
 
 
 def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_path):
-    cfg = _cfg(strategy="multi_worker", train_steps=2, checkpoint_every=100)
+    cfg = tiny_config(strategy="multi_worker", train_steps=2, checkpoint_every=100)
     cluster = workers.localhost_cluster(2)
     workdir = str(tmp_path / "run")
     procs = []
