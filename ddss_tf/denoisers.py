@@ -115,9 +115,10 @@ class ConditionalDenoiser:
 
     def __init__(self, fn, schedule, null_condition, prediction="eps", clip_x0=False,
                  data_range=(-1.0, 1.0), network=None):
-        Denoiser(fn, schedule, prediction, clip_x0, data_range)  # the same checks
-        self.fn, self.schedule, self.prediction = fn, schedule, prediction
-        self.clip_x0, self.data_range, self.network = bool(clip_x0), data_range, network
+        checked = Denoiser(fn, schedule, prediction, clip_x0, data_range, network)  # its checks
+        self.fn, self.schedule, self.prediction = checked.fn, checked.schedule, checked.prediction
+        self.clip_x0, self.data_range = checked.clip_x0, checked.data_range
+        self.network = network
         self.null_condition = tf.convert_to_tensor(null_condition)
         if self.null_condition.shape.rank > 1:
             raise ValueError("null_condition must be a label (a scalar) or an embedding [D], got "
