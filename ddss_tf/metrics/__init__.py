@@ -10,6 +10,9 @@ Evaluation (float64 numpy, `scores`):
     fid(gen_feats, real_feats)                  -> float;  fid_from_statistics(mu1, s1, mu2, s2)
     inception_score(logits, splits=10)          -> (mean, std)
 
+Class-conditional samples (`conditional`): per_class_fid, per_class_kid, accuracy, and the
+differentiable per_class_kid_loss (each class against the real data of that class).
+
 Features (`features`, `inception`, `reference`):
     FeatureExtractor: images in the data range -> features [B, d] (+ logits), differentiable
     from_keras_classifier(model), from_function(fn, name), load_inception(path)
