@@ -152,7 +152,9 @@ class ConditionalDenoiser:
 
         def fn(x_t, t):
             labels = self._read(c)
-            null = tf.broadcast_to(self.null_condition, tf.shape(labels))
+            # Made here from numpy, not captured: an eager tensor captured inside a looped
+            # chain's gradient fails to trace.
+            null = tf.broadcast_to(tf.constant(self.null_condition.numpy()), tf.shape(labels))
             both = self.fn(tf.concat([x_t, x_t], 0), tf.concat([t, t], 0),
                            tf.concat([labels, null], 0))
             cond, uncond = tf.split(both, 2, axis=0)

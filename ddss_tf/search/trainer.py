@@ -8,6 +8,10 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
     L = KID loss(phi(x_0) of the global batch, real features) / num_replicas
     g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
 
+For a class-conditional model (search.guidance) the step also draws the batch's labels by
+the same key, runs the chain on the model guided at the search's scale for those labels and
+takes the per-class KID loss (the global batch's features and labels all-gathered).
+
 With the LD3 objective (search.ld3) the step instead draws a batch of fixed teacher
 pairs (x_T, phi(teacher x0)) by the same key, starts the sampler from x_T plus each pair's
 trained offset (in a ball), and L is the mean squared feature distance to the teacher;
@@ -58,9 +62,12 @@ class Trainer:
       teacher: for cfg.objective "ld3", the search.ld3.TeacherPairs the soft-teacher loss
         matches (real_features is then unused); the step also trains one offset of x_T per
         pair (`offsets`).
+      guidance: for a class-conditional model, its search.guidance.Guidance (the layer is
+        then called under `guidance.bound` with each step's labels).
     """
 
-    def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape, teacher=None):
+    def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape, teacher=None,
+                 guidance=None):
         self.layer, self.strategy, self.cfg = layer, strategy, cfg
         self.extractor = precision.extractor(extractor, cfg.precision)
         step_denoiser = precision.denoiser(layer.denoiser, cfg.precision)
@@ -70,8 +77,16 @@ class Trainer:
         self.replicas = strategy.num_replicas_in_sync
         self.local_batch = cfg.batch_size // self.replicas
         self.image_shape = [int(s) for s in image_shape]
-        real = tf.constant(real_features, tf.float32)
-        self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
+        self.guidance = guidance
+        if guidance is not None:
+            if step_denoiser is not layer.denoiser or teacher is not None:
+                raise ValueError("a guided search runs in float32 with the KID objective")
+            real, self.real_labels = (tf.constant(v) for v in guidance.reference(real_features,
+                                                                                 cfg.kernel))
+            self.real = real
+        else:
+            real = tf.constant(real_features, tf.float32)
+            self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
         self.teacher = teacher
         with strategy.scope():
             self.variables = list(layer.trainable_variables)
@@ -132,15 +147,27 @@ class Trainer:
             pairs = tf.random.stateless_uniform([self.local_batch], k_real, 0,
                                                 tf.shape(self.pair_x_T)[0], tf.int32)
             return self._grads(x_T, z, pairs)
+        if self.guidance is not None:
+            labels = self.guidance.labels(tf.random.experimental.stateless_fold_in(k_real, 1),
+                                          self.local_batch)
+            return self._grads(x_T, z, self.real, labels)
         return self._grads(x_T, z, self._real_batch(k_real))
 
-    def _grads_fn(self, x_T, noise, target):
+    def _grads_fn(self, x_T, noise, target, labels=None):
         """(global loss, global grad norm, all-reduced grads) on one replica. target: the real
-        features of the KID loss, or (LD3) the indices of the step's teacher pairs."""
+        features of the KID loss, or (LD3) the indices of the step's teacher pairs; labels:
+        the batch's labels of a guided search."""
         ctx = tf.distribute.get_replica_context()
         variables = self.variables
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
-            if self.teacher is not None:
+            if labels is not None:
+                with self.guidance.bound(self.layer, labels):
+                    feats = self.extractor(self.layer(x_T, noise))
+                if self.replicas > 1:  # the global batch's loss on every replica (as mmd's)
+                    feats, labels = ctx.all_gather(feats, 0), ctx.all_gather(labels, 0)
+                loss = self.guidance.loss(feats, labels, target, self.real_labels,
+                                          self.cfg.kernel) / self.replicas
+            elif self.teacher is not None:
                 x_T = tf.gather(self.pair_x_T, target) + ld3.project_to_ball(
                     tf.gather(self.offsets, target), self.radius)
                 feats = self.extractor(self.layer(x_T, noise))

@@ -1,0 +1,87 @@
+"""A search for a class-conditional model sampled with classifier-free guidance (issue 17).
+
+What changes against an unconditional search, step by step (search.trainer):
+
+    labels ~ the data's label frequencies, keyed on the step like its noise
+    x_0 = sampler(x_T, z) on the model guided at w for those labels   (one network call per
+                                                                        step on 2B images)
+    L = per-class KID loss of phi(x_0) against the real features of each label
+
+so the sampler learns the guided model's chain at the scale it will be served at, and cannot
+trade one class's quality for another's (`metrics.conditional.per_class_kid_loss`).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from ddss_tf import denoisers
+from ddss_tf.metrics import conditional
+
+__all__ = ["Guidance"]
+
+
+class Guidance:
+    """The conditional side of a search.
+
+    Args:
+      denoiser: the model's `denoisers.ConditionalDenoiser` (labels, not embeddings).
+      scale: the classifier-free guidance scale w >= 0 (0: the plain conditional model).
+      real_labels: int [N], the labels of the reference set the loss compares with (their
+        frequencies are the distribution the training labels are drawn from).
+      num_classes: C; labels are 0..C-1 (the model's null label is C).
+    """
+
+    def __init__(self, denoiser, scale, real_labels, num_classes):
+        if not isinstance(denoiser, denoisers.ConditionalDenoiser):
+            raise ValueError("guidance needs a conditional model (a ConditionalDenoiser), got "
+                             f"{type(denoiser).__name__}")
+        if denoiser.null_condition.shape.rank != 0:
+            raise ValueError("guided searches take models conditioned on labels; this one takes "
+                             "embeddings")
+        scale = float(scale)
+        if not scale >= 0:
+            raise ValueError(f"guidance_scale must be a number >= 0, got {scale}")
+        labels = np.asarray(real_labels).reshape(-1)
+        if labels.size == 0 or labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"the reference labels must lie in 0..{num_classes - 1}, got "
+                             f"{'none' if labels.size == 0 else f'{labels.min()}..{labels.max()}'}")
+        self.denoiser, self.scale, self.num_classes = denoiser, scale, int(num_classes)
+        self.real_labels = labels.astype(np.int32)
+        counts = np.bincount(self.real_labels, minlength=self.num_classes)
+        # log 0 = -inf: a label absent from the data is never drawn.
+        with np.errstate(divide="ignore"):
+            self.log_frequencies = np.log(counts / counts.sum()).astype(np.float32)
+
+    def labels(self, key, n):
+        """n labels drawn from the data's label frequencies with a stateless key."""
+        return tf.cast(tf.random.stateless_categorical(self.log_frequencies[None], n, key)[0],
+                       tf.int32)
+
+    def unbound(self):
+        """The denoiser a guided search's layer is built on: the model's schedule and network,
+        refusing to run outside `bound` (a call there would have no labels)."""
+        def fn(x_t, t):
+            raise ValueError("a guided sampler runs inside Guidance.bound(layer, labels)")
+
+        den = self.denoiser
+        return denoisers.Denoiser(fn, den.schedule, den.prediction, den.clip_x0, den.data_range,
+                                  network=den.network)
+
+    def bound(self, layer, labels):
+        """Context: the layer's calls inside run on the model guided at `scale` for `labels`
+        (as many as the batch)."""
+        return layer.using_denoiser(self.denoiser.guided(labels, self.scale))
+
+    def reference(self, real_features, kernel):
+        """(features, labels) the loss compares with: with the linear kernel each class's real
+        mean (all the loss reads of them), else every real feature."""
+        real_features = np.asarray(real_features, np.float32)
+        if kernel != "linear":
+            return real_features, self.real_labels
+        present = np.unique(self.real_labels)
+        means = np.stack([real_features[self.real_labels == c].mean(0) for c in present])
+        return means, present.astype(np.int32)
+
+    def loss(self, features, labels, real_features, real_labels, kernel):
+        return conditional.per_class_kid_loss(features, labels, real_features, real_labels,
+                                              self.num_classes, kernel)

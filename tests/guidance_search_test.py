@@ -1,0 +1,115 @@
+"""A guided search step (search.guidance + search.trainer): its loss and gradient equal an
+independent computation on the global batch (a sampler built directly on the guided model,
+per-class losses class by class), on one device and on two mirrored replicas; labels follow
+the data's frequencies; only the sampler's variables change."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddss_tf import data, denoisers, noise, schedules
+from ddss_tf.metrics import extract, mmd
+from ddss_tf.nets import unet
+from ddss_tf.search import SearchConfig
+from ddss_tf.search import guidance as guidance_lib
+from ddss_tf.search import trainer as trainer_lib
+from ddss_tf import pretrained
+
+W = 1.5
+
+
+@pytest.fixture(scope="module")
+def setup():
+    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
+    rng = np.random.default_rng(0)
+    for v in net.weights:
+        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+    cond = denoisers.from_keras_model(net, schedules.linear_beta())
+    ext = pretrained.digits_features()
+    images, labels = data.load_labeled("digits", "train")
+    real = extract(ext, images, progress=False).features
+    return cond, ext, real, labels
+
+
+def _cfg(**kw):
+    return SearchConfig(**dict(dict(num_steps=3, batch_size=8, xla=False, train_steps=10,
+                                    init="ddpm", learning_rate=1e-3), **kw))
+
+
+def _reference(cfg, cond, layer, ext, real, real_labels, replicas):
+    """(loss, grads) of the global batch, without Trainer or tf.distribute."""
+    local = cfg.batch_size // replicas
+    xs, zs, ls = [], [], []
+    g = guidance_lib.Guidance(cond, W, real_labels, 10)
+    for r in range(replicas):
+        x_T, z, key = noise.step_noise(cfg.seed, 0, r, cfg.num_steps, [local, 8, 8, 1])
+        xs.append(x_T), zs.append(z)
+        ls.append(g.labels(tf.random.experimental.stateless_fold_in(key, 1), local))
+    x_T, z, labels = tf.concat(xs, 0), tf.concat(zs, 1), tf.concat(ls, 0).numpy()
+    direct = cfg.build_sampler(cond.guided(labels, W))
+    direct(x_T, z)  # build
+    for a, b in zip(direct.trainable_variables, layer.trainable_variables):
+        a.assign(b)
+    with tf.GradientTape() as tape:
+        feats = ext(direct(x_T, z))
+        classes = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
+        loss = tf.add_n([mmd.kid_loss(tf.boolean_mask(feats, labels == c),
+                                      real[real_labels == c].mean(0, keepdims=True))
+                         for c in classes]) / len(classes)
+    return float(loss), tape.gradient(loss, direct.trainable_variables), labels
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_a_guided_step_is_the_per_class_kid_of_the_guided_chain(setup, xla):
+    cond, ext, real, real_labels = setup
+    cfg = _cfg(xla=xla)  # with XLA the looped chain compiles its network call alone
+    g = guidance_lib.Guidance(cond, W, real_labels, 10)
+    layer = cfg.build_sampler(g.unbound())
+    trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, [8, 8, 1],
+                                  guidance=g)
+    loss, _, grads = trainer._compute(trainer.step.read_value())
+    want_loss, want_grads, _ = _reference(cfg, cond, layer, ext, real, real_labels, 1)
+    assert float(loss) == pytest.approx(want_loss, rel=1e-5)
+    for a, b in zip(grads, want_grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
+    before = [v.numpy().copy() for v in layer.trainable_variables]
+    net_before = [w.numpy().copy() for w in cond.network.weights]
+    trainer.train_step()
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, layer.trainable_variables))
+    for a, w in zip(net_before, cond.network.weights):
+        np.testing.assert_array_equal(a, w.numpy())
+    with pytest.raises(ValueError, match=r"runs inside Guidance.bound\(layer, labels\)"):
+        layer(tf.zeros([2, 8, 8, 1]), tf.zeros([3, 2, 8, 8, 1]))
+
+
+def test_two_mirrored_replicas_equal_the_global_batch(setup):
+    cond, ext, real, real_labels = setup
+    cfg = _cfg(batch_size=8)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    g = guidance_lib.Guidance(cond, W, real_labels, 10)
+    with strategy.scope():
+        layer = cfg.build_sampler(g.unbound())
+        trainer = trainer_lib.Trainer(layer, ext, real, strategy, cfg, [8, 8, 1], guidance=g)
+    loss, norm, _ = trainer._compute(trainer.step.read_value())
+    want_loss, want_grads, labels = _reference(cfg, cond, layer, ext, real, real_labels, 2)
+    first = strategy.experimental_local_results
+    assert float(first(loss)[0]) == pytest.approx(want_loss, rel=1e-5)
+    assert float(first(norm)[0]) == pytest.approx(float(tf.linalg.global_norm(want_grads)),
+                                                  rel=1e-4)
+    assert len(set(labels.tolist())) > 1
+
+
+def test_labels_follow_the_data_and_bad_guidance_is_refused(setup):
+    cond, _, _, real_labels = setup
+    g = guidance_lib.Guidance(cond, 0.0, real_labels, 10)
+    drawn = g.labels(tf.constant([1, 2], tf.int64), 30000).numpy()
+    want = np.bincount(real_labels, minlength=10) / len(real_labels)
+    np.testing.assert_allclose(np.bincount(drawn, minlength=10) / 30000, want, atol=0.01)
+    few = guidance_lib.Guidance(cond, 0.0, np.array([2, 2, 5]), 10)
+    assert set(few.labels(tf.constant([0, 1], tf.int64), 500).numpy()) == {2, 5}
+    with pytest.raises(ValueError, match="guidance_scale must be a number >= 0, got -1"):
+        guidance_lib.Guidance(cond, -1, real_labels, 10)
+    with pytest.raises(ValueError, match=r"reference labels must lie in 0..4, got 0..9"):
+        guidance_lib.Guidance(cond, 1, real_labels, 5)
+    with pytest.raises(ValueError, match="guidance needs a conditional model"):
+        guidance_lib.Guidance(cond.guided([1], 1.0), 1, real_labels, 10)
