@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf import metrics, pretrained
+from ddss_tf.metrics import conditional
 
 __all__ = ["Scorer", "SCORER_VERSION", "checked_scores", "load_extractor"]
 
@@ -42,15 +43,24 @@ class Scorer:
       reference: metrics.Statistics of the real data under `extractor`.
       heldout_extractor / heldout_reference: a second feature network and its statistics,
         or None.
+      real_labels: int [N], the labels of the reference images (in the order of
+        reference.features), for scoring class-conditional samples.
     """
 
-    def __init__(self, extractor, reference, heldout_extractor=None, heldout_reference=None):
+    def __init__(self, extractor, reference, heldout_extractor=None, heldout_reference=None,
+                 real_labels=None):
         self.extractor, self.reference = extractor, reference
+        self.real_labels = None if real_labels is None else np.asarray(real_labels)
         self.heldout_extractor, self.heldout_reference = heldout_extractor, heldout_reference
         self._kid_reference = _in_canonical_random_order(reference.features)
 
-    def __call__(self, images):
-        """dict(fid, kid, kid_se, is, heldout_fid) for float images [N, H, W, C] in the data range."""
+    def __call__(self, images, labels=None):
+        """dict(fid, kid, kid_se, is, heldout_fid) for float images [N, H, W, C] in the data range.
+
+        With the labels the images were generated for (a class-conditional model), also
+        class_fid and class_kid (each class against the reference images of that class,
+        averaged over the classes) and heldout_accuracy (how often the held-out classifier
+        sees the requested label)."""
         images = np.clip(images, *self.extractor.data_range)
         ext = metrics.extract(self.extractor, images, progress=False)
         # Up to 10 blocks (each with >= 2 samples of the smaller set), so the standard
@@ -69,7 +79,21 @@ class Scorer:
             result["heldout_fid"] = float(metrics.fid_from_statistics(
                 *metrics.feature_statistics(held.features),
                 self.heldout_reference.mean, self.heldout_reference.cov))
+        if labels is not None:
+            result.update(self._conditional(ext.features, labels,
+                                            held if self.heldout_extractor else None))
         return result
+
+    def _conditional(self, features, labels, held):
+        if self.real_labels is None:
+            raise ValueError("scoring class-conditional samples needs the reference's labels "
+                             "(Scorer real_labels)")
+        ref = self.reference.features
+        out = dict(class_fid=conditional.per_class_fid(features, labels, ref, self.real_labels)[0],
+                   class_kid=conditional.per_class_kid(features, labels, ref, self.real_labels)[0])
+        if held is not None and held.logits is not None:
+            out["heldout_accuracy"] = conditional.accuracy(held.logits, labels)
+        return out
 
 
 def checked_scores(scores, label):
