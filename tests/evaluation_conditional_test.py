@@ -9,7 +9,7 @@ import scipy.linalg
 from ddss_tf import data, denoisers, metrics, noise, pretrained, samplers, schedules
 from ddss_tf.evaluation import draws, scoring
 from ddss_tf.nets import unet
-from ddss_tf.search import guidance as guidance_lib
+from ddss_tf import guidance as guidance_lib
 
 
 def _conditional_model():

@@ -1,4 +1,4 @@
-"""A guided search step (search.guidance + search.trainer): its loss and gradient equal an
+"""A guided search step (ddss_tf.guidance + search.trainer): its loss and gradient equal an
 independent computation on the global batch (a sampler built directly on the guided model,
 per-class losses class by class), on one device and on two mirrored replicas; labels follow
 the data's frequencies; only the sampler's variables change."""
@@ -11,7 +11,7 @@ from ddss_tf import data, denoisers, noise, schedules
 from ddss_tf.metrics import extract, mmd
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig
-from ddss_tf.search import guidance as guidance_lib
+from ddss_tf import guidance as guidance_lib
 from ddss_tf.search import trainer as trainer_lib
 from ddss_tf import pretrained
 

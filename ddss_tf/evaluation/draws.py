@@ -1,6 +1,6 @@
 """Samples of a sampler layer on the evaluation seeds: the same x_T for every sampler and K.
 
-A class-conditional model's samples (`guidance`, a search.guidance.Guidance) are drawn for the
+A class-conditional model's samples (`guidance`, a guidance.Guidance) are drawn for the
 labels `labels(num_samples, num_classes)`: 0, 1, ..., C - 1, 0, 1, ... (every class as often,
 within one), each batch under `guidance.bound`.
 """

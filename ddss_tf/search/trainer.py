@@ -8,7 +8,7 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
     L = KID loss(phi(x_0) of the global batch, real features) / num_replicas
     g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
 
-For a class-conditional model (search.guidance) the step also draws the batch's labels by
+For a class-conditional model (ddss_tf.guidance) the step also draws the batch's labels by
 the same key, runs the chain on the model guided at the search's scale for those labels and
 takes the per-class KID loss (the global batch's features and labels all-gathered).
 
@@ -62,7 +62,7 @@ class Trainer:
       teacher: for cfg.objective "ld3", the search.ld3.TeacherPairs the soft-teacher loss
         matches (real_features is then unused); the step also trains one offset of x_T per
         pair (`offsets`).
-      guidance: for a class-conditional model, its search.guidance.Guidance (the layer is
+      guidance: for a class-conditional model, its guidance.Guidance (the layer is
         then called under `guidance.bound` with each step's labels).
     """
 
