@@ -50,6 +50,10 @@ flags.DEFINE_integer("ld3_pairs", _D.ld3_pairs, "--objective=ld3: the (x_T, teac
 flags.DEFINE_float("ld3_radius", _D.ld3_radius, "--objective=ld3: the soft teacher's ball "
                    "around x_T, relative to |x_T| ~ sqrt(H W C); 0: the plain teacher.",
                    lower_bound=0)
+flags.DEFINE_float("guidance_scale", None, "A class-conditional model (a third input c of "
+                   "labels): the classifier-free guidance scale w the sampler is searched for "
+                   "(0: the plain conditional model); unconditional models take none.",
+                   lower_bound=0)
 flags.DEFINE_enum("kernel", _D.kernel, list(mmd.kernel_names()), "KID kernel of the loss.")
 flags.DEFINE_string("features", _D.features, "Feature network of the loss: digits, pixels, or a "
                     "path to an Inception file.")
@@ -125,7 +129,8 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("ddss_runs", cfg.run_name())
     result = run_search(cfg, workdir)
     if result:
-        print(f"results in {workdir}/results.md; SavedModel in {result['export']}")
+        exported = f"; SavedModel in {result['export']}" if result["export"] else ""
+        print(f"results in {workdir}/results.md{exported}")
 
 
 def run():

@@ -261,6 +261,9 @@ class BenchmarkConfig:
             raise ValueError(f"num_samples must be >= 2 (KID needs two samples), got "
                              f"{self.num_samples}")
         self.search.validate()
+        if self.search.guidance_scale is not None:
+            raise ValueError("the benchmark takes unconditional models only for now (its search "
+                             f"template has guidance_scale {self.search.guidance_scale})")
         if (self.search.train_steps, self.search.learning_rate) != default_optimisation(
                 self.search.num_steps, self.search.objective):
             raise ValueError("train_steps and learning_rate are set per row (each K has its "

@@ -1,7 +1,10 @@
 """A guided search step (ddss_tf.guidance + search.trainer): its loss and gradient equal an
 independent computation on the global batch (a sampler built directly on the guided model,
 per-class losses class by class), on one device and on two mirrored replicas; labels follow
-the data's frequencies; only the sampler's variables change."""
+the data's frequencies; only the sampler's variables change. And `run_search` end to end on a
+conditional Keras file, with the class scores in every record."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,10 +13,12 @@ import tensorflow as tf
 from ddss_tf import data, denoisers, noise, schedules
 from ddss_tf.metrics import extract, mmd
 from ddss_tf.nets import unet
-from ddss_tf.search import SearchConfig
+from ddss_tf.search import SearchConfig, run_search
 from ddss_tf import guidance as guidance_lib
 from ddss_tf.search import trainer as trainer_lib
 from ddss_tf import pretrained
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 W = 1.5
 
@@ -113,3 +118,29 @@ def test_labels_follow_the_data_and_bad_guidance_is_refused(setup):
         guidance_lib.Guidance(cond, 1, real_labels, 5)
     with pytest.raises(ValueError, match="guidance needs a conditional model"):
         guidance_lib.Guidance(cond.guided([1], 1.0), 1, real_labels, 10)
+
+
+def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path):
+    cond = setup[0]
+    path = str(tmp_path / "cond.keras")
+    cond.network.save(path)
+    cfg = SearchConfig(model=path, schedule="linear_beta", guidance_scale=W, num_steps=2,
+                       batch_size=8, train_steps=2, xla=False, checkpoint_every=1, eval_every=1,
+                       eval_samples=40, final_samples=40, reference_steps=10)
+    assert cfg.run_name() == "ggdm_pred_time_k2_w1.5"
+    results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
+    assert results["export"] is None and (tmp_path / "run" / "coefficients.json").exists()
+    assert results["selected"] is not None
+    for r in results["records"]:
+        assert {"class_fid", "class_kid", "heldout_accuracy"} <= set(r), r["sampler"]
+        assert 0 <= r["heldout_accuracy"] <= 1 and np.isfinite(r["class_fid"])
+    assert "class FID | held-out accuracy" in (tmp_path / "run" / "results.md").read_text()
+    with pytest.raises(ValueError, match="give a classifier-free guidance scale"):
+        run_search(dataclasses.replace(cfg, guidance_scale=None), str(tmp_path / "none"),
+                   log=lambda *a: None)
+    with pytest.raises(ValueError, match="guidance_scale applies to conditional models; model "
+                                         "'digits' is unconditional"):
+        run_search(SearchConfig(guidance_scale=1.0), str(tmp_path / "digits"),
+                   log=lambda *a: None)
+    with pytest.raises(ValueError, match="guidance_scale must be a number >= 0"):
+        SearchConfig(guidance_scale=-2.0).validate()

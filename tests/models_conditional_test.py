@@ -65,7 +65,7 @@ def test_a_conditional_keras_file_loads_as_a_conditional_denoiser(tmp_path):
     assert isinstance(den, denoisers.ConditionalDenoiser) and int(den.null_condition) == 10
     assert models.describe(den) == ("conditional on labels 0..9: model([x_t, t, c]), null label "
                                     "10 (classifier-free guidance's unconditional call)")
-    # Searches and evaluations refuse it in one line, for now.
+    # Without a guidance scale an evaluation refuses it in one line.
     cfg = types.SimpleNamespace(**dict(models.DEFAULTS, model=path, schedule="linear_beta"))
     with pytest.raises(ValueError, match="is conditional on labels 0..9.*unconditional models "
                                          "only for now"):

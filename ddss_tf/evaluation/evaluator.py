@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ddss_tf import data, files, metrics, models, pretrained, samplers
+from ddss_tf import data, files, guidance as guidance_lib, metrics, models, pretrained, samplers
 from ddss_tf.evaluation import draws, records, scoring
 
 __all__ = ["Evaluator", "BASELINES", "read_cache"]
@@ -49,10 +49,15 @@ class Evaluator:
     def __init__(self, cfg, log=print, num_steps=()):
         self.log = log
         self.denoiser, self.net = models.load_denoiser(**models.options(cfg))
-        if hasattr(self.denoiser, "guided"):
-            raise ValueError(f"model {cfg.model!r} is {models.describe(self.denoiser)}; searches, "
-                             "evaluations and the benchmark take unconditional models only for "
-                             "now")
+        scale = getattr(cfg, "guidance_scale", None)
+        if hasattr(self.denoiser, "guided") and scale is None:
+            raise ValueError(f"model {cfg.model!r} is {models.describe(self.denoiser)}: give a "
+                             "classifier-free guidance scale (ddss_search --guidance_scale=W; 0: "
+                             "the plain conditional model; ddss_benchmark takes unconditional "
+                             "models only for now)")
+        if scale is not None and not hasattr(self.denoiser, "guided"):
+            raise ValueError(f"guidance_scale applies to conditional models; model {cfg.model!r} "
+                             f"is {models.describe(self.denoiser)}")
         T = self.denoiser.schedule.num_timesteps
         for k in num_steps:  # before the (possibly long) reference statistics
             if k > T:
@@ -64,7 +69,18 @@ class Evaluator:
         if self.image_shape is None:
             raise ValueError(f"cannot tell the image shape [H, W, C] of the model {cfg.model!r}: "
                              "its network has no fixed input shape")
-        self.real_images = data.load(cfg.dataset, cfg.split, self.image_shape)
+        self.real_images, real_labels = data.load_labeled(cfg.dataset, cfg.split,
+                                                          self.image_shape)
+        # A conditional model: every sampler runs on it guided at `scale` (ddss_tf.guidance),
+        # for balanced labels at evaluation; scores are also taken class by class.
+        self.guidance, self.real_labels = None, None
+        if scale is not None:
+            if real_labels is None:
+                raise ValueError(f"dataset {cfg.dataset!r} has no labels, which scoring a "
+                                 "conditional model's samples class by class needs")
+            self.real_labels = real_labels
+            self.guidance = guidance_lib.Guidance(self.denoiser, scale, real_labels,
+                                                  int(self.denoiser.null_condition))
         self.extractor = scoring.load_extractor(cfg.features)
         self.heldout = scoring.load_extractor(cfg.heldout_features)
         log("reference statistics ...")
@@ -73,7 +89,7 @@ class Evaluator:
                                          images=self.real_images)
             for ext in (self.extractor, self.heldout))
         self.scorer = scoring.Scorer(self.extractor, self.reference, self.heldout,
-                                     self.heldout_reference)
+                                     self.heldout_reference, real_labels=self.real_labels)
         den = self.denoiser
         # What scores depend on besides the sampler, the network weights and the sample count:
         # the real data (both statistics' fingerprints name dataset, split, count, feature
@@ -82,21 +98,39 @@ class Evaluator:
             reference=self.reference.fingerprint, heldout=self.heldout_reference.fingerprint,
             schedule=den.schedule.get_config(), prediction=den.prediction, clip_x0=den.clip_x0,
             scorer=scoring.SCORER_VERSION)
+        if self.guidance is not None:  # (unconditional keys stay as they were: caches hold them)
+            self.inputs_fingerprint["guidance_scale"] = self.guidance.scale
+
+    @property
+    def sampling_denoiser(self):
+        """The denoiser samplers are built on: the model's, or for a conditional model one
+        that runs under `guidance.bound` only (draws binds each batch's labels)."""
+        return self.denoiser if self.guidance is None else self.guidance.unbound()
 
     def sample(self, layer, num_samples, **kwargs):
         """`draws.sample` of the layer at this model's image shape (evaluation seeds)."""
-        return draws.sample(layer, num_samples, self.image_shape, **kwargs)
+        return draws.sample(layer, num_samples, self.image_shape, guidance=self.guidance,
+                            **kwargs)
 
     def grid_images(self, layer, num_samples, count):
         """`draws.grid_images`: the first `count` of `sample(layer, num_samples)`, alone."""
-        return draws.grid_images(layer, self.image_shape, num_samples, count)
+        return draws.grid_images(layer, self.image_shape, num_samples, count,
+                                 guidance=self.guidance)
 
-    def score(self, images, label):
-        """Checked scores of images (FloatingPointError naming `label` if any is not finite)."""
+    def requested_labels(self, num_samples):
+        """The labels `sample` draws num_samples samples for (None: an unconditional model)."""
+        return None if self.guidance is None else draws.labels(num_samples,
+                                                               self.guidance.num_classes)
+
+    def score(self, images, label, labels=None):
+        """Checked scores of images (FloatingPointError naming `label` if any is not finite);
+        labels: those the images were drawn for (default: `requested_labels`)."""
         if not np.all(np.isfinite(images)):
             raise FloatingPointError(f"{label}: its samples hold NaN / Inf (the model or the "
                                      "sampler's coefficients); nothing scored or written")
-        return scoring.checked_scores(self.scorer(images), label)
+        if labels is None:
+            labels = self.requested_labels(len(images))
+        return scoring.checked_scores(self.scorer(images, labels), label)
 
     def sample_and_score(self, layer, num_samples, label, show_progress=False):
         """(scores, images) of num_samples samples of `layer` on the evaluation seeds; logs a
@@ -108,7 +142,8 @@ class Evaluator:
 
     def baseline_layer(self, family, num_steps, **options):
         """A training-free sampler on this model, for evaluation (no rematerialisation)."""
-        return samplers.create(family, self.denoiser, num_steps=num_steps, remat=False, **options)
+        return samplers.create(family, self.sampling_denoiser, num_steps=num_steps, remat=False,
+                               **options)
 
     def baselines(self, num_steps, num_samples, cache=None, keep_images=False):
         """{label: scores} of the BASELINES at K = num_steps; with keep_images, (scores,
@@ -170,10 +205,10 @@ class Evaluator:
         """(scores, images) of `resampled_real(num_samples)`: FID's floor at num_samples. KID is
         None: it is unbiased (its floor is 0), and a sample repeating the reference set's own
         images is not independent of it, which biases it low."""
-        images = self.resampled_real(num_samples)
-        return dict(self.scorer(images), kid=None, kid_se=None), images
+        images, labels = self.resampled_real(num_samples, with_labels=True)
+        return dict(self.scorer(images, labels), kid=None, kid_se=None), images
 
-    def resampled_real(self, num_samples, seed=draws.EVAL_SEED):
+    def resampled_real(self, num_samples, seed=draws.EVAL_SEED, with_labels=False):
         """num_samples of the reference images drawn with replacement (seeded).
 
         Scored, they are what a model that reproduced its training data exactly would get:
@@ -183,4 +218,7 @@ class Evaluator:
         independent of them, which biases it low.)
         """
         rng = np.random.default_rng(seed)
-        return self.real_images[rng.integers(0, len(self.real_images), int(num_samples))]
+        idx = rng.integers(0, len(self.real_images), int(num_samples))
+        if not with_labels:
+            return self.real_images[idx]
+        return self.real_images[idx], None if self.real_labels is None else self.real_labels[idx]

@@ -1,6 +1,6 @@
 """Records of scored samplers (one results.json entry each), tagged by role, and their tables."""
 
-__all__ = ["ROLES", "record", "log_scores", "markdown_table", "kid_text", "columns",
+__all__ = ["ROLES", "CONDITIONAL_KEYS", "record", "log_scores", "markdown_table", "kid_text", "columns",
            "column_label"]
 
 # What a record is in a comparison: a training-free sampler at the same K, the learned
@@ -8,15 +8,21 @@ __all__ = ["ROLES", "record", "log_scores", "markdown_table", "kid_text", "colum
 ROLES = ("baseline", "learned", "reference", "data")
 
 
+# Scores of class-conditional samples (evaluation.Scorer with labels), recorded when present.
+CONDITIONAL_KEYS = ("class_fid", "class_kid", "heldout_accuracy")
+
+
 def record(label, k, scores, role):
     """One results.json record: sampler, num_steps, fid, kid, kid_se, is, heldout,
-    num_samples and its role (`ROLES`)."""
+    num_samples and its role (`ROLES`); for a conditional model's samples also
+    `CONDITIONAL_KEYS`."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; accepted: {', '.join(ROLES)}")
     return dict(sampler=label, num_steps=int(k), fid=scores["fid"], kid=scores["kid"],
                 kid_se=scores["kid_se"], heldout=scores["heldout_fid"],
                 num_samples=scores["num_samples"], role=role,
-                **{"is": scores.get("is")})  # None (JSON null) without classifier logits
+                **{"is": scores.get("is")},  # None (JSON null) without classifier logits
+                **{key: scores[key] for key in CONDITIONAL_KEYS if key in scores})
 
 
 def log_scores(label, scores, log, note=""):
@@ -37,12 +43,18 @@ def _num(value, fmt):
 
 
 def markdown_table(records):
-    """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID."""
-    lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |", "|---|---|---|---|---|---|"]
+    """Rows: samplers; columns: FID, KID +- SE, IS, held-out FID, and for a conditional model's
+    samples per-class FID and the held-out classifier's accuracy on the requested labels."""
+    conditional = any("class_fid" in r for r in records)
+    extra = " class FID | held-out accuracy |" if conditional else ""
+    lines = ["| sampler | K | FID | KID (+- SE) | IS | held-out FID |" + extra,
+             "|---|---|---|---|---|---|" + ("---|---|" if conditional else "")]
     for r in records:
+        cells = (f" {_num(r.get('class_fid'), '.4f')} | {_num(r.get('heldout_accuracy'), '.3f')} |"
+                 if conditional else "")
         lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['fid']:.4f} | "
                      f"{kid_text(r['kid'], r['kid_se'])} "
-                     f"| {_num(r['is'], '.3f')} | {r['heldout']:.4f} |")
+                     f"| {_num(r['is'], '.3f')} | {r['heldout']:.4f} |" + cells)
     return "\n".join(lines) + "\n"
 
 

@@ -88,11 +88,18 @@ class Scorer:
         if self.real_labels is None:
             raise ValueError("scoring class-conditional samples needs the reference's labels "
                              "(Scorer real_labels)")
-        ref = self.reference.features
-        out = dict(class_fid=conditional.per_class_fid(features, labels, ref, self.real_labels)[0],
-                   class_kid=conditional.per_class_kid(features, labels, ref, self.real_labels)[0])
+        labels = np.asarray(labels)
+        out = {}
         if held is not None and held.logits is not None:
             out["heldout_accuracy"] = conditional.accuracy(held.logits, labels)
+        # Per class where a class has the two samples a covariance needs (all of them but in
+        # the smallest evaluations).
+        counts = np.bincount(labels)
+        scored = counts[labels] >= 2
+        if scored.any():
+            f, lab, ref = features[scored], labels[scored], self.reference.features
+            out.update(class_fid=conditional.per_class_fid(f, lab, ref, self.real_labels)[0],
+                       class_kid=conditional.per_class_kid(f, lab, ref, self.real_labels)[0])
         return out
 
 

@@ -73,6 +73,9 @@ class SearchConfig:
     ema: bool = True
     dataset: str = "digits"
     split: str = "train"
+    # A class-conditional model is searched at this classifier-free guidance scale w (0: the
+    # plain conditional model; ddss_tf.guidance); None for an unconditional model.
+    guidance_scale: Optional[float] = None
     # The loss: KID in the feature space of `features` (DESIGN section 4); or, with objective
     # "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M) from the same
     # x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C) (search.ld3),
@@ -211,6 +214,13 @@ class SearchConfig:
                              f"{self.worker_timeout}")
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0 (0: the model's own), got {self.image_size}")
+        if self.guidance_scale is not None:
+            if not 0 <= self.guidance_scale < float("inf"):
+                raise ValueError(f"guidance_scale must be a number >= 0 (0: the plain conditional "
+                                 f"model), got {self.guidance_scale}")
+            if self.objective != "kid" or self.precision != "float32":
+                raise ValueError("a guided search (guidance_scale) takes objective kid and "
+                                 f"precision float32, got {self.objective} and {self.precision}")
 
     def _validate_ld3(self):
         if self.family not in ld3.FAMILIES or not self.time:
@@ -226,10 +236,12 @@ class SearchConfig:
 
     def run_name(self):
         """The work directory name ddss_search gives this search:
-        [ld3_]<family>[_pred][_time]_k<K>."""
+        [ld3_]<family>[_pred][_time]_k<K>[_w<guidance scale>]."""
         parts = ([self.objective] if self.objective != "kid" else []) + [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
             [f"k{self.num_steps}"]
+        if self.guidance_scale is not None:
+            parts.append(f"w{self.guidance_scale:g}")
         return "_".join(parts)
 
     def label(self):

@@ -82,7 +82,7 @@ class Run:
         ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if cfg.objective == "ld3" else ())
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         with self.strategy.scope():
-            self.layer = cfg.build_sampler(ev.denoiser)
+            self.layer = cfg.build_sampler(ev.sampling_denoiser)
         teacher = None
         if cfg.objective == "ld3":
             self.log(f"LD3 teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
@@ -90,7 +90,7 @@ class Run:
             teacher = ld3.teacher_pairs(ev.denoiser, ev.extractor, cfg.ld3_pairs,
                                         cfg.teacher_steps, ev.image_shape)
         self.trainer = Trainer(self.layer, ev.extractor, ev.reference.features, self.strategy,
-                               cfg, ev.image_shape, teacher=teacher)
+                               cfg, ev.image_shape, teacher=teacher, guidance=ev.guidance)
         self.best = BestCoefficients(self.layer) if cfg.select == "best" else None
 
     def path(self, *parts):
@@ -254,7 +254,12 @@ class Run:
         images.write_png(self.path("samples", "compare.png"), grid)
         export.write_coefficients(self.layer, self.path("coefficients.json"),
                                   model_fingerprint=ev.model_fingerprint)
-        export_dir = export.export_sampler(self.layer, self.path("export"))
+        if ev.guidance is None:
+            export_dir = export.export_sampler(self.layer, self.path("export"))
+        else:  # its serving signature needs labels and a guidance scale (issue 17, next)
+            export_dir = None
+            self.log("a guided sampler is not exported as a SavedModel yet; its coefficients "
+                     "are in coefficients.json")
         best = min(r["fid"] for r in records if r["role"] == "baseline")
         # The real data themselves at this sample count: the floor of FID (KID is unbiased).
         floor, _ = ev.score_resampled_real(n)
