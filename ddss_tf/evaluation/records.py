@@ -1,7 +1,7 @@
 """Records of scored samplers (one results.json entry each), tagged by role, and their tables."""
 
-__all__ = ["ROLES", "CONDITIONAL_KEYS", "record", "log_scores", "markdown_table", "kid_text", "columns",
-           "column_label"]
+__all__ = ["ROLES", "CONDITIONAL_KEYS", "record", "log_scores", "markdown_table", "kid_text",
+           "columns", "column_label"]
 
 # What a record is in a comparison: a training-free sampler at the same K, the learned
 # sampler, the many-step DDPM reference, or the real data resampled (FID's floor).

@@ -4,10 +4,12 @@ loss = E_{x_0, t ~ U{0..T-1}, eps ~ N(0, I)} || eps - eps_theta(alpha_t x_0 + si
 
 Adam with linear warm-up then cosine decay, global-norm gradient clipping, an
 exponential moving average (EMA) of the weights (the EMA weights are what gets
-exported), XLA. With `net["num_classes"]` = N > 0 the network is class-conditional and trains on
-the data's labels, each replaced by the null label N with probability `label_dropout`, so that one
-network gives both predictions of classifier-free guidance (Ho & Salimans 2022). Every batch is drawn with stateless RNG keyed on (seed, step),
-so a run resumed from a checkpoint continues the exact same sequence.
+exported), XLA. Every batch is drawn with stateless RNG keyed on (seed, step), so a run resumed
+from a checkpoint continues the exact same sequence.
+
+With `net["num_classes"]` = N > 0 the network is class-conditional and trains on the data's
+labels, each replaced by the null label N with probability `label_dropout`, so that one network
+gives both predictions of classifier-free guidance (Ho & Salimans 2022).
 
 Work directory: config.json, checkpoints/, tensorboard/, model/ (the export:
 config.json + model.weights.h5, loadable with `ddss_tf.pretrained.load_ddpm`).
