@@ -129,8 +129,7 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("ddss_runs", cfg.run_name())
     result = run_search(cfg, workdir)
     if result:
-        exported = f"; SavedModel in {result['export']}" if result["export"] else ""
-        print(f"results in {workdir}/results.md{exported}")
+        print(f"results in {workdir}/results.md; SavedModel in {result['export']}")
 
 
 def run():

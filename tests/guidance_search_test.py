@@ -5,12 +5,13 @@ the data's frequencies; only the sampler's variables change. And `run_search` en
 conditional Keras file, with the class scores in every record."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddss_tf import data, denoisers, noise, schedules
+from ddss_tf import data, denoisers, export, noise, schedules
 from ddss_tf.metrics import extract, mmd
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, run_search
@@ -129,12 +130,12 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
                        eval_samples=40, final_samples=40, reference_steps=10)
     assert cfg.run_name() == "ggdm_pred_time_k2_w1.5"
     results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
-    assert results["export"] is None and (tmp_path / "run" / "coefficients.json").exists()
     assert results["selected"] is not None
     for r in results["records"]:
         assert {"class_fid", "class_kid", "heldout_accuracy"} <= set(r), r["sampler"]
         assert 0 <= r["heldout_accuracy"] <= 1 and np.isfinite(r["class_fid"])
     assert "class FID | held-out accuracy" in (tmp_path / "run" / "results.md").read_text()
+    _check_the_export(results["export"], cond, tmp_path / "run" / "coefficients.json")
     with pytest.raises(ValueError, match="give a classifier-free guidance scale"):
         run_search(dataclasses.replace(cfg, guidance_scale=None), str(tmp_path / "none"),
                    log=lambda *a: None)
@@ -144,3 +145,38 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
                    log=lambda *a: None)
     with pytest.raises(ValueError, match="guidance_scale must be a number >= 0"):
         SearchConfig(guidance_scale=-2.0).validate()
+
+
+def _check_the_export(version_dir, cond, coefficients):
+    """The export takes labels and the scale searched: its samples equal the learned sampler
+    rebuilt from coefficients.json on the guided model; other labels or scales are refused,
+    in Python and by the signature itself; TF Serving's TF1 loader runs it."""
+    doc = json.loads(open(coefficients).read())
+    assert doc["guidance"] == {"num_classes": 10, "null_label": 10, "scale_range": [W, W]}
+    sampler = export.load_sampler(version_dir)
+    labels = np.array([3, 1, 4, 1, 5], np.int32)
+    x_T, z = noise.draw(11, 2, [5, 8, 8, 1])
+    got, _ = sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=W)
+    direct = export.load_coefficients(str(coefficients), cond.guided(labels, W), remat=False)
+    want = np.clip(direct(x_T, z).numpy(), -1, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert sampler.sample(5, seed=11, labels=labels, guidance_scale=W).shape == (5, 8, 8, 1)
+    with pytest.raises(ValueError, match=r"guidance_scale must be in \[1.5, 1.5\]"):
+        sampler.sample(5, seed=11, labels=labels, guidance_scale=3.0)
+    with pytest.raises(ValueError, match=r"labels must be 5 integers in \[0, 9\]"):
+        sampler.sample(5, seed=11, labels=[0, 1, 2, 3, 10], guidance_scale=W)
+    fn = sampler._signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the range searched"):
+        fn(num_samples=tf.constant(5), seed=tf.constant([0, 11]), labels=tf.constant(labels),
+           guidance_scale=tf.constant(2.0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one label per sample"):
+        fn(num_samples=tf.constant(4), seed=tf.constant([0, 11]), labels=tf.constant(labels),
+           guidance_scale=tf.constant(W))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.load(sess, ["serve"], version_dir)
+        sig = meta.signature_def["from_noise"]
+        assert set(sig.inputs) == {"x_T", "noise", "labels", "guidance_scale"}
+        out = sess.run(sig.outputs["images"].name, {
+            sig.inputs["x_T"].name: x_T.numpy(), sig.inputs["noise"].name: z.numpy(),
+            sig.inputs["labels"].name: labels, sig.inputs["guidance_scale"].name: W})
+    np.testing.assert_allclose(out, got, rtol=1e-5, atol=1e-6)

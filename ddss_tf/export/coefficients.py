@@ -30,8 +30,10 @@ _TYPES = dict(family=str, num_steps=int, query_times=list, coefficients=dict, va
               schedule=dict, model=dict, layer_config=dict)
 
 
-def coefficients_document(layer, model_fingerprint, image_shape=None):
-    """The coefficients.json content of a sampler layer, as a dict (see the schema doc)."""
+def coefficients_document(layer, model_fingerprint, image_shape=None, guidance=None):
+    """The coefficients.json content of a sampler layer, as a dict (see the schema doc); for a
+    sampler searched on a conditional model with `guidance` (ddss_tf.guidance.Guidance), its
+    classes, null label and the guidance scales searched ("guidance")."""
     den = layer.denoiser
     network = getattr(den, "network", None)
     if image_shape is None and network is not None:
@@ -40,7 +42,7 @@ def coefficients_document(layer, model_fingerprint, image_shape=None):
     bad = [k for k, v in coefs.items() if not np.all(np.isfinite(v))]
     if bad:
         raise ValueError(f"the sampler's coefficients {bad} are not finite; nothing to export")
-    return {
+    doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "ddss_tf_version": __version__,
@@ -59,9 +61,14 @@ def coefficients_document(layer, model_fingerprint, image_shape=None):
         "layer_config": layer.get_config(),
         "variables": {v.name: _float32_list(v.numpy()) for v in layer.weights},
     }
+    if guidance is not None:
+        doc["guidance"] = {"num_classes": guidance.num_classes,
+                           "null_label": int(guidance.denoiser.null_condition),
+                           "scale_range": [guidance.scale, guidance.scale]}
+    return doc
 
 
-def write_coefficients(layer, path, model_fingerprint, image_shape=None):
+def write_coefficients(layer, path, model_fingerprint, image_shape=None, guidance=None):
     """Write `layer`'s coefficients.json to `path` atomically; returns `path`.
 
     Args:
@@ -69,8 +76,9 @@ def write_coefficients(layer, path, model_fingerprint, image_shape=None):
       path: destination file.
       model_fingerprint: the model's identity, e.g. `models.fingerprint(network)`.
       image_shape: [H, W, C]; default: read from the denoiser's Keras network.
+      guidance: for a conditional model's sampler, its ddss_tf.guidance.Guidance.
     """
-    text = dumps(coefficients_document(layer, model_fingerprint, image_shape))
+    text = dumps(coefficients_document(layer, model_fingerprint, image_shape, guidance))
     with files.atomic_file(path) as f:
         f.write(text)
     return path

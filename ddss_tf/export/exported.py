@@ -4,6 +4,9 @@
     uint8 = sampler.sample(16, seed=0)                    # serving_default
     images, uint8 = sampler.from_noise(x_T, noise)        # from_noise
     sampler.coefficients()                                # dict of float32 numpy arrays
+
+A sampler for a conditional model (`sampler.guidance`: its classes and scale range) takes
+labels=[N labels] and guidance_scale=w in both calls.
 """
 
 import json
@@ -51,19 +54,42 @@ class ExportedSampler:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{version_dir} is not a ddss_tf export ({meta_path}: "
                              f"{type(e).__name__}: {e})") from e
+        self.guidance = self.metadata.get("guidance")
         self.path = version_dir
         self._loaded = tf.saved_model.load(version_dir)
         self._signatures = self._loaded.signatures
 
-    def sample(self, num_samples, seed):
-        """uint8 [N, H, W, C] from serving_default; seed: an int in [0, 2**63) or an int pair."""
+    def sample(self, num_samples, seed, labels=None, guidance_scale=None):
+        """uint8 [N, H, W, C] from serving_default; seed: an int in [0, 2**63) or an int pair;
+        labels and guidance_scale: for a conditional model's sampler (`guidance`)."""
         n = self._check_num_samples(num_samples)
         pair = noise_lib.seed_pair(seed) if np.ndim(seed) == 0 else _check_pair(seed)
         out = self._signatures["serving_default"](
-            num_samples=tf.constant(n, tf.int32), seed=tf.constant(pair, tf.int32))
+            num_samples=tf.constant(n, tf.int32), seed=tf.constant(pair, tf.int32),
+            **self._condition(n, labels, guidance_scale))
         return out["images"].numpy()
 
-    def from_noise(self, x_T, noise):
+    def _condition(self, n, labels, guidance_scale):
+        """The guided signatures' extra inputs, checked ({} for an unconditional sampler)."""
+        if self.guidance is None:
+            if labels is not None or guidance_scale is not None:
+                raise ValueError("this sampler is for an unconditional model: it takes no labels "
+                                 "or guidance_scale")
+            return {}
+        lo, hi = self.guidance["scale_range"]
+        c = self.guidance["num_classes"]
+        labels = None if labels is None else np.asarray(labels)
+        if labels is None or labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) \
+                or labels.min() < 0 or labels.max() >= c:
+            raise ValueError(f"labels must be {n} integers in [0, {c - 1}] (one per sample), got "
+                             f"{None if labels is None else labels.tolist()}")
+        if guidance_scale is None or not lo <= float(guidance_scale) <= hi:
+            raise ValueError(f"guidance_scale must be in [{lo:g}, {hi:g}] (the range searched), "
+                             f"got {guidance_scale}")
+        return dict(labels=tf.constant(labels, tf.int32),
+                    guidance_scale=tf.constant(guidance_scale, tf.float32))
+
+    def from_noise(self, x_T, noise, labels=None, guidance_scale=None):
         """(float32 images in the data range, uint8 images) [N, H, W, C] from x_T and noise."""
         x_T = np.asarray(x_T, np.float32)
         noise = np.asarray(noise, np.float32)
@@ -74,7 +100,9 @@ class ExportedSampler:
         if list(noise.shape) != want:
             raise ValueError(f"noise must be [K, N, H, W, C] = {want}, got {list(noise.shape)}")
         self._check_num_samples(x_T.shape[0])
-        out = self._signatures["from_noise"](x_T=tf.constant(x_T), noise=tf.constant(noise))
+        out = self._signatures["from_noise"](x_T=tf.constant(x_T), noise=tf.constant(noise),
+                                             **self._condition(x_T.shape[0], labels,
+                                                               guidance_scale))
         return out["images"].numpy(), out["images_uint8"].numpy()
 
     def coefficients(self):

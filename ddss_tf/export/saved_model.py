@@ -14,6 +14,12 @@ Signatures (K = layer.num_steps, [H, W, C] = the model's image shape, N <= max_n
                    -> {"images": float32 in the data range, "images_uint8": uint8}
   coefficients     () -> {name: float32 array} for every coefficient and "query_times"
 
+A sampler for a class-conditional model (searched with `guidance`, a ddss_tf.guidance.Guidance)
+takes two more inputs in serving_default and from_noise: labels int32 [N] in [0, C) and
+guidance_scale float32 [] within the range searched (`GUIDED_INPUTS`); a label or scale
+outside fails with an InvalidArgument naming the range. coefficients.json records them
+under "guidance".
+
 `<n>/assets.extra/coefficients.json` describes the export (the coefficients.json
 schema plus an "export" entry); TF Serving ignores that directory.
 
@@ -36,8 +42,8 @@ from ddss_tf import samplers
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import ops
 
-__all__ = ["export_sampler", "next_version", "SIGNATURES", "DEFAULT_MAX_NUM_SAMPLES",
-           "METADATA_PATH"]
+__all__ = ["export_sampler", "next_version", "SIGNATURES", "GUIDED_INPUTS",
+           "DEFAULT_MAX_NUM_SAMPLES", "METADATA_PATH"]
 
 DEFAULT_MAX_NUM_SAMPLES = 256
 METADATA_PATH = os.path.join("assets.extra", "coefficients.json")
@@ -46,6 +52,8 @@ SIGNATURES = {
     "from_noise": ("x_T", "noise"),
     "coefficients": (),
 }
+# The inputs a guided sampler's serving_default and from_noise take besides those.
+GUIDED_INPUTS = ("labels", "guidance_scale")
 
 
 def next_version(base_dir):
@@ -60,7 +68,7 @@ def next_version(base_dir):
 
 
 def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, image_shape=None,
-                   model_fingerprint=None):
+                   model_fingerprint=None, guidance=None):
     """Write `layer` and its frozen model as SavedModel `base_dir/<next version>/`.
 
     Args:
@@ -70,6 +78,9 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
       max_num_samples: the largest num_samples / batch a signature accepts.
       image_shape: [H, W, C]; default: the Keras model's input shape.
       model_fingerprint: default `model_fingerprint(network)`.
+      guidance: the ddss_tf.guidance.Guidance a conditional model's sampler was searched with
+        (the layer is built on its `unbound()` denoiser); the export takes labels and a
+        guidance scale in [guidance.scale, guidance.scale], the range searched.
     Returns:
       The new version directory. It appears complete or not at all (written to a
       temporary sibling and renamed).
@@ -90,10 +101,12 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
             raise ValueError("a denoiser without a Keras network needs model_fingerprint")
         model_fingerprint = models.fingerprint(network)
     image_shape = [int(s) for s in image_shape]
-    doc = coefficients_lib.coefficients_document(layer, model_fingerprint, image_shape)
-    doc["export"] = {"max_num_samples": int(max_num_samples),
-                     "signatures": {k: list(v) for k, v in SIGNATURES.items()}}
-    module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples))
+    doc = coefficients_lib.coefficients_document(layer, model_fingerprint, image_shape, guidance)
+    signature_inputs = {k: list(v) + (list(GUIDED_INPUTS) if guidance and v else [])
+                        for k, v in SIGNATURES.items()}
+    doc["export"] = {"max_num_samples": int(max_num_samples), "signatures": signature_inputs}
+    module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples),
+                                       guidance)
     with files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
         tf.saved_model.save(module, out.tmp, signatures=signatures)
         files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
@@ -108,14 +121,24 @@ def _inference_copy(layer):
     return copy
 
 
-def _build_module(layer, image_shape, max_num_samples):
+def _build_module(layer, image_shape, max_num_samples, guidance=None):
     """(tf.Module, {name: concrete function}) for the three signatures."""
     k = layer.num_steps
     data_range = layer.denoiser.data_range
     image = tf.TensorSpec([None, *image_shape], tf.float32)
     noise_spec = tf.TensorSpec([k, None, *image_shape], tf.float32)
+    # A guided sampler's extra inputs (GUIDED_INPUTS), or none.
+    extra = [] if guidance is None else [tf.TensorSpec([None], tf.int32),
+                                         tf.TensorSpec([], tf.float32)]
 
-    def from_noise(x_T, noise):
+    def chain(x_T, noise, n, *condition):
+        if guidance is None:
+            return layer(x_T, noise)
+        labels, scale = _check_condition(*condition, n, guidance)
+        with layer.using_denoiser(guidance.denoiser.guided(labels, scale)):
+            return layer(x_T, noise)
+
+    def from_noise(x_T, noise, *condition):
         n = _check_batch(tf.shape(x_T)[0], max_num_samples, "the batch of x_T")
         # A signature call does not enforce the TensorSpec's K: a noise with more or fewer
         # steps than the sampler takes would be sliced silently or fail mid-chain.
@@ -124,25 +147,36 @@ def _build_module(layer, image_shape, max_num_samples):
             message=f"noise must be [K, N, H, W, C] with K = {k} (the steps of this sampler) and "
                     "N = the batch of x_T")
         with tf.control_dependencies([same_shape]):
-            x0 = ops.clip_to_range(tf.cast(layer(x_T, noise), tf.float32), data_range)
+            x0 = ops.clip_to_range(tf.cast(chain(x_T, noise, n, *condition), tf.float32),
+                                   data_range)
         return {"images": x0, "images_uint8": ops.to_uint8(x0, data_range)}
 
-    def serving_default(num_samples, seed):
+    def serving_default(num_samples, seed, *condition):
         n = _check_batch(num_samples, max_num_samples, "num_samples")
         pair = tf.debugging.assert_equal(
             tf.size(seed), 2, message="seed must be an int32 pair [hi, lo] (2 entries)")
         with tf.control_dependencies([pair]):
             x_T, noise = noise_lib.draw(tf.identity(seed), k, [n, *image_shape])
-        return {"images": from_noise(x_T, noise)["images_uint8"]}
+        return {"images": from_noise(x_T, noise, *condition)["images_uint8"]}
 
     def coefficients():
         return {key: tf.cast(v, tf.float32) for key, v in layer.coefficient_tensors().items()}
 
+    # A guided sampler's signatures name their extra inputs (GUIDED_INPUTS).
+    def guided_serving_default(num_samples, seed, labels, guidance_scale):
+        return serving_default(num_samples, seed, labels, guidance_scale)
+
+    def guided_from_noise(x_T, noise, labels, guidance_scale):
+        return from_noise(x_T, noise, labels, guidance_scale)
+
+    guided = guidance is not None
     fns = {
-        "serving_default": tf.function(serving_default, input_signature=[
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([None], tf.int32)], autograph=False),
-        "from_noise": tf.function(from_noise, input_signature=[image, noise_spec],
-                                  autograph=False),
+        "serving_default": tf.function(
+            guided_serving_default if guided else serving_default,
+            input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([None], tf.int32)] + extra,
+            autograph=False),
+        "from_noise": tf.function(guided_from_noise if guided else from_noise,
+                                  input_signature=[image, noise_spec] + extra, autograph=False),
         "coefficients": tf.function(coefficients, input_signature=[], autograph=False),
     }
     concrete = {name: fn.get_concrete_function() for name, fn in fns.items()}
@@ -151,6 +185,22 @@ def _build_module(layer, image_shape, max_num_samples):
         setattr(module, name, fn)
     module.captured_variables = _captured_variables(concrete.values())
     return module, concrete
+
+
+def _check_condition(labels, scale, n, guidance):
+    """(labels, scale) after asserting N labels in [0, C) and a scale in the range searched."""
+    c, lo, hi = guidance.num_classes, guidance.scale, guidance.scale
+    checks = [
+        tf.debugging.assert_equal(tf.size(labels), n, message="labels must hold one label per "
+                                  "sample (N of num_samples / of x_T)"),
+        tf.debugging.assert_greater_equal(labels, 0, message=f"labels must be in [0, {c - 1}]"),
+        tf.debugging.assert_less(labels, c, message=f"labels must be in [0, {c - 1}]"),
+        tf.debugging.assert_greater_equal(scale, lo, message=f"guidance_scale must be in "
+                                          f"[{lo:g}, {hi:g}] (the range searched)"),
+        tf.debugging.assert_less_equal(scale, hi, message=f"guidance_scale must be in "
+                                       f"[{lo:g}, {hi:g}] (the range searched)")]
+    with tf.control_dependencies(checks):
+        return tf.identity(labels), tf.identity(scale)
 
 
 def _check_batch(n, max_num_samples, what):

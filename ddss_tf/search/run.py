@@ -253,13 +253,8 @@ class Run:
                                     labels=list(base_scores) + [label])
         images.write_png(self.path("samples", "compare.png"), grid)
         export.write_coefficients(self.layer, self.path("coefficients.json"),
-                                  model_fingerprint=ev.model_fingerprint)
-        if ev.guidance is None:
-            export_dir = export.export_sampler(self.layer, self.path("export"))
-        else:  # its serving signature needs labels and a guidance scale (issue 17, next)
-            export_dir = None
-            self.log("a guided sampler is not exported as a SavedModel yet; its coefficients "
-                     "are in coefficients.json")
+                                  model_fingerprint=ev.model_fingerprint, guidance=ev.guidance)
+        export_dir = export.export_sampler(self.layer, self.path("export"), guidance=ev.guidance)
         best = min(r["fid"] for r in records if r["role"] == "baseline")
         # The real data themselves at this sample count: the floor of FID (KID is unbiased).
         floor, _ = ev.score_resampled_real(n)
