@@ -5,6 +5,8 @@
     ddss_sample --family=ddim --num_steps=10 --stride=quadratic --out=/tmp/ddim.npz
     ddss_sample --family=ddim --model=eps.keras --schedule=linear_beta --out=/tmp/ddim.npz
     ddss_sample --family=ddim --model=ckpt/model.ckpt-790000 --model_preset=cifar10 --out=/tmp/c.npz
+    ddss_sample --sampler=ddss_runs/ggdm_pred_time_k10_w3/export --labels=0,1,2,3,4,5,6,7,8,9 \
+        --guidance_scale=3 --out=/tmp/guided.npz         # a conditional model's sampler
 
 Writes --out (.npz with `images`, float32 NHWC in the data range) and a PNG grid
 beside it. The same flags give the same bytes (noise: see ddss_tf.sampling).
@@ -38,6 +40,13 @@ flags.DEFINE_integer("seed", 0, "Seed of the noise: batch b draws seed + b (ddss
 flags.DEFINE_integer("batch_size", 256, "Samples per sampler call (part of the noise seeding).",
                      lower_bound=1)
 flags.DEFINE_string("out", "samples.npz", "Output .npz; the PNG grid is written beside it.")
+flags.DEFINE_list("labels", None, "A conditional model's sampler: the labels asked for, sample i "
+                  "showing labels[i mod len(labels)] (e.g. 0,1,2,3,4,5,6,7,8,9).")
+flags.DEFINE_float("guidance_scale", None, "A conditional model's sampler: the classifier-free "
+                   "guidance scale (an export's: within the range it was searched for).",
+                   lower_bound=0)
+flags.register_validator("labels", lambda v: v is None or all(s.strip().isdigit() for s in v),
+                         message="--labels must be a comma-separated list of integers >= 0")
 
 _FAMILY_ONLY = ("num_steps", "stride", "eta", "variance")
 
@@ -73,7 +82,9 @@ def main(argv):
     source = _source()
     sampling.check_fits_in_memory(FLAGS.num_samples, source.image_shape)
     bar = progress.Progress(FLAGS.num_samples, desc="sample", first="compiling")
-    images, uint8 = sampling.draw(source, FLAGS.num_samples, FLAGS.seed, FLAGS.batch_size, bar)
+    labels = None if FLAGS.labels is None else [int(v) for v in FLAGS.labels]
+    images, uint8 = sampling.draw(source, FLAGS.num_samples, FLAGS.seed, FLAGS.batch_size, bar,
+                                  labels=labels, guidance_scale=FLAGS.guidance_scale)
     bar.close()
     npz, png = sampling.write(FLAGS.out, images, uint8)
     print(f"{len(images)} samples written to {npz} and {png}")

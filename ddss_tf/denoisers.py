@@ -163,6 +163,16 @@ class ConditionalDenoiser:
 
         return self._bound(fn)
 
+    def unbound(self):
+        """A `Denoiser` with this model's schedule and network that refuses to run: what a
+        sampler for several conditions is built on, each call then run under
+        `layer.using_denoiser(self.guided(c, w))`."""
+        def fn(x_t, t):
+            raise ValueError("a sampler of a conditional model runs with its labels bound: "
+                             "layer.using_denoiser(denoiser.guided(labels, guidance_scale))")
+
+        return self._bound(fn)
+
     def _read(self, c):
         return tf.cast(c, self.null_condition.dtype)
 

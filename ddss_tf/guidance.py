@@ -60,12 +60,7 @@ class Guidance:
     def unbound(self):
         """The denoiser a guided search's layer is built on: the model's schedule and network,
         refusing to run outside `bound` (a call there would have no labels)."""
-        def fn(x_t, t):
-            raise ValueError("a guided sampler runs inside Guidance.bound(layer, labels)")
-
-        den = self.denoiser
-        return denoisers.Denoiser(fn, den.schedule, den.prediction, den.clip_x0, den.data_range,
-                                  network=den.network)
+        return self.denoiser.unbound()
 
     def bound(self, layer, labels):
         """Context: the layer's calls inside run on the model guided at `scale` for `labels`

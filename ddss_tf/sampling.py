@@ -35,23 +35,35 @@ MAX_SEED = noise.MAX_SEED
 
 
 class LayerSource:
-    """An in-memory sampler layer with the interface of `export.ExportedSampler`."""
+    """An in-memory sampler layer with the interface of `export.ExportedSampler`.
+
+    conditional: for a conditional model, its `denoisers.ConditionalDenoiser` (the layer is
+    built on its `unbound()`); from_noise then takes labels and a guidance scale."""
 
     max_num_samples = None
 
-    def __init__(self, layer, image_shape=None):
+    def __init__(self, layer, image_shape=None, conditional=None):
         network = getattr(layer.denoiser, "network", None)
         image_shape = image_shape or (models.image_shape(network) if network else None)
         if image_shape is None:
             raise ValueError("cannot tell the model's image shape [H, W, C]")
-        self.layer = layer
+        self.layer, self.conditional = layer, conditional
         self.num_steps = layer.num_steps
         self.image_shape = list(image_shape)
         self.data_range = layer.denoiser.data_range
 
-    def from_noise(self, x_T, noise):
+    def from_noise(self, x_T, noise, labels=None, guidance_scale=None):
         """(float32 images clipped to the data range, uint8 images), as the export computes them."""
-        x0 = ops.clip_to_range(tf.cast(self.layer(x_T, noise), tf.float32), self.data_range)
+        if self.conditional is None and (labels is not None or guidance_scale is not None):
+            raise ValueError(exported.TAKES_NO_CONDITION)
+        if self.conditional is not None and (labels is None or guidance_scale is None):
+            raise ValueError(exported.NEEDS_CONDITION)
+        if self.conditional is None:
+            out = self.layer(x_T, noise)
+        else:
+            with self.layer.using_denoiser(self.conditional.guided(labels, guidance_scale)):
+                out = self.layer(x_T, noise)
+        x0 = ops.clip_to_range(tf.cast(out, tf.float32), self.data_range)
         return x0.numpy(), ops.to_uint8(x0, self.data_range).numpy()
 
 
@@ -84,7 +96,9 @@ def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, pre
     den = denoisers.from_keras_model(net, sched, prediction=prediction,
                                      clip_x0=m.get("clip_x0", False),
                                      data_range=m.get("data_range", (-1.0, 1.0)))
-    return LayerSource(coefficients_lib.load_coefficients(path, den, remat=False))
+    cond = den if isinstance(den, denoisers.ConditionalDenoiser) else None
+    layer = coefficients_lib.load_coefficients(path, cond.unbound() if cond else den, remat=False)
+    return LayerSource(layer, conditional=cond)
 
 
 def from_family(family, model="digits", num_steps=10, schedule="", num_timesteps=1000,
@@ -94,13 +108,19 @@ def from_family(family, model="digits", num_steps=10, schedule="", num_timesteps
     untrained."""
     den, _ = models.load_denoiser(model, schedule, num_timesteps, prediction,
                                   model_preset=model_preset, image_size=image_size, ema=ema)
-    return LayerSource(samplers.create(family, den, num_steps=num_steps, remat=False, **options))
+    cond = den if isinstance(den, denoisers.ConditionalDenoiser) else None
+    layer = samplers.create(family, cond.unbound() if cond else den, num_steps=num_steps,
+                            remat=False, **options)
+    return LayerSource(layer, conditional=cond)
 
 
-def draw(source, num_samples, seed=0, batch_size=256, progress=None):
+def draw(source, num_samples, seed=0, batch_size=256, progress=None, labels=None,
+         guidance_scale=None):
     """(float32 images [N, H, W, C] in the data range, uint8 images) from `source`.
 
-    progress: an optional `progress.Progress` updated with the samples done.
+    progress: an optional `progress.Progress` updated with the samples done. labels,
+    guidance_scale: for a conditional model's sampler; sample i asks for
+    labels[i mod len(labels)].
     """
     _check_int("num_samples", num_samples, 1)
     _check_int("batch_size", batch_size, 1)
@@ -110,11 +130,15 @@ def draw(source, num_samples, seed=0, batch_size=256, progress=None):
     if limit is not None and batch_size > limit:
         raise ValueError(f"batch_size {batch_size} exceeds the export's max_num_samples {limit}; "
                          f"use --batch_size={limit} or less")
+    requested = None if labels is None else np.resize(np.asarray(labels, np.int32), num_samples)
     floats, uint8s = [], []
     for b, start in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - start)
         x_T, z = noise.draw_batch(seed, b, source.num_steps, [n, *source.image_shape])
-        f, u = source.from_noise(x_T, z)
+        condition = {} if requested is None and guidance_scale is None else dict(
+            labels=None if requested is None else requested[start:start + n],
+            guidance_scale=guidance_scale)
+        f, u = source.from_noise(x_T, z, **condition)
         f = np.asarray(f, np.float32)
         if not np.all(np.isfinite(f)):
             raise FloatingPointError(

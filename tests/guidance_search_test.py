@@ -2,7 +2,8 @@
 independent computation on the global batch (a sampler built directly on the guided model,
 per-class losses class by class), on one device and on two mirrored replicas; labels follow
 the data's frequencies; only the sampler's variables change. And `run_search` end to end on a
-conditional Keras file, with the class scores in every record."""
+conditional Keras file: the class scores in every record, the export with its labels and
+guidance scale, and ddss_sample on it."""
 
 import dataclasses
 import json
@@ -11,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddss_tf import data, denoisers, export, noise, schedules
+import testing
+from ddss_tf import data, denoisers, export, noise, pretrained, sampling, schedules
+from ddss_tf import guidance as guidance_lib
 from ddss_tf.metrics import extract, mmd
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, run_search
-from ddss_tf import guidance as guidance_lib
 from ddss_tf.search import trainer as trainer_lib
-from ddss_tf import pretrained
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -84,7 +85,7 @@ def test_a_guided_step_is_the_per_class_kid_of_the_guided_chain(setup, xla):
     assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, layer.trainable_variables))
     for a, w in zip(net_before, cond.network.weights):
         np.testing.assert_array_equal(a, w.numpy())
-    with pytest.raises(ValueError, match=r"runs inside Guidance.bound\(layer, labels\)"):
+    with pytest.raises(ValueError, match=r"runs with its labels bound: layer.using_denoiser"):
         layer(tf.zeros([2, 8, 8, 1]), tf.zeros([3, 2, 8, 8, 1]))
 
 
@@ -136,6 +137,7 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
         assert 0 <= r["heldout_accuracy"] <= 1 and np.isfinite(r["class_fid"])
     assert "class FID | held-out accuracy" in (tmp_path / "run" / "results.md").read_text()
     _check_the_export(results["export"], cond, tmp_path / "run" / "coefficients.json")
+    _check_ddss_sample(results["export"], path, tmp_path)
     with pytest.raises(ValueError, match="give a classifier-free guidance scale"):
         run_search(dataclasses.replace(cfg, guidance_scale=None), str(tmp_path / "none"),
                    log=lambda *a: None)
@@ -180,3 +182,29 @@ def _check_the_export(version_dir, cond, coefficients):
             sig.inputs["x_T"].name: x_T.numpy(), sig.inputs["noise"].name: z.numpy(),
             sig.inputs["labels"].name: labels, sig.inputs["guidance_scale"].name: W})
     np.testing.assert_allclose(out, got, rtol=1e-5, atol=1e-6)
+
+
+def _check_ddss_sample(version_dir, model, tmp_path):
+    """ddss_sample --labels --guidance_scale: the export, its coefficients.json rebuilt on the
+    model and the binary give the same images; a missing or stray condition is one line."""
+    labels, kw = [7, 2], dict(seed=5, batch_size=3)
+    want, _ = sampling.draw(sampling.from_export(version_dir), 5, labels=labels,
+                            guidance_scale=W, **kw)
+    coefficients = str(tmp_path / "run" / "coefficients.json")
+    rebuilt = sampling.from_coefficients(coefficients, model=model, schedule="linear_beta")
+    got, _ = sampling.draw(rebuilt, 5, labels=labels, guidance_scale=W, **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="for a conditional model: give labels and guidance"):
+        sampling.draw(rebuilt, 2)
+    with pytest.raises(ValueError, match="for an unconditional model: it takes no labels"):
+        sampling.draw(sampling.from_family("ddim", num_steps=2), 2, labels=[1],
+                      guidance_scale=1.0)
+    out = str(tmp_path / "guided.npz")
+    proc = testing.run_binary("ddss_sample", f"--sampler={version_dir}", "--labels=7,2",
+                              f"--guidance_scale={W}", "--num_samples=5", "--seed=5",
+                              "--batch_size=3", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(out)["images"], want, rtol=0, atol=1e-6)
+    proc = testing.run_binary("ddss_sample", f"--sampler={version_dir}", f"--out={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: this sampler is for a conditional model: give labels" in proc.stderr

@@ -20,6 +20,12 @@ from ddss_tf.export import saved_model as saved_model_lib
 
 __all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler"]
 
+# What a sampler says when the labels / guidance scale it needs, or refuses, are (not) given.
+NEEDS_CONDITION = ("this sampler is for a conditional model: give labels and guidance_scale "
+                   "(ddss_sample --labels=... --guidance_scale=W)")
+TAKES_NO_CONDITION = ("this sampler is for an unconditional model: it takes no labels or "
+                      "guidance_scale")
+
 
 def resolve_version_dir(path):
     """A SavedModel directory: `path` itself, or its highest integer version subdirectory."""
@@ -73,17 +79,18 @@ class ExportedSampler:
         """The guided signatures' extra inputs, checked ({} for an unconditional sampler)."""
         if self.guidance is None:
             if labels is not None or guidance_scale is not None:
-                raise ValueError("this sampler is for an unconditional model: it takes no labels "
-                                 "or guidance_scale")
+                raise ValueError(TAKES_NO_CONDITION)
             return {}
+        if labels is None or guidance_scale is None:
+            raise ValueError(NEEDS_CONDITION)
         lo, hi = self.guidance["scale_range"]
         c = self.guidance["num_classes"]
-        labels = None if labels is None else np.asarray(labels)
-        if labels is None or labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) \
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) \
                 or labels.min() < 0 or labels.max() >= c:
             raise ValueError(f"labels must be {n} integers in [0, {c - 1}] (one per sample), got "
-                             f"{None if labels is None else labels.tolist()}")
-        if guidance_scale is None or not lo <= float(guidance_scale) <= hi:
+                             f"{labels.tolist()}")
+        if not lo <= float(guidance_scale) <= hi:
             raise ValueError(f"guidance_scale must be in [{lo:g}, {hi:g}] (the range searched), "
                              f"got {guidance_scale}")
         return dict(labels=tf.constant(labels, tf.int32),
