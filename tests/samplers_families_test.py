@@ -28,6 +28,7 @@ CASES = [
     ("ggdm", {}),
     ("ggdm", {"pred": True, "time": True, "stride": "trailing"}),
     ("ggdm", {"pred": True, "init": "dpm_solver_pp_2m"}),
+    ("ggdm", {"pred": True, "init": "unipc", "time": True}),
 ]
 LEARNABLE = [c for c in CASES if c[0] in ("ddim_sigma", "vars", "rddim", "ggdm") or c[1].get("time")]
 
@@ -118,17 +119,19 @@ def test_untrained_learnable_family_reproduces_its_baseline(den, name, init, ext
     np.testing.assert_allclose(layer(x_T, noise).numpy(), baseline, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("solver_name", ["dpm_solver_pp_2m", "unipc"])
 @pytest.mark.parametrize("k", [2, 3, 5, 20])
 @pytest.mark.parametrize("stride", ["quadratic", "logsnr_uniform"])
 @pytest.mark.parametrize("extra", [{}, {"time": True}, {"loop": True}])
-def test_untrained_ggdm_from_the_solver_is_the_solver(den, k, stride, extra):
-    """init=dpm_solver_pp_2m: the solver's steps over states (all earlier states weighed,
-    weights outside the sigmoid's range) give DPM-Solver++(2M), itself checked against a
-    float64 numpy reference of Lu et al.'s Algorithm 2 (samplers_reference_test)."""
+def test_untrained_ggdm_from_the_solver_is_the_solver(den, k, stride, extra, solver_name):
+    """init=dpm_solver_pp_2m / unipc: the solver's steps over states (all earlier states
+    weighed, weights outside the sigmoid's range) give DPM-Solver++(2M) / UniPC, themselves
+    checked against float64 numpy references of their papers' algorithms
+    (samplers_reference_test)."""
     x_T, noise = _inputs(seed=7, num_steps=k, shape=[16, 2, 2, 1])
-    solver = samplers.create("dpm_solver_pp_2m", den, num_steps=k, stride=stride)(x_T).numpy()
+    solver = samplers.create(solver_name, den, num_steps=k, stride=stride)(x_T).numpy()
     layer = samplers.create("ggdm", den, num_steps=k, stride=stride, pred=True,
-                            init="dpm_solver_pp_2m", **extra)
+                            init=solver_name, **extra)
     np.testing.assert_allclose(layer(x_T, noise).numpy(), solver, atol=5e-5, rtol=0)
     if k == 5:  # the solver form leaves the sigmoid's range: the reason for plain reals
         coefs = layer.coefficients()

@@ -40,8 +40,8 @@ x_t and x0_hat coefficients, the weights of earlier states 0), top
 marginal (alpha, sigma) of the schedule at tau_K; +PRED starts at (1 / alpha, sigma /
 alpha) of the schedule, which is what Theorem 1 gives at init.
 
-init="dpm_solver_pp_2m" (beyond the paper; +PRED only): DPM-Solver++(2M) on the layer's
-initial times, written over states (`solver_form`). Its step weighs the previous data
+init="dpm_solver_pp_2m" or "unipc" (beyond the paper; +PRED only): DPM-Solver++(2M) or
+UniPC on the layer's initial times, written over states (`solver_form`, `unipc_form`). Its step weighs the previous data
 prediction, which is a combination of earlier states, so every weight of earlier states
 is used, and they leave the sigmoid's range (x0 weights above 1, negative Markov
 weights): with this init mu_x0 and the Markov weights are plain reals too (`free`). The
@@ -55,10 +55,11 @@ import tensorflow as tf
 from ddss_tf.samplers import constraints
 from ddss_tf.samplers import dpm_solver
 from ddss_tf.samplers import learnable
+from ddss_tf.samplers import unipc
 
-__all__ = ["GGDM", "theorem1", "skip_indices", "solver_form"]
+__all__ = ["GGDM", "theorem1", "skip_indices", "solver_form", "unipc_form"]
 
-SOLVER_INITS = ("dpm_solver_pp_2m",)
+SOLVER_INITS = ("dpm_solver_pp_2m", "unipc")
 
 
 def skip_indices(num_steps):
@@ -120,6 +121,33 @@ def solver_form(coef_xt, coef_x0, coef_x0_prev):
     return mu_x0, mu
 
 
+def unipc_form(c):
+    """UniPC's steps (`unipc.coefficients` c, [K] each) written as GGDM steps over states,
+    float64 numpy. The states are the predictor's outputs s_i, where the network is called;
+    the corrected state c_i = cs_i . s + cm_i m_i (over states, plus the current data
+    prediction) is carried in closed form, and earlier predictions are read back from the
+    steps that used them, as in `solver_form`:
+        s_{i+1} = pred_xt_i c_i + pred_x0_i m_i + pred_x0_prev_i m_{i-1},
+        c_{i+1} = pred_xt_i c_i + corr_x0_i m_i + corr_x0_prev_i m_{i-1} + corr_x0_next_i m_{i+1}.
+    The output is the last state's data prediction (UniPC does not correct there).
+    Returns (mu_x0 [K] with mu_x0[0] = 0, mu [K, K])."""
+    c = {n: np.asarray(v, np.float64) for n, v in c.items()}
+    k = c["pred_xt"].shape[0]
+    mu_x0, mu = np.zeros([k]), np.zeros([k, k])
+    cs, cm = np.eye(k)[0], 0.0              # c_0 = s_0 (x_T)
+    prev = np.zeros([k])                    # m_{i-1} over states; m_{-1} = 0
+    for i in range(k - 1):
+        mu_x0[i + 1] = c["pred_xt"][i] * cm + c["pred_x0"][i]
+        mu[i + 1] = c["pred_xt"][i] * cs + c["pred_x0_prev"][i] * prev
+        now = -mu[i + 1]                    # m_i = (s_{i+1} - row . s) / mu_x0[i+1]
+        now[i + 1] += 1.0
+        now /= mu_x0[i + 1]
+        cs = (c["pred_xt"][i] * (cs + cm * now) + c["corr_x0"][i] * now
+              + c["corr_x0_prev"][i] * prev)
+        cm, prev = c["corr_x0_next"][i], now
+    return mu_x0, mu
+
+
 class GGDM(learnable.LearnableSampler):
     """Generalised Gaussian diffusion sampler, optionally with +PRED."""
 
@@ -149,8 +177,12 @@ class GGDM(learnable.LearnableSampler):
         alpha, sigma = np.asarray(marg.alpha), np.asarray(marg.sigma)
         inv = constraints.unit_interval_inverse
         if self.free:
-            solver = dpm_solver.coefficients(marg)
-            mu_x0, mu = solver_form(*(solver[n] for n in ("coef_xt", "coef_x0", "coef_x0_prev")))
+            if self.init == "unipc":
+                mu_x0, mu = unipc_form(unipc.coefficients(marg))
+            else:
+                solver = dpm_solver.coefficients(marg)
+                mu_x0, mu = solver_form(*(solver[n]
+                                          for n in ("coef_xt", "coef_x0", "coef_x0_prev")))
             mu_x0[0] = alpha[0]
             markov = np.diagonal(mu, -1)
             skip = np.array([mu[i, l] for i, l in skip_indices(k)])
