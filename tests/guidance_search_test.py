@@ -18,6 +18,7 @@ from ddss_tf import guidance as guidance_lib
 from ddss_tf.metrics import extract, mmd
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search import strategies
 from ddss_tf.search import trainer as trainer_lib
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -92,7 +93,10 @@ def test_a_guided_step_is_the_per_class_kid_of_the_guided_chain(setup, xla):
 def test_two_mirrored_replicas_equal_the_global_batch(setup):
     cond, ext, real, real_labels = setup
     cfg = _cfg(batch_size=8)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # The process's one MirroredStrategy (strategies.make): a second one issuing collectives
+    # can be handed clashing collective instance keys, failing a later test's.
+    strategy = strategies.make("mirrored")
+    assert strategy.num_replicas_in_sync == 2  # tests/conftest.py's two logical CPUs
     g = guidance_lib.Guidance(cond, W, real_labels, 10)
     with strategy.scope():
         layer = cfg.build_sampler(g.unbound())
