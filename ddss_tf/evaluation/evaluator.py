@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from ddss_tf import data, files, guidance as guidance_lib, metrics, models, pretrained, samplers
+from ddss_tf import (data, denoisers, files, guidance as guidance_lib, metrics, models,
+                     pretrained, samplers)
 from ddss_tf.evaluation import draws, records, scoring
 
 __all__ = ["Evaluator", "BASELINES", "read_cache"]
@@ -50,12 +51,13 @@ class Evaluator:
         self.log = log
         self.denoiser, self.net = models.load_denoiser(**models.options(cfg))
         scale = getattr(cfg, "guidance_scale", None)
-        if hasattr(self.denoiser, "guided") and scale is None:
+        conditional = isinstance(self.denoiser, denoisers.ConditionalDenoiser)
+        if conditional and scale is None:
             raise ValueError(f"model {cfg.model!r} is {models.describe(self.denoiser)}: give a "
                              "classifier-free guidance scale (ddss_search --guidance_scale=W; 0: "
                              "the plain conditional model; ddss_benchmark takes unconditional "
                              "models only for now)")
-        if scale is not None and not hasattr(self.denoiser, "guided"):
+        if scale is not None and not conditional:
             raise ValueError(f"guidance_scale applies to conditional models; model {cfg.model!r} "
                              f"is {models.describe(self.denoiser)}")
         T = self.denoiser.schedule.num_timesteps
