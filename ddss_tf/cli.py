@@ -207,8 +207,9 @@ def define_model_flags(flag_values=None):
     fv, d, module = _flag_values(flag_values), models.DEFAULTS, _binary_module()
     names = "|".join(schedules.names())
     flags.DEFINE_string(
-        "model", d["model"], "'digits' (the bundled DDPM), a ddss_train_model directory, a Keras "
-        "file (.keras / .h5), a SavedModel directory: model([x_t [B,H,W,C], t [B]]) -> "
+        "model", d["model"], "'digits' (the bundled DDPM), 'digits_cond' (the bundled "
+        "class-conditional one), a ddss_train_model directory, a Keras file (.keras / .h5), a "
+        "SavedModel directory: model([x_t [B,H,W,C], t [B]]) -> "
         "eps | x | v (README: the model contract), or a TF1 checkpoint of Ho et al.'s "
         "diffusion_tf UNet (prefix .../model.ckpt-N or its directory; with --image_size or "
         "--model_preset).", flag_values=fv, module_name=module)

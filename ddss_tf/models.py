@@ -8,6 +8,8 @@
 `model` is one of
 
   "digits"                    the bundled DDPM (8x8x1; carries its schedule; predicts eps)
+  "digits_cond"               the bundled class-conditional DDPM (as "digits", conditioned on
+                              the digit 0..9; label 10 is the null label of guidance)
   a ddss_train_model dir      config.json + model.weights.h5 (carries its schedule; eps)
   a Keras file .keras / .h5   model([x_t, t]) -> prediction, a functional model
   a SavedModel directory      serving_default (x_t, t) -> prediction (nets.saved_model_net)
@@ -52,11 +54,11 @@ OPTIONS = ("model", "schedule", "num_timesteps", "prediction", "model_preset", "
            "ema")
 DEFAULTS = dict(model="digits", schedule="", num_timesteps=1000, prediction="eps",
                 model_preset="", image_size=0, ema=True)
-ACCEPTED = ("digits (the bundled DDPM), a ddss_train_model directory, a Keras model file "
+ACCEPTED = ("digits or digits_cond (the bundled DDPMs), a ddss_train_model directory, a Keras model file "
             "(.keras / .h5), a SavedModel directory (serving_default (x_t, t) -> eps | x | v) "
             "or a TF1 checkpoint of Ho et al.'s diffusion_tf UNet (prefix or directory)")
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-_KINDS = dict(digits="the bundled digits DDPM", model_dir="a ddss_train_model directory",
+_KINDS = dict(digits="a bundled digits DDPM", model_dir="a ddss_train_model directory",
               keras="a Keras model file", saved_model="a SavedModel",
               tf1_checkpoint="a TF1 checkpoint")
 
@@ -67,9 +69,9 @@ def options(cfg):
 
 
 def kind(model):
-    """"digits", "model_dir", "keras", "saved_model" or "tf1_checkpoint"; ValueError naming
-    what is accepted."""
-    if model == "digits":
+    """"digits" (a bundled model: digits, digits_cond), "model_dir", "keras", "saved_model" or
+    "tf1_checkpoint"; ValueError naming what is accepted."""
+    if model in pretrained.BUNDLED_DDPMS:
         return "digits"
     model = str(model)
     if os.path.isdir(model):
@@ -252,7 +254,8 @@ def load(model="digits", schedule="", num_timesteps=1000, prediction="eps", mode
                              "checkpoints only")
         if prediction != own:
             raise ValueError(f"model {model!r} predicts {own}, not {prediction}")
-        return pretrained.digits_ddpm() if which == "digits" else pretrained.load_ddpm(model)
+        return pretrained.load_ddpm(pretrained.asset_dir(pretrained.BUNDLED_DDPMS[model])
+                                    if which == "digits" else model)
     if which == "tf1_checkpoint":
         if model_preset:
             image_size, schedule = _preset(model, model_preset, schedule, image_size, prediction)

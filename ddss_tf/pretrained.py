@@ -25,9 +25,12 @@ from ddss_tf.nets import unet
 
 __all__ = [
     "asset_dir", "load_config", "load_ddpm", "load_classifier",
-    "digits_ddpm", "digits_classifier", "digits_features",
+    "BUNDLED_DDPMS", "digits_ddpm", "digits_cond_ddpm", "digits_classifier", "digits_features",
     "digits_heldout_classifier", "digits_heldout_features",
 ]
+
+# --model names of the bundled diffusion models -> their asset directories.
+BUNDLED_DDPMS = {"digits": "digits_ddpm", "digits_cond": "digits_cond_ddpm"}
 
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 
@@ -87,6 +90,12 @@ def load_classifier(path):
 def digits_ddpm():
     """The bundled digits eps-model and its schedule (linear betas, T = 1000)."""
     return load_ddpm(asset_dir("digits_ddpm"))
+
+
+def digits_cond_ddpm():
+    """The bundled class-conditional digits eps-model [x_t, t, c] -> eps (labels 0..9, label 10
+    the null label of classifier-free guidance) and its schedule (linear betas, T = 1000)."""
+    return load_ddpm(asset_dir("digits_cond_ddpm"))
 
 
 def digits_classifier():
