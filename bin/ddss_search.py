@@ -50,10 +50,21 @@ flags.DEFINE_integer("ld3_pairs", _D.ld3_pairs, "--objective=ld3: the (x_T, teac
 flags.DEFINE_float("ld3_radius", _D.ld3_radius, "--objective=ld3: the soft teacher's ball "
                    "around x_T, relative to |x_T| ~ sqrt(H W C); 0: the plain teacher.",
                    lower_bound=0)
-flags.DEFINE_float("guidance_scale", None, "A class-conditional model (a third input c of "
-                   "labels): the classifier-free guidance scale w the sampler is searched for "
-                   "(0: the plain conditional model); unconditional models take none.",
-                   lower_bound=0)
+def _nonnegative(text):
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
+flags.DEFINE_list("guidance_scale", None, "A class-conditional model (a third input c of "
+                  "labels): the classifier-free guidance scale w the sampler is searched for "
+                  "(0: the plain conditional model); unconditional models take none. A list "
+                  "(e.g. 0,1,3): one sampler across the scales, its coefficients learned at each "
+                  "and interpolated between them (served at any w in the range).")
+flags.register_validator(
+    "guidance_scale", lambda v: v is None or all(_nonnegative(s) for s in v),
+    "--guidance_scale takes numbers >= 0, e.g. 3 or 0,1,3")
 flags.DEFINE_enum("kernel", _D.kernel, list(mmd.kernel_names()), "KID kernel of the loss.")
 flags.DEFINE_string("features", _D.features, "Feature network of the loss: digits, pixels, or a "
                     "path to an Inception file.")
@@ -113,6 +124,9 @@ flags.DEFINE_integer("reference_steps", _D.reference_steps, "Steps of the DDPM r
 def _config():
     names = [f.name for f in dataclasses.fields(SearchConfig)]
     values = {n: getattr(FLAGS, n) for n in names if n in FLAGS and getattr(FLAGS, n) is not None}
+    if FLAGS.guidance_scale is not None:  # one scale, or the anchors of a sampler across scales
+        scales = [float(s) for s in FLAGS.guidance_scale]
+        values["guidance_scale"] = scales[0] if len(scales) == 1 else scales
     values.update(**cli.model_options(), **cli.data_options())
     return SearchConfig(**values)
 

@@ -56,6 +56,11 @@ class Denoiser:
         stateless calls); None for a plain function.
     """
 
+    # The classifier-free guidance scale this denoiser applies (a number or a scalar tensor), set
+    # by ConditionalDenoiser.guided; None for a model without guidance. A sampler whose
+    # coefficients depend on the scale (samplers.base, guidance_scales) reads it here.
+    guidance_scale = None
+
     def __init__(self, fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0),
                  network=None):
         if prediction not in _PREDICTIONS:
@@ -148,7 +153,7 @@ class ConditionalDenoiser:
             if guidance_scale < 0:
                 raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
             if guidance_scale == 0:
-                return self._bound(lambda x_t, t: self.fn(x_t, t, self._read(c)))
+                return self._bound(lambda x_t, t: self.fn(x_t, t, self._read(c)), 0.0)
 
         def fn(x_t, t):
             labels = self._read(c)
@@ -161,7 +166,7 @@ class ConditionalDenoiser:
             w = tf.cast(guidance_scale, cond.dtype)
             return cond + w * (cond - uncond)
 
-        return self._bound(fn)
+        return self._bound(fn, guidance_scale)
 
     def unbound(self):
         """A `Denoiser` with this model's schedule and network that refuses to run: what a
@@ -176,9 +181,11 @@ class ConditionalDenoiser:
     def _read(self, c):
         return tf.cast(c, self.null_condition.dtype)
 
-    def _bound(self, fn):
-        return Denoiser(fn, self.schedule, self.prediction, self.clip_x0, self.data_range,
-                        network=self.network)
+    def _bound(self, fn, guidance_scale=None):
+        denoiser = Denoiser(fn, self.schedule, self.prediction, self.clip_x0, self.data_range,
+                            network=self.network)
+        denoiser.guidance_scale = guidance_scale
+        return denoiser
 
 
 def from_fn(fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):

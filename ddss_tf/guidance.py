@@ -9,6 +9,12 @@ What changes against an unconditional search, step by step (search.trainer):
 
 so the sampler learns the guided model's chain at the scale it will be served at, and cannot
 trade one class's quality for another's (`metrics.conditional.per_class_kid_loss`).
+
+Across scales (beyond the paper): a layer built with guidance_scales=(w_1, ..., w_n) keeps
+one copy of its coefficients per anchor scale and runs at the scale of the denoiser it is
+given, interpolated between anchors (samplers.base). Its search draws each step's scale
+uniformly from [w_1, w_n] (`step_scale`), so one sampler learns the whole range and serves
+any scale in it; the export accepts exactly that range (`scale_range`).
 """
 
 import numpy as np
@@ -62,10 +68,25 @@ class Guidance:
         refusing to run outside `bound` (a call there would have no labels)."""
         return self.denoiser.unbound()
 
-    def bound(self, layer, labels):
-        """Context: the layer's calls inside run on the model guided at `scale` for `labels`
-        (as many as the batch)."""
-        return layer.using_denoiser(self.denoiser.guided(labels, self.scale))
+    def bound(self, layer, labels, scale=None):
+        """Context: the layer's calls inside run on the model guided for `labels` (as many as
+        the batch) at `scale` (default: this search's scale)."""
+        return layer.using_denoiser(self.denoiser.guided(labels,
+                                                         self.scale if scale is None else scale))
+
+    def step_scale(self, layer, key):
+        """The guidance scale of one search step: this search's scale, or for a layer with
+        guidance_scales one drawn uniformly from its anchors' range with a stateless key."""
+        anchors = getattr(layer, "guidance_scales", None)
+        if anchors is None:
+            return self.scale
+        return tf.random.stateless_uniform([], key, anchors[0], anchors[-1])
+
+    def scale_range(self, layer):
+        """(low, high): the guidance scales `layer` serves, its anchors' range or this
+        search's scale alone."""
+        anchors = getattr(layer, "guidance_scales", None)
+        return (anchors[0], anchors[-1]) if anchors is not None else (self.scale, self.scale)
 
     def reference(self, real_features, kernel):
         """(features, labels) the loss compares with: with the linear kernel each class's real

@@ -24,7 +24,7 @@ instead (`step_noise`), so its steps never draw an evaluation's noise.
 
 import tensorflow as tf
 
-__all__ = ["draw", "draw_batch", "batch_seed", "seed_pair", "step_noise", "EVAL_SEED",
+__all__ = ["draw", "draw_batch", "batch_seed", "seed_pair", "step_key", "step_noise", "EVAL_SEED",
            "VALIDATION_SEED", "MAX_SEED"]
 
 MAX_SEED = 2 ** 63 - 1
@@ -81,6 +81,12 @@ def seed_pair(seed):
     return [hi, lo - 2 ** 32 if lo >= 2 ** 31 else lo]
 
 
+def step_key(seed, step):
+    """The stateless key of one search step, (seed, step): what draws shared by every replica
+    are keyed on (each replica's own draws fold in its id, `step_noise`)."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+
+
 def step_noise(seed, step, replica, num_steps, shape):
     """(x_T, noise, key) of one replica at one step of a search, stateless.
 
@@ -88,8 +94,8 @@ def step_noise(seed, step, replica, num_steps, shape):
     resumed run continues the same sequence; `key` seeds the step's other draws (a batch
     of real features).
     """
-    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-    key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64))
+    key = tf.random.experimental.stateless_fold_in(step_key(seed, step),
+                                                   tf.cast(replica, tf.int64))
     k_x, k_z, k_other = tf.unstack(tf.random.experimental.stateless_split(key, 3))
     x_T = tf.random.stateless_normal(shape, k_x)
     noise = tf.random.stateless_normal([num_steps] + list(shape), k_z)

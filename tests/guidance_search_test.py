@@ -3,7 +3,8 @@ independent computation on the global batch (a sampler built directly on the gui
 per-class losses class by class), on one device and on two mirrored replicas; labels follow
 the data's frequencies; only the sampler's variables change. And `run_search` end to end on a
 conditional Keras file: the class scores in every record, the export with its labels and
-guidance scale, and ddss_sample on it."""
+guidance scale, and ddss_sample on it; and a search across guidance scales, scored at each
+anchor, its export serving every scale in their range."""
 
 import dataclasses
 import json
@@ -212,3 +213,39 @@ def _check_ddss_sample(version_dir, model, tmp_path):
     proc = testing.run_binary("ddss_sample", f"--sampler={version_dir}", f"--out={out}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: this sampler is for a conditional model: give labels" in proc.stderr
+
+
+def test_a_search_across_scales_end_to_end(setup, tmp_path):
+    conditional = setup[0]
+    path = str(tmp_path / "cond.keras")
+    conditional.network.save(path)
+    cfg = SearchConfig(model=path, schedule="linear_beta", guidance_scale=[0.0, 2.0],
+                       num_steps=2, batch_size=8, train_steps=2, xla=False, checkpoint_every=1,
+                       eval_every=2, eval_samples=40, final_samples=40, reference_steps=10)
+    results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
+    across = results["across_scales"]
+    assert [a["guidance_scale"] for a in across] == [0.0, 2.0]
+    for entry in across:
+        learned = [r for r in entry["records"] if r["role"] == "learned"]
+        assert len(learned) == 1 and "class_fid" in learned[0]
+        assert len(entry["records"]) > 1
+    # The main records are at the largest anchor, the same samples as its entry here.
+    main = [r for r in results["records"] if r["role"] == "learned"][0]
+    assert main["fid"] == pytest.approx(
+        [r for r in across[1]["records"] if r["role"] == "learned"][0]["fid"])
+    text = (tmp_path / "run" / "results.md").read_text()
+    assert "### w = 0" in text and "### w = 2" in text
+    doc = json.loads((tmp_path / "run" / "coefficients.json").read_text())
+    assert doc["guidance"]["scale_range"] == [0.0, 2.0]
+    sampler = export.load_sampler(results["export"])
+    labels = np.array([3, 1, 4], np.int32)
+    x_T, z = noise.draw(11, 2, [3, 8, 8, 1])
+    rebuilt = export.load_coefficients(str(tmp_path / "run" / "coefficients.json"),
+                                       conditional.unbound(), remat=False)
+    for w in (0.0, 0.7, 2.0):  # between anchors too: the interpolated coefficients
+        got, _ = sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=w)
+        with rebuilt.using_denoiser(conditional.guided(labels, tf.constant(w))):
+            want = np.clip(rebuilt(x_T, z).numpy(), -1, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"guidance_scale must be in \[0, 2\]"):
+        sampler.sample(3, seed=1, labels=labels, guidance_scale=2.5)

@@ -1,6 +1,7 @@
 """The Evaluator: what a config names (model, real data, feature networks), resolved once,
 and the comparisons every evaluation makes (training-free baselines, the many-step reference)."""
 
+import copy
 import hashlib
 import json
 import os
@@ -51,12 +52,13 @@ class Evaluator:
         self.log = log
         self.denoiser, self.net = models.load_denoiser(**models.options(cfg))
         scale = getattr(cfg, "guidance_scale", None)
+        if isinstance(scale, (list, tuple)):  # a sampler across scales: evaluated at the largest
+            scale = max(scale)
         conditional = isinstance(self.denoiser, denoisers.ConditionalDenoiser)
         if conditional and scale is None:
             raise ValueError(f"model {cfg.model!r} is {models.describe(self.denoiser)}: give a "
-                             "classifier-free guidance scale (ddss_search --guidance_scale=W; 0: "
-                             "the plain conditional model; ddss_benchmark takes unconditional "
-                             "models only for now)")
+                             "classifier-free guidance scale (ddss_search / ddss_benchmark "
+                             "--guidance_scale=W; 0: the plain conditional model)")
         if scale is not None and not conditional:
             raise ValueError(f"guidance_scale applies to conditional models; model {cfg.model!r} "
                              f"is {models.describe(self.denoiser)}")
@@ -102,6 +104,17 @@ class Evaluator:
             scorer=scoring.SCORER_VERSION)
         if self.guidance is not None:  # (unconditional keys stay as they were: caches hold them)
             self.inputs_fingerprint["guidance_scale"] = self.guidance.scale
+
+    def at_guidance_scale(self, scale):
+        """This evaluator (the same model, data and feature networks) with every sampler run
+        guided at `scale` (a conditional model's only)."""
+        if self.guidance is None:
+            raise ValueError("at_guidance_scale applies to a conditional model's evaluator")
+        other = copy.copy(self)
+        other.guidance = guidance_lib.Guidance(self.denoiser, scale, self.real_labels,
+                                               self.guidance.num_classes)
+        other.inputs_fingerprint = dict(self.inputs_fingerprint, guidance_scale=other.guidance.scale)
+        return other
 
     @property
     def sampling_denoiser(self):
@@ -182,8 +195,8 @@ class Evaluator:
         the quality a fast sampler aims for, cached per model.
 
         Computed once per model, sample count and feature networks (about 7 minutes for 2,000
-        digits on 2 CPU cores) and reused by every search. The bundled digits DDPM ships its
-        entries in assets/digits_ddpm/reference/ (2,000 samples, as ddss_search uses, made by
+        digits on 2 CPU cores) and reused by every search. The bundled digits DDPMs ship their
+        entries in assets/<model>/reference/ (2,000 samples, as ddss_search uses, made by
         tools/bundled_model_report.py; 10,000, as ddss_benchmark uses, from its cache); any
         other model, count or feature network is computed here.
         With return_images, returns (scores, images), images None when the scores were cached.
@@ -191,7 +204,9 @@ class Evaluator:
         steps = self.reference_steps if steps is None else steps
         name, key = self.reference_file(steps, num_samples)
         cache_dir = cache_dir or metrics.reference.default_cache_dir()
-        for directory in (cache_dir, os.path.join(pretrained.asset_dir("digits_ddpm"), "reference")):
+        shipped = [os.path.join(pretrained.asset_dir(name), "reference")
+                   for name in pretrained.BUNDLED_DDPMS.values()]
+        for directory in [cache_dir] + shipped:
             scores = read_cache(os.path.join(directory, name), self.log)
             if scores is not None:
                 return (scores, None) if return_images else scores

@@ -33,7 +33,8 @@ _TYPES = dict(family=str, num_steps=int, query_times=list, coefficients=dict, va
 def coefficients_document(layer, model_fingerprint, image_shape=None, guidance=None):
     """The coefficients.json content of a sampler layer, as a dict (see the schema doc); for a
     sampler searched on a conditional model with `guidance` (ddss_tf.guidance.Guidance), its
-    classes, null label and the guidance scales searched ("guidance")."""
+    classes, null label and the guidance scales the sampler serves ("guidance": the scale
+    searched, or the anchors' range of a sampler across scales)."""
     den = layer.denoiser
     network = getattr(den, "network", None)
     if image_shape is None and network is not None:
@@ -64,7 +65,7 @@ def coefficients_document(layer, model_fingerprint, image_shape=None, guidance=N
     if guidance is not None:
         doc["guidance"] = {"num_classes": guidance.num_classes,
                            "null_label": int(guidance.denoiser.null_condition),
-                           "scale_range": [guidance.scale, guidance.scale]}
+                           "scale_range": [float(w) for w in guidance.scale_range(layer)]}
     return doc
 
 

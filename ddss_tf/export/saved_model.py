@@ -80,7 +80,8 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
       model_fingerprint: default `model_fingerprint(network)`.
       guidance: the ddss_tf.guidance.Guidance a conditional model's sampler was searched with
         (the layer is built on its `unbound()` denoiser); the export takes labels and a
-        guidance scale in [guidance.scale, guidance.scale], the range searched.
+        guidance scale in `guidance.scale_range(layer)`: the scale searched, or the anchors'
+        range of a layer with guidance_scales (whose coefficients follow the scale given).
     Returns:
       The new version directory. It appears complete or not at all (written to a
       temporary sibling and renamed).
@@ -134,7 +135,8 @@ def _build_module(layer, image_shape, max_num_samples, guidance=None):
     def chain(x_T, noise, n, *condition):
         if guidance is None:
             return layer(x_T, noise)
-        labels, scale = _check_condition(*condition, n, guidance)
+        labels, scale = _check_condition(*condition, n, guidance.num_classes,
+                                         guidance.scale_range(layer))
         with layer.using_denoiser(guidance.denoiser.guided(labels, scale)):
             return layer(x_T, noise)
 
@@ -187,9 +189,9 @@ def _build_module(layer, image_shape, max_num_samples, guidance=None):
     return module, concrete
 
 
-def _check_condition(labels, scale, n, guidance):
+def _check_condition(labels, scale, n, c, scale_range):
     """(labels, scale) after asserting N labels in [0, C) and a scale in the range searched."""
-    c, lo, hi = guidance.num_classes, guidance.scale, guidance.scale
+    lo, hi = scale_range
     checks = [
         tf.debugging.assert_equal(tf.size(labels), n, message="labels must hold one label per "
                                   "sample (N of num_samples / of x_T)"),

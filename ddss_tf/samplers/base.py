@@ -35,6 +35,15 @@ what it needs from earlier states (GGDM). The multistep solvers stay unrolled, a
 does the chain over a SavedModel network (its graph reads variables of its own, which a
 loop's gradient cannot capture).
 
+Coefficients that depend on the guidance scale (guidance_scales=(w_1, ..., w_n), n >= 2,
+increasing): the layer keeps one copy of its variables per anchor scale w_j (trainable,
+`<name>_at_scales` [n, ...]) and reads its family's variables (then not trainable) as the
+piecewise-linear interpolation in w between the two anchors around the scale of the
+denoiser it runs on (`Denoiser.guidance_scale`, clipped to [w_1, w_n]), through a
+`keras.StatelessScope`: one sampler for every scale in the range, searched over it
+(ddss_tf.guidance). On a denoiser without a scale the family's variables are read as
+stored: the values `set_guidance_scale` put there (initially every anchor's common start).
+
 Frozen network: the denoiser's Keras network (if any) is not tracked by the
 layer, and its weights are read once per call as stop-gradient tensors and fed
 to the network through `keras.StatelessScope`, so no network variable is ever
@@ -75,6 +84,8 @@ class Sampler(keras.layers.Layer):
       time: learn the query times (+TIME).
       remat: wrap every network call in tf.recompute_grad.
       loop: run the chain as a tf.while_loop (families with `loopable`; see module doc).
+      guidance_scales: None, or n >= 2 increasing anchor scales: coefficients that depend on
+        the denoiser's guidance scale (see module doc; families with variables only).
       **kwargs: Keras layer arguments (name, dtype, trainable).
     """
 
@@ -83,7 +94,7 @@ class Sampler(keras.layers.Layer):
     loopable = True  # whether the chain can run as a tf.while_loop (a tensor step index)
 
     def __init__(self, denoiser, num_steps=10, stride=None, time=False, remat=True, loop=False,
-                 **kwargs):
+                 guidance_scales=None, **kwargs):
         super().__init__(**kwargs)
         if hasattr(denoiser, "guided"):
             raise ValueError("the denoiser is conditional: bind the labels and the guidance "
@@ -104,6 +115,7 @@ class Sampler(keras.layers.Layer):
         if self.loop and not self.loopable:
             raise ValueError(f"loop=True does not apply to the {self.family} family (its steps read "
                              "earlier predictions by a Python index); use loop=False")
+        self.guidance_scales = _check_scales(guidance_scales)
         self._fixed = None
         self._network_fns = {}    # jit_compile -> the network as one tf.function
         self._jit_network = False
@@ -117,6 +129,8 @@ class Sampler(keras.layers.Layer):
                 self.time_logits = self.add_logits("time_logits", times_lib.learned_times_inverse(
                     self.initial_times, self.schedule.num_timesteps))
             self._build_family()
+            if self.guidance_scales is not None:
+                self._build_anchors()
             if not self.weights:
                 marg = times_lib.marginals(self.schedule, self.initial_times, tf.float64)
                 coefs = dict(self._coefficients_from_marginals(marg), query_times=self.initial_times)
@@ -126,9 +140,47 @@ class Sampler(keras.layers.Layer):
         """Create the family's variables (none for training-free families)."""
 
     def add_logits(self, name, value):
-        """A trainable float32 variable initialised to `value` (float64 numpy)."""
+        """A trainable float32 variable initialised to `value` (float64 numpy); with
+        guidance_scales, a variable read at the denoiser's scale (not trained itself)."""
         value = np.asarray(value, np.float64)
-        return self.add_weight(name=name, shape=value.shape, initializer=_constant(value))
+        return self.add_weight(name=name, shape=value.shape, initializer=_constant(value),
+                               trainable=self.guidance_scales is None)
+
+    def _build_anchors(self):
+        """One trainable copy [n, ...] of every variable per anchor scale, all at its start."""
+        if not self.weights:
+            raise ValueError(f"guidance_scales: the {self.family} family has no coefficients to "
+                             "learn (a training-free sampler is the same at every scale)")
+        self._interpolated = list(self.weights)
+        n = len(self.guidance_scales)
+        self.anchors = [self.add_weight(name=f"{v.name}_at_scales", shape=(n,) + tuple(v.shape),
+                                        initializer=_constant(np.stack([v.numpy()] * n)))
+                        for v in self._interpolated]
+
+    def scale_weights(self, guidance_scale):
+        """[n] weights of the anchors at `guidance_scale` (clipped to the anchors' range): at
+        most two non-zero, summing to 1, linear in the scale between neighbouring anchors."""
+        anchors = tf.constant(self.guidance_scales, tf.float32)
+        w = tf.clip_by_value(tf.cast(guidance_scale, tf.float32), anchors[0], anchors[-1])
+        n = len(self.guidance_scales)
+        i = tf.clip_by_value(tf.searchsorted(anchors, w[None], side="right")[0] - 1, 0, n - 2)
+        frac = (w - anchors[i]) / (anchors[i + 1] - anchors[i])
+        return (1 - frac) * tf.one_hot(i, n) + frac * tf.one_hot(i + 1, n)
+
+    def _values_at(self, guidance_scale):
+        """[(family variable, its value at the scale)] for a keras.StatelessScope."""
+        weights = self.scale_weights(guidance_scale)
+        return [(v, tf.tensordot(weights, tf.convert_to_tensor(a), 1))
+                for v, a in zip(self._interpolated, self.anchors)]
+
+    def set_guidance_scale(self, guidance_scale):
+        """Store the coefficients at `guidance_scale` in the family's variables: what
+        `coefficients()` and a call on a denoiser without a scale read (guidance_scales only)."""
+        if self.guidance_scales is None:
+            raise ValueError("set_guidance_scale applies to a sampler built with guidance_scales")
+        with tf.init_scope():
+            for v, value in self._values_at(guidance_scale):
+                v.assign(value)
 
     # ---- public queries ----
     @property
@@ -193,6 +245,13 @@ class Sampler(keras.layers.Layer):
         """
         if self._fixed is not None:
             return {k: tf.constant(v, self.compute_dtype) for k, v in self._fixed.items()}
+        scale = getattr(self._denoiser, "guidance_scale", None)
+        if self.guidance_scales is not None and scale is not None:
+            with keras.StatelessScope(state_mapping=self._values_at(scale)):
+                return self._learned_coefficient_tensors()
+        return self._learned_coefficient_tensors()
+
+    def _learned_coefficient_tensors(self):
         if self.time:
             t = times_lib.learned_times(self.time_logits, self.schedule.num_timesteps)
             t = tf.cast(t, self.compute_dtype)
@@ -372,6 +431,8 @@ class Sampler(keras.layers.Layer):
         config = super().get_config()
         config.update(family=self.family, num_steps=self.num_steps, stride=self.stride,
                       time=self.time, remat=self.remat, loop=self.loop)
+        if self.guidance_scales is not None:
+            config["guidance_scales"] = list(self.guidance_scales)
         config.update(self._family_config())
         return config
 
@@ -390,6 +451,20 @@ class Sampler(keras.layers.Layer):
         if family != cls.family:
             raise ValueError(f"config is for family {family!r}, not {cls.family!r}")
         return cls(denoiser, **config)
+
+
+def _check_scales(scales):
+    """None, or a tuple of >= 2 increasing finite floats >= 0; ValueError otherwise."""
+    if scales is None:
+        return None
+    try:
+        scales = tuple(float(w) for w in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_scales must be a list of numbers, got {scales!r}") from None
+    if len(scales) < 2 or not all(0 <= a < b < float("inf") for a, b in zip(scales, scales[1:])):
+        raise ValueError(f"guidance_scales must hold 2 or more increasing scales >= 0 (the "
+                         f"anchors of coefficients that depend on the scale), got {list(scales)}")
+    return scales
 
 
 def _check_bool(name, value):

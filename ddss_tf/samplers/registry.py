@@ -14,6 +14,8 @@ Options that do not apply to a family raise ValueError rather than being ignored
             "logsnr_uniform" for "dpm_solver_pp_2m" and "unipc")
   loop      every family but the multistep solvers ("dpm_solver_pp_2m", "unipc"): run the
             chain as a tf.while_loop (XLA compiles the network once whatever K)
+  guidance_scales  families with variables (learnable, or time=True): coefficients that
+            depend on the guidance scale, interpolated between these anchors (samplers.base)
 """
 
 from ddss_tf.samplers import ddim
@@ -91,7 +93,8 @@ def _known(name):
 
 
 def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=False,
-           init=None, variance=None, remat=True, loop=False, **layer_kwargs):
+           init=None, variance=None, remat=True, loop=False, guidance_scales=None,
+           **layer_kwargs):
     """Build a K-step sampler layer of family `name` over a canonical denoiser.
 
     Args:
@@ -103,6 +106,8 @@ def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=
       time: learn the query times (+TIME).
       remat: wrap every network call in tf.recompute_grad (memory flat in K).
       loop: run the chain as one tf.while_loop (compile time flat in K; see samplers.base).
+      guidance_scales: anchor scales w_1 < ... < w_n of coefficients that depend on the
+        guidance scale (samplers.base; a family with something to learn).
       **layer_kwargs: Keras layer arguments (name is taken by the family: use `layer_name`).
     Returns:
       A `base.Sampler` Keras layer: layer(x_T, noise) -> x0.
@@ -116,6 +121,8 @@ def create(name, denoiser, num_steps=10, stride=None, eta=None, pred=None, time=
                 f"option {key}={value!r} does not apply to the {name} family; "
                 f"{name} accepts: {', '.join(accepted + COMMON_OPTIONS)}")
     kwargs = {k: v for k, v in given.items() if k in accepted and v is not None}
+    if guidance_scales is not None:
+        layer_kwargs["guidance_scales"] = guidance_scales
     if "layer_name" in layer_kwargs:
         layer_kwargs["name"] = layer_kwargs.pop("layer_name")
     return cls(denoiser, num_steps=num_steps, stride=stride, time=time, remat=remat, loop=loop,

@@ -7,7 +7,7 @@ feature space, sized to finish within minutes on a laptop CPU.
 
 import dataclasses
 import json
-from typing import Optional
+from typing import List, Optional, Union
 
 from ddss_tf import noise, samplers
 from ddss_tf.precision import PRECISIONS
@@ -74,8 +74,11 @@ class SearchConfig:
     dataset: str = "digits"
     split: str = "train"
     # A class-conditional model is searched at this classifier-free guidance scale w (0: the
-    # plain conditional model; ddss_tf.guidance); None for an unconditional model.
-    guidance_scale: Optional[float] = None
+    # plain conditional model; ddss_tf.guidance); None for an unconditional model. A list of 2
+    # or more increasing scales searches one sampler across them (`guidance_anchors`): its
+    # coefficients are learned at each and interpolated between, each step at a scale drawn
+    # from their range; it is evaluated at the largest during the search and at each at the end.
+    guidance_scale: Optional[Union[float, List[float]]] = None
     # The loss: KID in the feature space of `features` (DESIGN section 4); or, with objective
     # "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M) from the same
     # x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C) (search.ld3),
@@ -215,9 +218,14 @@ class SearchConfig:
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0 (0: the model's own), got {self.image_size}")
         if self.guidance_scale is not None:
-            if not 0 <= self.guidance_scale < float("inf"):
+            scales = self.guidance_scale if isinstance(self.guidance_scale, (list, tuple)) \
+                else [self.guidance_scale]
+            if not all(isinstance(w, (int, float)) and 0 <= w < float("inf") for w in scales):
                 raise ValueError(f"guidance_scale must be a number >= 0 (0: the plain conditional "
-                                 f"model), got {self.guidance_scale}")
+                                 f"model) or a list of them, got {self.guidance_scale}")
+            if len(scales) > 1 and not all(a < b for a, b in zip(scales, scales[1:])):
+                raise ValueError(f"a list of guidance scales (one sampler across them) must "
+                                 f"increase, got {list(scales)}")
             if self.objective != "kid" or self.precision != "float32":
                 raise ValueError("a guided search (guidance_scale) takes objective kid and "
                                  f"precision float32, got {self.objective} and {self.precision}")
@@ -241,22 +249,44 @@ class SearchConfig:
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
             [f"k{self.num_steps}"]
         if self.guidance_scale is not None:
-            parts.append(f"w{self.guidance_scale:g}")
+            parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
         return "_".join(parts)
+
+    def guidance_scales(self):
+        """The guidance scales of the search as a tuple: (w,) or the anchors of a sampler
+        across scales; None for an unconditional model."""
+        w = self.guidance_scale
+        if w is None:
+            return None
+        return tuple(float(v) for v in w) if isinstance(w, (list, tuple)) else (float(w),)
+
+    def guidance_anchors(self):
+        """The anchor scales of a sampler across guidance scales, or None (one scale or none)."""
+        scales = self.guidance_scales()
+        return scales if scales is not None and len(scales) > 1 else None
+
+    def evaluation_scale(self):
+        """The guidance scale the search's periodic evaluations and its main records use: the
+        search's scale, or the largest anchor (None for an unconditional model)."""
+        scales = self.guidance_scales()
+        return None if scales is None else scales[-1]
 
     def label(self):
         """The learned sampler's name in tables, e.g. "DDSS GGDM +PRED +TIME", "LD3 UniPC"."""
         if self.objective == "ld3":
             return f"LD3 {samplers.label(self.family)}"
+        anchors = self.guidance_anchors()
         return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
-                + (" +TIME" if self.time else ""))
+                + (" +TIME" if self.time else "")
+                + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else ""))
 
     def build_sampler(self, denoiser):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""
         init = self.init if samplers.inits(self.family) else None
         return samplers.create(self.family, denoiser, num_steps=self.num_steps,
                                stride=self.stride, remat=self.remat, loop=self.loop,
-                               time=self.time, init=init, pred=self.pred)
+                               time=self.time, init=init, pred=self.pred,
+                               guidance_scales=self.guidance_anchors())
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -92,6 +92,9 @@ class Run:
         self.trainer = Trainer(self.layer, ev.extractor, ev.reference.features, self.strategy,
                                cfg, ev.image_shape, teacher=teacher, guidance=ev.guidance)
         self.best = BestCoefficients(self.layer) if cfg.select == "best" else None
+        # A sampler across guidance scales is validated and finally scored at every anchor.
+        anchors = cfg.guidance_anchors() or ()
+        self.scale_evaluators = [ev.at_guidance_scale(w) for w in anchors]
 
     def path(self, *parts):
         return os.path.join(self.workdir, *parts)
@@ -197,10 +200,13 @@ class Run:
 
     def validate(self, step):
         """select = "best": FID of the sampler at `step` on cfg.eval_samples validation samples
-        (noise.VALIDATION_SEED), kept by self.best if the lowest so far. Returns the lowest."""
-        imgs = self.evaluator.sample(self.layer, self.cfg.eval_samples,
-                                     seed=noise.VALIDATION_SEED)
-        fid = float(self.evaluator.scorer(imgs)["fid"]) if np.all(np.isfinite(imgs)) else np.nan
+        (noise.VALIDATION_SEED), kept by self.best if the lowest so far (a sampler across
+        guidance scales: the mean FID over its anchors). Returns the lowest."""
+        fids = []
+        for ev in self.scale_evaluators or [self.evaluator]:
+            imgs = ev.sample(self.layer, self.cfg.eval_samples, seed=noise.VALIDATION_SEED)
+            fids.append(float(ev.scorer(imgs)["fid"]) if np.all(np.isfinite(imgs)) else np.nan)
+        fid = float(np.mean(fids))
         self.best.consider(self.layer, step, fid)
         summaries.scalar("validation/fid", fid, step)
         return float(self.best.fid)
@@ -238,6 +244,8 @@ class Run:
         """Final evaluation on cfg.final_samples, then coefficients, export and results (last)."""
         cfg, ev, n, k = self.cfg, self.evaluator, self.cfg.final_samples, self.cfg.num_steps
         selected = self.select_best()
+        if self.scale_evaluators:  # coefficients.json's coefficients and query_times: at w_max
+            self.layer.set_guidance_scale(cfg.evaluation_scale())
         base_scores, base_images = ev.baselines(k, n, cache=self.baselines_file("final", n),
                                                 keep_images=True)
         ref = ev.reference_scores(n)
@@ -265,6 +273,8 @@ class Run:
                        query_times=np.asarray(self.layer.query_times()).tolist(),
                        selected=selected, search_seconds=self.search_seconds(),
                        search_network_evaluations=self.network_evaluations())
+        if self.scale_evaluators:
+            summary["across_scales"] = self.score_across_scales(n, label)
         table = evaluation.markdown_table(records)
         batch = min(evaluation.BATCH_SIZE, n)
         with files.atomic_file(self.path("results.md")) as f:
@@ -290,9 +300,38 @@ class Run:
                     f"--seed={evaluation.EVAL_SEED} --batch_size={batch} --num_samples={batch}` "
                     f"(with this search's --model flags) redraws the first batch, whose first "
                     f"{COMPARE_IMAGES} images are compare.png's last row.\n")
+            if self.scale_evaluators:
+                f.write(_across_scales_text(summary["across_scales"], label))
         files.write_json(self.path("results.json"), summary)
         self.log("\n" + table)
         return summary
+
+    def score_across_scales(self, num_samples, label):
+        """A sampler across guidance scales at each anchor w: [{guidance_scale, records (the
+        baselines and the learned sampler guided at w), fid_ratio_to_best_baseline}]."""
+        out, k = [], self.cfg.num_steps
+        for ev in self.scale_evaluators:
+            w = ev.guidance.scale
+            self.log(f"guidance scale {w:g}:")
+            base = ev.baselines(k, num_samples,
+                                cache=self.baselines_file(f"final_w{w:g}", num_samples))
+            learned, _ = ev.sample_and_score(self.layer, num_samples, f"{label} at w={w:g}")
+            recs = [evaluation.record(lbl, k, s, "baseline") for lbl, s in base.items()]
+            recs.append(evaluation.record(f"{label} at w={w:g}", k, learned, "learned"))
+            out.append(dict(guidance_scale=w, records=recs, fid_ratio_to_best_baseline=(
+                learned["fid"] / min(s["fid"] for s in base.values()))))
+        return out
+
+
+def _across_scales_text(across, label):
+    """results.md's section on a sampler across guidance scales: a table per anchor."""
+    parts = [f"\n## {label} at each anchor scale\n\nOne sampler, its coefficients "
+             "interpolated in the guidance scale w; the baselines guided at the same w.\n"]
+    for entry in across:
+        parts.append(f"\n### w = {entry['guidance_scale']:g} (FID ratio learned / best baseline "
+                     f"{entry['fid_ratio_to_best_baseline']:.3f})\n\n"
+                     + evaluation.markdown_table(entry["records"]))
+    return "".join(parts)
 
 
 def _seconds_text(seconds):

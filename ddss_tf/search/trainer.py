@@ -10,7 +10,9 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
 
 For a class-conditional model (ddss_tf.guidance) the step also draws the batch's labels by
 the same key, runs the chain on the model guided at the search's scale for those labels and
-takes the per-class KID loss (the global batch's features and labels all-gathered).
+takes the per-class KID loss (the global batch's features and labels all-gathered); a layer
+with coefficients across scales (guidance_scales) runs each step at a scale drawn from its
+range by the same key (the same on every replica).
 
 With the LD3 objective (search.ld3) the step instead draws a batch of fixed teacher
 pairs (x_T, phi(teacher x0)) by the same key, starts the sampler from x_T plus each pair's
@@ -148,20 +150,23 @@ class Trainer:
                                                 tf.shape(self.pair_x_T)[0], tf.int32)
             return self._grads(x_T, z, pairs)
         if self.guidance is not None:
-            labels = self.guidance.labels(tf.random.experimental.stateless_fold_in(k_real, 1),
-                                          self.local_batch)
-            return self._grads(x_T, z, self.real, labels)
+            fold_in = tf.random.experimental.stateless_fold_in
+            labels = self.guidance.labels(fold_in(k_real, 1), self.local_batch)
+            # The step's scale: keyed on the step alone, so every replica runs the same one.
+            scale = self.guidance.step_scale(self.layer, noise.step_key(self.cfg.seed, step))
+            return self._grads(x_T, z, self.real, (labels, scale))
         return self._grads(x_T, z, self._real_batch(k_real))
 
-    def _grads_fn(self, x_T, noise, target, labels=None):
+    def _grads_fn(self, x_T, noise, target, condition=None):
         """(global loss, global grad norm, all-reduced grads) on one replica. target: the real
-        features of the KID loss, or (LD3) the indices of the step's teacher pairs; labels:
-        the batch's labels of a guided search."""
+        features of the KID loss, or (LD3) the indices of the step's teacher pairs; condition:
+        (the batch's labels, the step's guidance scale) of a guided search."""
         ctx = tf.distribute.get_replica_context()
         variables = self.variables
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
-            if labels is not None:
-                with self.guidance.bound(self.layer, labels):
+            if condition is not None:
+                labels, scale = condition
+                with self.guidance.bound(self.layer, labels, scale):
                     feats = self.extractor(self.layer(x_T, noise))
                 if self.replicas > 1:  # the global batch's loss on every replica (as mmd's)
                     feats, labels = ctx.all_gather(feats, 0), ctx.all_gather(labels, 0)
