@@ -3,6 +3,7 @@
     ddss_benchmark --workdir=bench                     # bundled digits model, K = 3, 4, 5, 10, 20
     ddss_benchmark --searches=ddss_runs --workdir=bench   # reuse ddss_search's work directories
     ddss_benchmark --samplers=ddim_quadratic,unipc --num_steps=5,10 --num_samples=500
+    ddss_benchmark --model=digits_cond --guidance_scale=3 --workdir=bench_w3 --searches=cond_runs
     ddss_benchmark --model=eps.keras --schedule=linear_beta --dataset=cifar10 \
         --features=/data/inception_v3.pb --heldout_features=pixels --num_samples=50000
 
@@ -26,7 +27,8 @@ _B = benchmark.BenchmarkConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "ddss_runs/benchmark", "Where the cells cache and the outputs go.")
 flags.DEFINE_list("samplers", list(_B.samplers), "Rows to evaluate; accepted: "
-                  + ", ".join(benchmark.sampler_names()) + ".")
+                  + ", ".join(benchmark.sampler_names()) + ". Default with --guidance_scale: "
+                  + ",".join(benchmark.default_samplers(conditional=True)) + ".")
 flags.DEFINE_list("num_steps", [str(k) for k in _B.num_steps], "Columns: K values.")
 flags.DEFINE_integer("num_samples", _B.num_samples, "Samples per cell (FID's bias shrinks as it "
                      "grows; the row training_data shows the bias at this count).", lower_bound=2)
@@ -43,6 +45,12 @@ flags.DEFINE_integer("train_steps", None, "Optimiser steps of each search; defau
 flags.DEFINE_float("learning_rate", None, "Peak Adam learning rate of each search; default: "
                    "ddss_search's at the row's K.", lower_bound=0)
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch of each search.", lower_bound=2)
+flags.DEFINE_float("guidance_scale", None, "A class-conditional model (e.g. --model=digits_cond): "
+                   "the classifier-free guidance scale every row samples at; records gain "
+                   "per-class FID / KID and held-out accuracy.", lower_bound=0)
+flags.DEFINE_list("guidance_anchors", [f"{w:g}" for w in _B.guidance_anchors], "The anchor scales "
+                  "of the row ggdm_pred_time_across (one sampler across scales, searched once "
+                  "for every benchmark sharing --searches).")
 
 
 def _config():
@@ -50,10 +58,17 @@ def _config():
         ks = tuple(int(k) for k in FLAGS.num_steps)
     except ValueError:
         raise cli.UsageError(f"--num_steps must be integers, got {FLAGS.num_steps}") from None
+    try:
+        anchors = tuple(float(w) for w in FLAGS.guidance_anchors)
+    except ValueError:
+        raise cli.UsageError(f"--guidance_anchors must be numbers, got "
+                             f"{FLAGS.guidance_anchors}") from None
     search = dataclasses.replace(_D, **cli.model_options(), **cli.data_options(),
                                  features=FLAGS.features, heldout_features=FLAGS.heldout_features,
-                                 batch_size=FLAGS.batch_size)
-    return benchmark.BenchmarkConfig(samplers=tuple(FLAGS.samplers), num_steps=ks,
+                                 batch_size=FLAGS.batch_size, guidance_scale=FLAGS.guidance_scale)
+    rows = FLAGS.samplers if FLAGS["samplers"].present else benchmark.default_samplers(
+        conditional=FLAGS.guidance_scale is not None)
+    return benchmark.BenchmarkConfig(samplers=tuple(rows), num_steps=ks, guidance_anchors=anchors,
                                      num_samples=FLAGS.num_samples, searches=FLAGS.searches,
                                      train_steps=FLAGS.train_steps,
                                      learning_rate=FLAGS.learning_rate, search=search)

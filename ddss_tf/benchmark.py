@@ -24,10 +24,19 @@ FID's floor at that count, and the scale against which the samplers' distances a
 read. (KID is unbiased, so its floor is 0; the row reports none: a sample that repeats
 the reference set's own images breaks the estimator's independence and biases it low.)
 
+A class-conditional model is benchmarked at one classifier-free guidance scale (the
+template search's guidance_scale; ddss_tf.guidance): every row samples it guided at that
+scale, sample i asking for label i mod C, and the records gain per-class FID / KID and the
+held-out classifier's accuracy. The row "ggdm_pred_time_across" is one sampler searched
+across `guidance_anchors` (shared by the benchmarks at each scale) and run at the
+benchmark's scale.
+
 Outputs in workdir: table.md (the paper's shape, rows samplers, columns K,
 "FID / IS" cells, then every metric), results.json (one record per cell),
 fid_vs_k.png and samples.png (rows samplers, columns K, the same x_T
-everywhere). The PNGs need matplotlib (`pip install "ddss_tf[plots]"`).
+everywhere); for a conditional model also samples_by_label_k<K>.png (rows samplers,
+columns the requested labels 0..C-1), written without matplotlib. The other PNGs need
+matplotlib (`pip install "ddss_tf[plots]"`).
 """
 
 import dataclasses
@@ -39,7 +48,7 @@ from typing import Optional
 
 import numpy as np
 
-from ddss_tf import evaluation, export, files, interrupt, samplers
+from ddss_tf import evaluation, export, files, images, interrupt, samplers
 from ddss_tf.evaluation import plots, records as records_lib
 from ddss_tf.search import ld3
 from ddss_tf.search.config import SearchConfig, default_optimisation, default_select
@@ -51,11 +60,19 @@ __all__ = ["BenchmarkConfig", "Interrupted", "sampler_names", "run", "paper_tabl
 
 RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples",
                "role", "search_seconds", "search_network_evaluations")
+# A conditional model's records also hold these (evaluation.CONDITIONAL_KEYS).
+CONDITIONAL_KEYS = records_lib.CONDITIONAL_KEYS
 # What a row's sampler cost to learn (None for training-free rows, and for searches finished
 # before their cost was recorded).
 _NO_COST = dict(search_seconds=None, search_network_evaluations=None)
-# Images per cell kept for the sample grid (the first ones of the first evaluation batch).
+# Images per cell kept for the sample grid (the first ones of the first evaluation batch); a
+# conditional model's cells keep one per class (sample i asks for label i mod C).
 GRID_IMAGES = 6
+
+
+def _grid_images(bench):
+    guidance = bench.evaluator.guidance
+    return GRID_IMAGES if guidance is None else max(GRID_IMAGES, guidance.num_classes)
 
 
 class Row:
@@ -86,7 +103,7 @@ class Row:
         scores, imgs = bench.evaluator.sample_and_score(self.layer(bench, k),
                                                         bench.cfg.num_samples,
                                                         f"{self.label} K={k}")
-        return scores, imgs[:GRID_IMAGES]
+        return scores, imgs[:_grid_images(bench)]
 
 
 class FixedRow(Row):
@@ -144,7 +161,7 @@ class LearnedRow(Row):
         path = os.path.join(directory, "coefficients.json")
         with open(path, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()[:16]
-        layer = export.load_coefficients(path, bench.evaluator.denoiser, remat=False)
+        layer = export.load_coefficients(path, bench.evaluator.sampling_denoiser, remat=False)
         finished = files.read_json(results, "results file", dict)
         cost = {key: finished.get(key) for key in _NO_COST}
         bench.learned[directory] = layer, digest, cost
@@ -158,6 +175,22 @@ class LearnedRow(Row):
 
     def layer(self, bench, k):
         return self._load(bench, k)[0]
+
+
+class AcrossScalesRow(LearnedRow):
+    """One sampler searched across the BenchmarkConfig's guidance_anchors (a conditional model
+    only), evaluated at the benchmark's guidance scale: its coefficients there, interpolated
+    between the anchors' (ddss_tf.guidance)."""
+
+    conditional_only = True
+
+    def __init__(self, name, **settings):
+        super().__init__(name, **settings)
+        self.label += ", across scales"
+
+    def search_config(self, cfg, k):
+        return dataclasses.replace(super().search_config(cfg, k),
+                                   guidance_scale=[float(w) for w in cfg.guidance_anchors])
 
 
 class AllStepsRow(Row):
@@ -177,8 +210,9 @@ class AllStepsRow(Row):
         scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True)
         evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
         # Cached scores come without images: draw just the grid's.
-        grid = imgs[:GRID_IMAGES] if imgs is not None else ev.grid_images(
-            self.layer(bench, k), bench.cfg.num_samples, GRID_IMAGES)
+        count = _grid_images(bench)
+        grid = imgs[:count] if imgs is not None else ev.grid_images(
+            self.layer(bench, k), bench.cfg.num_samples, count)
         return scores, grid
 
 
@@ -196,7 +230,7 @@ class DataRow(Row):
     def score(self, bench, k):
         scores, imgs = bench.evaluator.score_resampled_real(bench.cfg.num_samples)
         evaluation.log_scores(self.label, scores, bench.log)
-        return scores, imgs[:GRID_IMAGES]
+        return scores, imgs[:_grid_images(bench)]
 
 
 def _catalogue():
@@ -214,16 +248,29 @@ def _catalogue():
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
     rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
                         select=default_select("ld3")) for name in ld3.FAMILIES]
+    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True)]
     rows += [AllStepsRow(), DataRow()]
     return {row.name: row for row in rows}
 
 
 _ROWS = _catalogue()
+# A conditional model's default rows (issue 17's table): the training-free solvers and the
+# learned samplers, at one scale and across scales.
+_CONDITIONAL_DEFAULT = ("ddim_quadratic", "dpm_solver_pp_2m", "unipc", "dpm_solver_pp_2m_quadratic",
+                        "unipc_quadratic", "ggdm_pred_time", "ggdm_pred_time_across")
 
 
 def sampler_names():
     """Every row `run` can evaluate, in table order."""
     return list(_ROWS)
+
+
+def default_samplers(conditional=False):
+    """The rows a benchmark evaluates when none are named: every row of an unconditional
+    model's table, or a conditional model's (the solvers and the learned samplers)."""
+    if conditional:
+        return _CONDITIONAL_DEFAULT
+    return tuple(n for n in sampler_names() if not getattr(_ROWS[n], "conditional_only", False))
 
 
 @dataclasses.dataclass
@@ -241,10 +288,12 @@ class BenchmarkConfig:
       digits, the training images themselves score 0.65 at 2,000 and 0.13 at 10,000, so at
       2,000 the bias is as large as the differences between the better samplers.
     """
-    samplers: tuple = tuple(sampler_names())
+    samplers: tuple = default_samplers()
     num_steps: tuple = (3, 4, 5, 10, 20)
     num_samples: int = 10000
     searches: str = ""
+    # The anchor scales of the row ggdm_pred_time_across (a conditional model).
+    guidance_anchors: tuple = (0.0, 1.0, 3.0)
     train_steps: Optional[int] = None
     learning_rate: Optional[float] = None
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -261,9 +310,17 @@ class BenchmarkConfig:
             raise ValueError(f"num_samples must be >= 2 (KID needs two samples), got "
                              f"{self.num_samples}")
         self.search.validate()
-        if self.search.guidance_scale is not None:
-            raise ValueError("the benchmark takes unconditional models only for now (its search "
-                             f"template has guidance_scale {self.search.guidance_scale})")
+        scale = self.search.guidance_scale
+        if isinstance(scale, (list, tuple)):
+            raise ValueError(f"a benchmark runs at one guidance scale, got {list(scale)}; the row "
+                             "ggdm_pred_time_across is the sampler across guidance_anchors "
+                             "(run one benchmark per scale, sharing its searches directory)")
+        across = [s for s in self.samplers if getattr(_ROWS[s], "conditional_only", False)]
+        if across and scale is None:
+            raise ValueError(f"rows {', '.join(across)} take a conditional model (a guidance "
+                             "scale)")
+        if across:
+            dataclasses.replace(self.search, guidance_scale=list(self.guidance_anchors)).validate()
         if (self.search.train_steps, self.search.learning_rate) != default_optimisation(
                 self.search.num_steps, self.search.objective):
             raise ValueError("train_steps and learning_rate are set per row (each K has its "
@@ -352,7 +409,7 @@ def metrics_table(records):
 
 
 def _write_outputs(cfg, cells, workdir, log):
-    records = [{k: c[k] for k in RECORD_KEYS} for c in cells]
+    records = [{k: c[k] for k in RECORD_KEYS + CONDITIONAL_KEYS if k in c} for c in cells]
     ks = list(cfg.num_steps)
     n = cfg.num_samples
     text = (f"# Benchmark: FID / IS on {n} samples\n\n"
@@ -365,6 +422,8 @@ def _write_outputs(cfg, cells, workdir, log):
     with files.atomic_file(os.path.join(workdir, "table.md")) as f:
         f.write(text)
     files.write_json(os.path.join(workdir, "results.json"), records)
+    if any("class_fid" in r for r in records):
+        _write_label_grids(cells, ks, workdir)
     try:
         plots.fid_vs_k(records, ks, os.path.join(workdir, "fid_vs_k.png"))
         plots.sample_grid(cells, ks, os.path.join(workdir, "samples.png"))
@@ -373,6 +432,19 @@ def _write_outputs(cfg, cells, workdir, log):
             '(pip install "ddss_tf[plots]")')
     log("\n" + paper_table(records, ks))
     return records
+
+
+def _write_label_grids(cells, ks, workdir):
+    """samples_by_label_k<K>.png for each K: rows samplers, columns the requested labels (a
+    conditional model's cells keep one image per class, in label order)."""
+    for k in ks:
+        rows = [c for c in cells if c["num_steps"] == k]
+        if not rows:
+            continue
+        grid = images.labelled_rows([np.asarray(c["grid"], np.float32) for c in rows],
+                                    ncols=len(rows[0]["grid"]), scale=4,
+                                    labels=[c["sampler"] for c in rows])
+        images.write_png(os.path.join(workdir, f"samples_by_label_k{k}.png"), grid)
 
 
 def run(cfg, workdir, log=print):
