@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from ddss_tf import denoisers, export, noise, samplers, schedules
 from ddss_tf import guidance as guidance_lib
-from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig
+
+import toy_networks
 
 ANCHORS = (0.0, 1.0, 3.0)
 
@@ -98,6 +99,9 @@ def test_set_guidance_scale_config_and_coefficients_json_round_trip(tmp_path):
     want = _plain_at(layer, 0.5).coefficients()
     for key, value in layer.coefficients().items():  # on a denoiser without a scale
         np.testing.assert_allclose(value, want[key], rtol=1e-6, atol=1e-7)
+    with layer.using_denoiser(_at(2.0)):  # and on one with another scale: the stored ones
+        for key, value in layer.coefficients().items():
+            np.testing.assert_allclose(value, want[key], rtol=1e-6, atol=1e-7)
     path = export.write_coefficients(layer, str(tmp_path / "c.json"), "m:x", image_shape=[8, 8, 1])
     doc = json.loads(open(path).read())
     assert doc["layer_config"]["guidance_scales"] == list(ANCHORS)
@@ -129,11 +133,7 @@ def test_bad_anchors_are_refused():
 
 @pytest.fixture(scope="module")
 def conditional():
-    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
-    rng = np.random.default_rng(0)
-    for v in net.weights:
-        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
-    return denoisers.from_keras_model(net, schedules.linear_beta())
+    return denoisers.from_keras_model(toy_networks.conditional_unet(), schedules.linear_beta())
 
 
 def test_the_step_scale_is_drawn_from_the_range_and_shared_by_replicas(conditional):

@@ -42,7 +42,8 @@ piecewise-linear interpolation in w between the two anchors around the scale of 
 denoiser it runs on (`Denoiser.guidance_scale`, clipped to [w_1, w_n]), through a
 `keras.StatelessScope`: one sampler for every scale in the range, searched over it
 (ddss_tf.guidance). On a denoiser without a scale the family's variables are read as
-stored: the values `set_guidance_scale` put there (initially every anchor's common start).
+stored: the values `set_guidance_scale` put there (initially every anchor's common start),
+which are also what `coefficients()` and `query_times()` report, on any denoiser.
 
 Frozen network: the denoiser's Keras network (if any) is not tracked by the
 layer, and its weights are read once per call as stop-gradient tensors and fed
@@ -231,21 +232,25 @@ class Sampler(keras.layers.Layer):
         visiting order: per step (entry i describes the step leaving tau_{K-i}; the
         last one, the step to data) or, for GGDM's mu / sigma / marginals, per state.
         Always holds "query_times" [K] (descending). The family modules document
-        their keys.
+        their keys. A sampler across guidance scales reports those at its stored scale
+        (`set_guidance_scale`), whatever the scale of the denoiser it runs on.
         """
         with tf.init_scope():
-            return {k: np.asarray(v, np.float64) for k, v in self.coefficient_tensors().items()}
+            return {k: np.asarray(v, np.float64)
+                    for k, v in self.coefficient_tensors(stored=True).items()}
 
-    def coefficient_tensors(self):
+    def coefficient_tensors(self, stored=False):
         """`coefficients()` as tensors in the compute dtype, computed in the current context.
 
         Inside a tf.function the learnable ones read the layer's variables in the
         graph (what a SavedModel's `coefficients` signature returns); eagerly they
-        are the same values as `coefficients()`, before the float64 cast.
+        are the same values as `coefficients()`, before the float64 cast. A sampler across
+        guidance scales computes them at the scale of its denoiser when it has one (unless
+        `stored`: at the stored scale, as `coefficients()`).
         """
         if self._fixed is not None:
             return {k: tf.constant(v, self.compute_dtype) for k, v in self._fixed.items()}
-        scale = getattr(self._denoiser, "guidance_scale", None)
+        scale = None if stored else getattr(self._denoiser, "guidance_scale", None)
         if self.guidance_scales is not None and scale is not None:
             with keras.StatelessScope(state_mapping=self._values_at(scale)):
                 return self._learned_coefficient_tensors()
