@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from ddss_tf import benchmark, denoisers, evaluation, export, pretrained, samplers
 from ddss_tf import schedules
-from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig
+
+import toy_networks
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -22,10 +23,7 @@ _ROWS = ("ddim_quadratic", "ggdm_pred_time_across")
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
-    rng = np.random.default_rng(0)
-    for v in net.weights:
-        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+    net = toy_networks.conditional_unet()
     path = str(tmp_path_factory.mktemp("model") / "cond.keras")
     net.save(path)
     return path, denoisers.from_keras_model(net, schedules.linear_beta())

@@ -8,16 +8,13 @@ import scipy.linalg
 
 from ddss_tf import data, denoisers, metrics, noise, pretrained, samplers, schedules
 from ddss_tf.evaluation import draws, scoring
-from ddss_tf.nets import unet
 from ddss_tf import guidance as guidance_lib
+
+import toy_networks
 
 
 def _conditional_model():
-    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
-    rng = np.random.default_rng(0)
-    for v in net.weights:
-        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
-    return denoisers.from_keras_model(net, schedules.linear_beta())
+    return denoisers.from_keras_model(toy_networks.conditional_unet(), schedules.linear_beta())
 
 
 def test_samples_of_a_guided_model_follow_balanced_labels_batch_by_batch():

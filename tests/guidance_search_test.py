@@ -3,8 +3,8 @@ independent computation on the global batch (a sampler built directly on the gui
 per-class losses class by class), on one device and on two mirrored replicas; labels follow
 the data's frequencies; only the sampler's variables change. And `run_search` end to end on a
 conditional Keras file: the class scores in every record, the export with its labels and
-guidance scale, and ddss_sample on it; and a search across guidance scales, scored at each
-anchor, its export serving every scale in their range."""
+guidance scale, and ddss_sample on it, for a sampler searched across two guidance scales:
+scored at each, its export serving every scale between them."""
 
 import dataclasses
 import json
@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 import testing
+import toy_networks
 from ddss_tf import data, denoisers, export, noise, pretrained, sampling, schedules
 from ddss_tf import guidance as guidance_lib
 from ddss_tf.metrics import extract, mmd
-from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import strategies
 from ddss_tf.search import trainer as trainer_lib
@@ -29,11 +29,7 @@ W = 1.5
 
 @pytest.fixture(scope="module")
 def setup():
-    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
-    rng = np.random.default_rng(0)
-    for v in net.weights:
-        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
-    cond = denoisers.from_keras_model(net, schedules.linear_beta())
+    cond = denoisers.from_keras_model(toy_networks.conditional_unet(), schedules.linear_beta())
     ext = pretrained.digits_features()
     images, labels = data.load_labeled("digits", "train")
     real = extract(ext, images, progress=False).features
@@ -128,19 +124,30 @@ def test_labels_follow_the_data_and_bad_guidance_is_refused(setup):
 
 
 def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path):
+    """One run across the scales [0, W] (a search at one scale is the same run without the
+    scale draw and across_scales, and its step is tested above)."""
     cond = setup[0]
     path = str(tmp_path / "cond.keras")
     cond.network.save(path)
-    cfg = SearchConfig(model=path, schedule="linear_beta", guidance_scale=W, num_steps=2,
+    cfg = SearchConfig(model=path, schedule="linear_beta", guidance_scale=[0.0, W], num_steps=2,
                        batch_size=8, train_steps=2, xla=False, checkpoint_every=1, eval_every=1,
                        eval_samples=40, final_samples=40, reference_steps=10)
-    assert cfg.run_name() == "ggdm_pred_time_k2_w1.5"
+    assert cfg.run_name() == "ggdm_pred_time_k2_w0-1.5"
+    assert SearchConfig(guidance_scale=W, num_steps=2).run_name() == "ggdm_pred_time_k2_w1.5"
     results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
     assert results["selected"] is not None
     for r in results["records"]:
         assert {"class_fid", "class_kid", "heldout_accuracy"} <= set(r), r["sampler"]
         assert 0 <= r["heldout_accuracy"] <= 1 and np.isfinite(r["class_fid"])
-    assert "class FID | held-out accuracy" in (tmp_path / "run" / "results.md").read_text()
+    text = (tmp_path / "run" / "results.md").read_text()
+    assert "class FID | held-out accuracy" in text
+    # Every anchor scored, the baselines guided alike; the main records are the largest's.
+    across = results["across_scales"]
+    assert [a["guidance_scale"] for a in across] == [0.0, W] and "### w = 0" in text
+    learned = [[r for r in a["records"] if r["role"] == "learned"] for a in across]
+    assert all(len(rs) == 1 and len(a["records"]) > 1 for rs, a in zip(learned, across))
+    main = [r for r in results["records"] if r["role"] == "learned"][0]
+    assert main["fid"] == pytest.approx(learned[1][0]["fid"])
     _check_the_export(results["export"], cond, tmp_path / "run" / "coefficients.json")
     _check_ddss_sample(results["export"], path, tmp_path)
     with pytest.raises(ValueError, match="give a classifier-free guidance scale"):
@@ -155,20 +162,23 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
 
 
 def _check_the_export(version_dir, cond, coefficients):
-    """The export takes labels and the scale searched: its samples equal the learned sampler
-    rebuilt from coefficients.json on the guided model; other labels or scales are refused,
-    in Python and by the signature itself; TF Serving's TF1 loader runs it."""
+    """The export takes labels and a scale in the range searched: its samples equal the learned
+    sampler rebuilt from coefficients.json on the guided model, at the anchors and between
+    them; other labels or scales are refused, in Python and by the signature itself; TF
+    Serving's TF1 loader runs it."""
     doc = json.loads(open(coefficients).read())
-    assert doc["guidance"] == {"num_classes": 10, "null_label": 10, "scale_range": [W, W]}
+    assert doc["guidance"] == {"num_classes": 10, "null_label": 10, "scale_range": [0.0, W]}
     sampler = export.load_sampler(version_dir)
     labels = np.array([3, 1, 4, 1, 5], np.int32)
     x_T, z = noise.draw(11, 2, [5, 8, 8, 1])
-    got, _ = sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=W)
-    direct = export.load_coefficients(str(coefficients), cond.guided(labels, W), remat=False)
-    want = np.clip(direct(x_T, z).numpy(), -1, 1)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for w in (0.0, 0.6, W):
+        got, _ = sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=w)
+        direct = export.load_coefficients(str(coefficients), cond.guided(labels, tf.constant(w)),
+                                          remat=False)
+        want = np.clip(direct(x_T, z).numpy(), -1, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert sampler.sample(5, seed=11, labels=labels, guidance_scale=W).shape == (5, 8, 8, 1)
-    with pytest.raises(ValueError, match=r"guidance_scale must be in \[1.5, 1.5\]"):
+    with pytest.raises(ValueError, match=r"guidance_scale must be in \[0, 1.5\]"):
         sampler.sample(5, seed=11, labels=labels, guidance_scale=3.0)
     with pytest.raises(ValueError, match=r"labels must be 5 integers in \[0, 9\]"):
         sampler.sample(5, seed=11, labels=[0, 1, 2, 3, 10], guidance_scale=W)
@@ -213,39 +223,3 @@ def _check_ddss_sample(version_dir, model, tmp_path):
     proc = testing.run_binary("ddss_sample", f"--sampler={version_dir}", f"--out={out}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: this sampler is for a conditional model: give labels" in proc.stderr
-
-
-def test_a_search_across_scales_end_to_end(setup, tmp_path):
-    conditional = setup[0]
-    path = str(tmp_path / "cond.keras")
-    conditional.network.save(path)
-    cfg = SearchConfig(model=path, schedule="linear_beta", guidance_scale=[0.0, 2.0],
-                       num_steps=2, batch_size=8, train_steps=2, xla=False, checkpoint_every=1,
-                       eval_every=2, eval_samples=40, final_samples=40, reference_steps=10)
-    results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
-    across = results["across_scales"]
-    assert [a["guidance_scale"] for a in across] == [0.0, 2.0]
-    for entry in across:
-        learned = [r for r in entry["records"] if r["role"] == "learned"]
-        assert len(learned) == 1 and "class_fid" in learned[0]
-        assert len(entry["records"]) > 1
-    # The main records are at the largest anchor, the same samples as its entry here.
-    main = [r for r in results["records"] if r["role"] == "learned"][0]
-    assert main["fid"] == pytest.approx(
-        [r for r in across[1]["records"] if r["role"] == "learned"][0]["fid"])
-    text = (tmp_path / "run" / "results.md").read_text()
-    assert "### w = 0" in text and "### w = 2" in text
-    doc = json.loads((tmp_path / "run" / "coefficients.json").read_text())
-    assert doc["guidance"]["scale_range"] == [0.0, 2.0]
-    sampler = export.load_sampler(results["export"])
-    labels = np.array([3, 1, 4], np.int32)
-    x_T, z = noise.draw(11, 2, [3, 8, 8, 1])
-    rebuilt = export.load_coefficients(str(tmp_path / "run" / "coefficients.json"),
-                                       conditional.unbound(), remat=False)
-    for w in (0.0, 0.7, 2.0):  # between anchors too: the interpolated coefficients
-        got, _ = sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=w)
-        with rebuilt.using_denoiser(conditional.guided(labels, tf.constant(w))):
-            want = np.clip(rebuilt(x_T, z).numpy(), -1, 1)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match=r"guidance_scale must be in \[0, 2\]"):
-        sampler.sample(3, seed=1, labels=labels, guidance_scale=2.5)

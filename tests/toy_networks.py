@@ -57,3 +57,15 @@ def nan_eps_model(image_shape=(8, 8, 1)):
     model = keras.Model([x, t], conv(x))
     conv.set_weights([np.full([1, 1, 1, 1], np.nan, np.float32), np.zeros([1], np.float32)])
     return model
+
+
+def conditional_unet(seed=0):
+    """The package's class-conditional UNet [x_t [B, 8, 8, 1], t [B], labels [B]] -> eps (10
+    classes, label 10 the null label), narrow (ch 8) and with N(0, 0.05) weights drawn from
+    `seed`: small enough for end-to-end guided searches."""
+    from ddss_tf.nets import unet
+    net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
+    rng = np.random.default_rng(seed)
+    for v in net.weights:
+        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+    return net
