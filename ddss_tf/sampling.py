@@ -38,16 +38,17 @@ class LayerSource:
     """An in-memory sampler layer with the interface of `export.ExportedSampler`.
 
     conditional: for a conditional model, its `denoisers.ConditionalDenoiser` (the layer is
-    built on its `unbound()`); from_noise then takes labels and a guidance scale."""
+    built on its `unbound()`); from_noise then takes labels and a guidance scale, within
+    `scale_range` (low, high) when given (a coefficients.json's: the range searched)."""
 
     max_num_samples = None
 
-    def __init__(self, layer, image_shape=None, conditional=None):
+    def __init__(self, layer, image_shape=None, conditional=None, scale_range=None):
         network = getattr(layer.denoiser, "network", None)
         image_shape = image_shape or (models.image_shape(network) if network else None)
         if image_shape is None:
             raise ValueError("cannot tell the model's image shape [H, W, C]")
-        self.layer, self.conditional = layer, conditional
+        self.layer, self.conditional, self.scale_range = layer, conditional, scale_range
         self.num_steps = layer.num_steps
         self.image_shape = list(image_shape)
         self.data_range = layer.denoiser.data_range
@@ -58,6 +59,10 @@ class LayerSource:
             raise ValueError(exported.TAKES_NO_CONDITION)
         if self.conditional is not None and (labels is None or guidance_scale is None):
             raise ValueError(exported.NEEDS_CONDITION)
+        if self.scale_range is not None and not (
+                self.scale_range[0] <= float(guidance_scale) <= self.scale_range[1]):
+            raise ValueError(f"guidance_scale must be in [{self.scale_range[0]:g}, "
+                             f"{self.scale_range[1]:g}] (the range searched), got {guidance_scale}")
         if self.conditional is None:
             out = self.layer(x_T, noise)
         else:
@@ -98,7 +103,8 @@ def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, pre
                                      data_range=m.get("data_range", (-1.0, 1.0)))
     cond = den if isinstance(den, denoisers.ConditionalDenoiser) else None
     layer = coefficients_lib.load_coefficients(path, cond.unbound() if cond else den, remat=False)
-    return LayerSource(layer, conditional=cond)
+    scale_range = doc.get("guidance", {}).get("scale_range") if cond else None
+    return LayerSource(layer, conditional=cond, scale_range=scale_range)
 
 
 def from_family(family, model="digits", num_steps=10, schedule="", num_timesteps=1000,

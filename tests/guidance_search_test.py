@@ -211,6 +211,8 @@ def _check_ddss_sample(version_dir, model, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="for a conditional model: give labels and guidance"):
         sampling.draw(rebuilt, 2)
+    with pytest.raises(ValueError, match=r"guidance_scale must be in \[0, 1.5\] \(the range"):
+        sampling.draw(rebuilt, 2, labels=[1], guidance_scale=2.5)
     with pytest.raises(ValueError, match="for an unconditional model: it takes no labels"):
         sampling.draw(sampling.from_family("ddim", num_steps=2), 2, labels=[1],
                       guidance_scale=1.0)
