@@ -136,6 +136,7 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
     assert SearchConfig(guidance_scale=W, num_steps=2).run_name() == "ggdm_pred_time_k2_w1.5"
     results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
     assert results["selected"] is not None
+    assert results["search_network_evaluations"] == 2 * 8 * 2 * 2  # guided: two per sample
     for r in results["records"]:
         assert {"class_fid", "class_kid", "heldout_accuracy"} <= set(r), r["sampler"]
         assert 0 <= r["heldout_accuracy"] <= 1 and np.isfinite(r["class_fid"])

@@ -67,8 +67,8 @@ def test_a_conditional_keras_file_loads_as_a_conditional_denoiser(tmp_path):
                                     "10 (classifier-free guidance's unconditional call)")
     # Without a guidance scale an evaluation refuses it in one line.
     cfg = types.SimpleNamespace(**dict(models.DEFAULTS, model=path, schedule="linear_beta"))
-    with pytest.raises(ValueError, match="is conditional on labels 0..9.*unconditional models "
-                                         "only for now"):
+    with pytest.raises(ValueError, match="is conditional on labels 0..9.*give a classifier-free "
+                                         r"guidance scale \(ddss_search / ddss_benchmark"):
         evaluation.Evaluator(cfg)
     # Without a class_emb layer the null label cannot be read: one line says what to give.
     other = str(tmp_path / "other.keras")

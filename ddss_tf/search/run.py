@@ -193,10 +193,13 @@ class Run:
         """Network evaluations of the search: train_steps x batch_size x K forward passes in
         its loss, each also differentiated (and, with remat, recomputed once in the backward
         pass), plus, for LD3, the teacher's ld3_pairs x teacher_steps; the periodic
-        evaluations' samples are not counted."""
+        evaluations' samples are not counted. Classifier-free guidance at a scale > 0 (or
+        across scales) evaluates the network on each sample twice, with and without its label."""
         cfg = self.cfg
         teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.objective == "ld3" else 0
-        return cfg.train_steps * cfg.batch_size * cfg.num_steps + teacher
+        scales = cfg.guidance_scales() or (0.0,)
+        per_sample = 2 if max(scales) > 0 else 1
+        return cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample + teacher
 
     def validate(self, step):
         """select = "best": FID of the sampler at `step` on cfg.eval_samples validation samples
@@ -285,7 +288,9 @@ class Run:
                     f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
                     f"The search: {_seconds_text(summary['search_seconds'])} of training, "
                     f"{summary['search_network_evaluations']:,} network evaluations "
-                    f"({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k} in the loss"
+                    f"({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k}"
+                    + (" x 2 (guidance: with and without the label)"
+                       if max(cfg.guidance_scales() or (0.0,)) > 0 else "") + " in the loss"
                     + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
                        if cfg.objective == "ld3" else "") + ")"
                     + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
