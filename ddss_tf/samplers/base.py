@@ -59,6 +59,7 @@ import tensorflow as tf
 import keras
 
 from ddss_tf.samplers import frozen
+from ddss_tf.samplers import scales
 from ddss_tf.samplers import times as times_lib
 from ddss_tf.samplers.chain import Chain, Current
 
@@ -116,7 +117,7 @@ class Sampler(keras.layers.Layer):
         if self.loop and not self.loopable:
             raise ValueError(f"loop=True does not apply to the {self.family} family (its steps read "
                              "earlier predictions by a Python index); use loop=False")
-        self.guidance_scales = _check_scales(guidance_scales)
+        self.guidance_scales = scales.check_anchors(guidance_scales)
         self._fixed = None
         self._network_fns = {}    # jit_compile -> the network as one tf.function
         self._jit_network = False
@@ -159,14 +160,8 @@ class Sampler(keras.layers.Layer):
                         for v in self._interpolated]
 
     def scale_weights(self, guidance_scale):
-        """[n] weights of the anchors at `guidance_scale` (clipped to the anchors' range): at
-        most two non-zero, summing to 1, linear in the scale between neighbouring anchors."""
-        anchors = tf.constant(self.guidance_scales, tf.float32)
-        w = tf.clip_by_value(tf.cast(guidance_scale, tf.float32), anchors[0], anchors[-1])
-        n = len(self.guidance_scales)
-        i = tf.clip_by_value(tf.searchsorted(anchors, w[None], side="right")[0] - 1, 0, n - 2)
-        frac = (w - anchors[i]) / (anchors[i + 1] - anchors[i])
-        return (1 - frac) * tf.one_hot(i, n) + frac * tf.one_hot(i + 1, n)
+        """[n] weights of the anchors at `guidance_scale` (`scales.interpolation_weights`)."""
+        return scales.interpolation_weights(self.guidance_scales, guidance_scale)
 
     def _values_at(self, guidance_scale):
         """[(family variable, its value at the scale)] for a keras.StatelessScope."""
@@ -456,20 +451,6 @@ class Sampler(keras.layers.Layer):
         if family != cls.family:
             raise ValueError(f"config is for family {family!r}, not {cls.family!r}")
         return cls(denoiser, **config)
-
-
-def _check_scales(scales):
-    """None, or a tuple of >= 2 increasing finite floats >= 0; ValueError otherwise."""
-    if scales is None:
-        return None
-    try:
-        scales = tuple(float(w) for w in scales)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance_scales must be a list of numbers, got {scales!r}") from None
-    if len(scales) < 2 or not all(0 <= a < b < float("inf") for a, b in zip(scales, scales[1:])):
-        raise ValueError(f"guidance_scales must hold 2 or more increasing scales >= 0 (the "
-                         f"anchors of coefficients that depend on the scale), got {list(scales)}")
-    return scales
 
 
 def _check_bool(name, value):
