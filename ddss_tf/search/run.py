@@ -197,8 +197,7 @@ class Run:
         across scales) evaluates the network on each sample twice, with and without its label."""
         cfg = self.cfg
         teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.objective == "ld3" else 0
-        scales = cfg.guidance_scales() or (0.0,)
-        per_sample = 2 if max(scales) > 0 else 1
+        per_sample = 2 if _guided_calls(cfg) else 1
         return cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample + teacher
 
     def validate(self, step):
@@ -290,7 +289,7 @@ class Run:
                     f"{summary['search_network_evaluations']:,} network evaluations "
                     f"({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k}"
                     + (" x 2 (guidance: with and without the label)"
-                       if max(cfg.guidance_scales() or (0.0,)) > 0 else "") + " in the loss"
+                       if _guided_calls(cfg) else "") + " in the loss"
                     + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
                        if cfg.objective == "ld3" else "") + ")"
                     + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
@@ -337,6 +336,12 @@ def _across_scales_text(across, label):
                      f"{entry['fid_ratio_to_best_baseline']:.3f})\n\n"
                      + evaluation.markdown_table(entry["records"]))
     return "".join(parts)
+
+
+def _guided_calls(cfg):
+    """Whether the search's chain calls the network with and without the label (guidance at a
+    scale > 0, or across scales)."""
+    return max(cfg.guidance_scales() or (0.0,)) > 0
 
 
 def _seconds_text(seconds):
