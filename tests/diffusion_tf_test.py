@@ -332,7 +332,7 @@ def test_image_size_schedule_and_preset_errors(kwargs, message):
 
 def test_checkpoint_options_are_refused_for_other_models():
     with pytest.raises(ValueError, match="image_size=8: for TF1 checkpoints .diffusion_tf. only, "
-                                         "and 'digits' is the bundled digits DDPM"):
+                                         "and 'digits' is a bundled digits DDPM"):
         models.load("digits", image_size=8)
 
 
