@@ -18,6 +18,7 @@ from ddss_tf import benchmark, data, evaluation, metrics, models, pretrained, sa
 from ddss_tf.search import SearchConfig
 
 import testing
+import toy_networks
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -135,12 +136,18 @@ def test_a_cell_whose_inputs_changed_is_recomputed(finished, tmp_path):
 
 
 def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_path, monkeypatch):
-    cfg = _cfg(samplers=("ddim_linear", "ddpm_all"), num_steps=(2,), num_samples=16)
+    # A small network with T = 50 (the bundled model's all-steps chain is 1000 eager steps).
+    path = str(tmp_path / "eps.keras")
+    toy_networks.dense_time_eps_model().save(path)
+    search = dataclasses.replace(_cfg().search, model=path, schedule="linear_beta",
+                                 num_timesteps=50)
+    cfg = _cfg(samplers=("ddim_linear", "ddpm_all"), num_steps=(2,), num_samples=16,
+               search=search)
     records = benchmark.run(cfg, str(tmp_path / "a"), log=_QUIET)
     assert [(r["sampler"], r["num_steps"]) for r in records] == [
-        ("DDIM linear", 2), ("DDPM all T steps", 1000)]
+        ("DDIM linear", 2), ("DDPM all T steps", 50)]
     table = benchmark.paper_table(records, [2])
-    assert table.splitlines()[0] == "| sampler | K = 2 | K = 1000 |"
+    assert table.splitlines()[0] == "| sampler | K = 2 | K = 50 |"
     assert table.splitlines()[2].endswith(" |  |") and "|  | " in table.splitlines()[3]
 
     # A second benchmark (another workdir, no cells) takes the 1000-step scores from the
