@@ -23,7 +23,7 @@ _ROWS = ("ddim_quadratic", "ggdm_pred_time_across")
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    net = toy_networks.conditional_unet()
+    net = toy_networks.conditional_eps_model()
     path = str(tmp_path_factory.mktemp("model") / "cond.keras")
     net.save(path)
     return path, denoisers.from_keras_model(net, schedules.linear_beta())

@@ -14,7 +14,7 @@ import toy_networks
 
 
 def _conditional_model():
-    return denoisers.from_keras_model(toy_networks.conditional_unet(), schedules.linear_beta())
+    return denoisers.from_keras_model(toy_networks.conditional_eps_model(), schedules.linear_beta())
 
 
 def test_samples_of_a_guided_model_follow_balanced_labels_batch_by_batch():

@@ -133,7 +133,7 @@ def test_bad_anchors_are_refused():
 
 @pytest.fixture(scope="module")
 def conditional():
-    return denoisers.from_keras_model(toy_networks.conditional_unet(), schedules.linear_beta())
+    return denoisers.from_keras_model(toy_networks.conditional_eps_model(), schedules.linear_beta())
 
 
 def test_the_step_scale_is_drawn_from_the_range_and_shared_by_replicas(conditional):

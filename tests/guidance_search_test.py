@@ -29,7 +29,7 @@ W = 1.5
 
 @pytest.fixture(scope="module")
 def setup():
-    cond = denoisers.from_keras_model(toy_networks.conditional_unet(), schedules.linear_beta())
+    cond = denoisers.from_keras_model(toy_networks.conditional_eps_model(), schedules.linear_beta())
     ext = pretrained.digits_features()
     images, labels = data.load_labeled("digits", "train")
     real = extract(ext, images, progress=False).features
@@ -75,8 +75,9 @@ def test_a_guided_step_is_the_per_class_kid_of_the_guided_chain(setup, xla):
     loss, _, grads = trainer._compute(trainer.step.read_value())
     want_loss, want_grads, _ = _reference(cfg, cond, layer, ext, real, real_labels, 1)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
+    # XLA fuses and reorders float32 sums: gradients of ~1e4 agree to ~1e-4 relative there.
     for a, b in zip(grads, want_grads):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=5e-4 if xla else 1e-4, atol=1e-7)
     before = [v.numpy().copy() for v in layer.trainable_variables]
     net_before = [w.numpy().copy() for w in cond.network.weights]
     trainer.train_step()

@@ -11,19 +11,14 @@ import tensorflow as tf
 
 from ddss_tf import denoisers, evaluation, models
 
+import toy_networks
+
 _SHAPE = (8, 8, 1)
 
 
 def _keras_labels_model(null_layer_name="class_emb"):
     """[x_t, t, c int [B]] -> eps: built-in layers only (a .keras file reloads them)."""
-    keras.utils.set_random_seed(1)
-    x, t = keras.Input(_SHAPE, name="x_t"), keras.Input((), name="t")
-    c = keras.Input((), dtype="int32", name="c")
-    label = keras.layers.Embedding(11, 8, name=null_layer_name)(c)
-    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
-    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(keras.layers.Add()([emb, label]))])
-    return keras.Model([x, t, c], keras.layers.Conv2D(1, 3, padding="same")(h))
+    return toy_networks.conditional_eps_model(_SHAPE, label_layer=null_layer_name)
 
 
 class _ModuleCond(tf.Module):

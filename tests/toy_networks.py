@@ -59,10 +59,26 @@ def nan_eps_model(image_shape=(8, 8, 1)):
     return model
 
 
+def conditional_eps_model(image_shape=(8, 8, 1), seed=1, label_layer="class_emb"):
+    """[x_t, t, c int [B]] -> eps: a convolution, a dense time embedding plus a label embedding
+    (11 rows: 10 classes and the null label 10, named `label_layer`, which is how a Keras
+    file's null label is found) added to it, and an output convolution. Built-in layers only (a
+    .keras file reloads them); a few ops, for end-to-end guided searches."""
+    keras.utils.set_random_seed(seed)
+    x, t = keras.Input(tuple(image_shape), name="x_t"), keras.Input((), name="t")
+    c = keras.Input((), dtype="int32", name="c")
+    label = keras.layers.Embedding(11, 8, name=label_layer)(c)
+    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
+    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(keras.layers.Add()([emb, label]))])
+    return keras.Model([x, t, c], keras.layers.Conv2D(image_shape[-1], 3, padding="same")(h))
+
+
 def conditional_unet(seed=0):
     """The package's class-conditional UNet [x_t [B, 8, 8, 1], t [B], labels [B]] -> eps (10
     classes, label 10 the null label), narrow (ch 8) and with N(0, 0.05) weights drawn from
-    `seed`: small enough for end-to-end guided searches."""
+    `seed`: for tests of how the package's own network is wrapped (conditional_eps_model is
+    the cheaper stand-in for searches)."""
     from ddss_tf.nets import unet
     net = unet.build_unet(dict(unet.DIGITS_CONFIG, ch=8, norm_groups=4, num_classes=10))
     rng = np.random.default_rng(seed)
