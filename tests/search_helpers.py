@@ -2,20 +2,38 @@
 
 import os
 import signal
+import tempfile
 
 import numpy as np
 
 from ddss_tf import progress
 from ddss_tf.search import SearchConfig
 
+import toy_networks
+
 QUIET = lambda *a: None  # noqa: E731
 
 
+_TOY_MODEL = []
+
+
+def toy_model():
+    """The path of a few-op Keras eps-model on 8 x 8 digits (toy_networks.dense_time_eps_model),
+    saved once per test process: searches on it run the whole pipeline at a fraction of the
+    bundled UNet's cost (which pretrained_test and the benchmarks cover)."""
+    if not _TOY_MODEL:
+        path = os.path.join(tempfile.mkdtemp(prefix="ddss_toy_"), "eps.keras")
+        toy_networks.dense_time_eps_model().save(path)
+        _TOY_MODEL.append(path)
+    return _TOY_MODEL[0]
+
+
 def tiny_config(**kw):
-    """A search on the bundled model small enough for a unit test (K = 2, batch 8, 3 steps)."""
-    base = dict(num_steps=2, batch_size=8, train_steps=3, learning_rate=1e-2, xla=False,
-                checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
-                reference_steps=10)
+    """A search small enough for a unit test (K = 2, batch 8, 3 steps) on `toy_model()`
+    with Ho et al.'s linear schedule."""
+    base = dict(model=toy_model(), schedule="linear_beta", num_steps=2, batch_size=8,
+                train_steps=3, learning_rate=1e-2, xla=False, checkpoint_every=1,
+                eval_every=1000, eval_samples=16, final_samples=16, reference_steps=10)
     base.update(kw)
     return SearchConfig(**base)
 
