@@ -18,7 +18,7 @@ from ddss_tf import benchmark, data, evaluation, metrics, models, pretrained, sa
 from ddss_tf.search import SearchConfig
 
 import testing
-import toy_networks
+from search_helpers import toy_model
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -27,8 +27,9 @@ _N = 24
 
 
 def _cfg(**kw):
-    search = SearchConfig(batch_size=8, xla=False, checkpoint_every=1,
-                          eval_every=1000, eval_samples=16, final_samples=16, reference_steps=10)
+    search = SearchConfig(model=toy_model(), schedule="linear_beta", batch_size=8, xla=False,
+                          checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
+                          reference_steps=10)
     base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
                 num_samples=_N, train_steps=2, search=search)
     base.update(kw)
@@ -104,7 +105,7 @@ def test_learned_cell_equals_fid_recomputed_from_the_exported_sampler(finished):
 
 def test_fixed_cell_equals_fid_recomputed_from_a_directly_built_sampler(finished):
     _, records = finished
-    denoiser, _ = models.load_denoiser("digits")
+    denoiser, _ = models.load_denoiser(**models.options(_cfg().search))
     layer = samplers.create("ddim", denoiser, num_steps=3, stride="quadratic", eta=0.0, remat=False)
     images = layer(*_eval_noise(3)).numpy()
     expected = _fid64(_features(images), _features(data.load("digits", "train")))
@@ -136,11 +137,8 @@ def test_a_cell_whose_inputs_changed_is_recomputed(finished, tmp_path):
 
 
 def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_path, monkeypatch):
-    # A small network with T = 50 (the bundled model's all-steps chain is 1000 eager steps).
-    path = str(tmp_path / "eps.keras")
-    toy_networks.dense_time_eps_model().save(path)
-    search = dataclasses.replace(_cfg().search, model=path, schedule="linear_beta",
-                                 num_timesteps=50)
+    # T = 50: the all-steps chain runs eagerly, one network call per step.
+    search = dataclasses.replace(_cfg().search, num_timesteps=50)
     cfg = _cfg(samplers=("ddim_linear", "ddpm_all"), num_steps=(2,), num_samples=16,
                search=search)
     records = benchmark.run(cfg, str(tmp_path / "a"), log=_QUIET)

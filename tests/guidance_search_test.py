@@ -75,9 +75,12 @@ def test_a_guided_step_is_the_per_class_kid_of_the_guided_chain(setup, xla):
     loss, _, grads = trainer._compute(trainer.step.read_value())
     want_loss, want_grads, _ = _reference(cfg, cond, layer, ext, real, real_labels, 1)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
-    # XLA fuses and reorders float32 sums: gradients of ~1e4 agree to ~1e-4 relative there.
+    # XLA fuses and reorders float32 sums: there a gradient's small entries are compared to
+    # its largest (an entry 30x smaller than it moved by 2e-3 relative).
     for a, b in zip(grads, want_grads):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=5e-4 if xla else 1e-4, atol=1e-7)
+        b = b.numpy()
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-4,
+                                   atol=1e-4 * np.abs(b).max() if xla else 1e-7)
     before = [v.numpy().copy() for v in layer.trainable_variables]
     net_before = [w.numpy().copy() for w in cond.network.weights]
     trainer.train_step()

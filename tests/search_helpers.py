@@ -18,12 +18,12 @@ _TOY_MODEL = []
 
 
 def toy_model():
-    """The path of a few-op Keras eps-model on 8 x 8 digits (toy_networks.dense_time_eps_model),
+    """The path of a few-op Keras eps-model on 8 x 8 digits (toy_networks.search_eps_model),
     saved once per test process: searches on it run the whole pipeline at a fraction of the
     bundled UNet's cost (which pretrained_test and the benchmarks cover)."""
     if not _TOY_MODEL:
         path = os.path.join(tempfile.mkdtemp(prefix="ddss_toy_"), "eps.keras")
-        toy_networks.dense_time_eps_model().save(path)
+        toy_networks.search_eps_model().save(path)
         _TOY_MODEL.append(path)
     return _TOY_MODEL[0]
 

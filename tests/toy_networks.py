@@ -49,6 +49,22 @@ def dense_time_eps_model(image_shape=(8, 8, 1), out_channels=1, t_shape=(), seed
     return keras.Model([x, t], out, name="tiny_eps")
 
 
+def search_eps_model(image_shape=(8, 8, 1), seed=3):
+    """[x_t, t] -> eps = x_t + 0.1 f(x_t, t), f a convolution with a dense time embedding and an
+    output convolution (named "toy_eps"). An untrained network with eps far from x_t makes
+    x0_hat = (x_t - sigma eps) / alpha explode at large t (every pixel of a chain's samples
+    clipped to the same value); this one's samples stay near the scale of the data and
+    depend on x_T, so searches and scores on it mean something, at a few ops per call."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input(tuple(image_shape), name="x_t")
+    t = keras.Input((), name="t")
+    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t / 1000.0))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
+    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(emb)])
+    f = keras.layers.Rescaling(0.1)(keras.layers.Conv2D(image_shape[-1], 3, padding="same")(h))
+    return keras.Model([x, t], keras.layers.Add()([x, f]), name="toy_eps")
+
+
 def nan_eps_model(image_shape=(8, 8, 1)):
     """[x_t, t] -> eps that is NaN everywhere (a 1 x 1 convolution with NaN weights)."""
     x = keras.Input(list(image_shape))
@@ -60,18 +76,19 @@ def nan_eps_model(image_shape=(8, 8, 1)):
 
 
 def conditional_eps_model(image_shape=(8, 8, 1), seed=1, label_layer="class_emb"):
-    """[x_t, t, c int [B]] -> eps: a convolution, a dense time embedding plus a label embedding
-    (11 rows: 10 classes and the null label 10, named `label_layer`, which is how a Keras
-    file's null label is found) added to it, and an output convolution. Built-in layers only (a
+    """[x_t, t, c int [B]] -> eps = x_t + 0.1 f(x_t, t, c) as in search_eps_model, with a label
+    embedding (11 rows: 10 classes and the null label 10, named `label_layer`, which is how a
+    Keras file's null label is found) added to the time embedding. Built-in layers only (a
     .keras file reloads them); a few ops, for end-to-end guided searches."""
     keras.utils.set_random_seed(seed)
     x, t = keras.Input(tuple(image_shape), name="x_t"), keras.Input((), name="t")
     c = keras.Input((), dtype="int32", name="c")
     label = keras.layers.Embedding(11, 8, name=label_layer)(c)
-    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t))
+    emb = keras.layers.Dense(8, activation="silu")(keras.layers.Reshape((1,))(t / 1000.0))
     h = keras.layers.Conv2D(8, 3, padding="same", activation="silu")(x)
     h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, 8))(keras.layers.Add()([emb, label]))])
-    return keras.Model([x, t, c], keras.layers.Conv2D(image_shape[-1], 3, padding="same")(h))
+    f = keras.layers.Rescaling(0.1)(keras.layers.Conv2D(image_shape[-1], 3, padding="same")(h))
+    return keras.Model([x, t, c], keras.layers.Add()([x, f]))
 
 
 def conditional_unet(seed=0):
