@@ -68,6 +68,12 @@ def options(cfg):
     return {k: getattr(cfg, k, DEFAULTS[k]) for k in OPTIONS}
 
 
+def flags(cfg):
+    """The binaries' flags (`--name=value`) that load the model `cfg` names: its OPTIONS
+    other than the defaults, so a command printed for a search names the same model."""
+    return [f"--{k}={v}" for k, v in options(cfg).items() if v != DEFAULTS[k]]
+
+
 def kind(model):
     """"digits" (a bundled model: digits, digits_cond), "model_dir", "keras", "saved_model" or
     "tf1_checkpoint"; ValueError naming what is accepted."""

@@ -146,6 +146,8 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
         assert 0 <= r["heldout_accuracy"] <= 1 and np.isfinite(r["class_fid"])
     text = (tmp_path / "run" / "results.md").read_text()
     assert "class FID | held-out accuracy" in text
+    assert (f"--model={path} --schedule=linear_beta --seed=2000003 --batch_size=40 "
+            f"--num_samples=40 --labels=0,1,2,3,4,5,6,7,8,9 --guidance_scale=1.5`") in text
     # Every anchor scored, the baselines guided alike; the main records are the largest's.
     across = results["across_scales"]
     assert [a["guidance_scale"] for a in across] == [0.0, W] and "### w = 0" in text

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, files, images, noise, summaries
+from ddss_tf import evaluation, export, files, images, models, noise, summaries
 from ddss_tf.search import ld3, strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
@@ -241,6 +241,19 @@ class Run:
                  f"{fid:.4f} on {self.cfg.eval_samples} samples)")
         return dict(step=step, validation_fid=fid, validation_samples=self.cfg.eval_samples)
 
+    def redraw_command(self, batch):
+        """The ddss_sample command that draws the evaluation's first batch of `batch` samples
+        of the learned sampler: its model flags, and for a guided search the evaluation's
+        labels (sample i asks for i mod C) at the main records' scale."""
+        parts = ["ddss_sample", f"--coefficients={self.path('coefficients.json')}",
+                 *models.flags(self.cfg), f"--seed={evaluation.EVAL_SEED}",
+                 f"--batch_size={batch}", f"--num_samples={batch}"]
+        guidance = self.evaluator.guidance
+        if guidance is not None:
+            parts += [f"--labels={','.join(map(str, range(guidance.num_classes)))}",
+                      f"--guidance_scale={self.cfg.evaluation_scale():g}"]
+        return " ".join(parts)
+
     # ---- the final comparison ----
     def finish(self):
         """Final evaluation on cfg.final_samples, then coefficients, export and results (last)."""
@@ -300,10 +313,8 @@ class Run:
                     f"{floor['heldout_fid']:.4f} (what a model reproducing its data "
                     f"exactly would get).\n\n"
                     f"The evaluation's samples come from seed {evaluation.EVAL_SEED} in batches "
-                    f"of {batch}: `ddss_sample --coefficients={self.path('coefficients.json')} "
-                    f"--seed={evaluation.EVAL_SEED} --batch_size={batch} --num_samples={batch}` "
-                    f"(with this search's --model flags) redraws the first batch, whose first "
-                    f"{COMPARE_IMAGES} images are compare.png's last row.\n")
+                    f"of {batch}: `{self.redraw_command(batch)}` redraws the first batch, "
+                    f"whose first {COMPARE_IMAGES} images are compare.png's last row.\n")
             if self.scale_evaluators:
                 f.write(_across_scales_text(summary["across_scales"], label))
         files.write_json(self.path("results.json"), summary)
