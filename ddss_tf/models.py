@@ -46,7 +46,7 @@ from ddss_tf.metrics import features
 from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
-__all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "kind", "carries_schedule",
+__all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "flags", "kind", "carries_schedule",
            "load_schedule", "load", "load_denoiser", "image_shape", "fingerprint",
            "describe"]
 
