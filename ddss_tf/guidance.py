@@ -13,8 +13,12 @@ trade one class's quality for another's (`metrics.conditional.per_class_kid_loss
 Across scales (beyond the paper): a layer built with guidance_scales=(w_1, ..., w_n) keeps
 one copy of its coefficients per anchor scale and runs at the scale of the denoiser it is
 given, interpolated between anchors (samplers.base). Its search draws each step's scale
-uniformly from [w_1, w_n] (`step_scale`), so one sampler learns the whole range and serves
-any scale in it; the export accepts exactly that range (`scale_range`).
+(`step_scale`) as one of the anchors (half the steps, each anchor equally likely) or uniformly
+from [w_1, w_n] (the other half), so one sampler learns the whole range and serves any scale
+in it; the export accepts exactly that range (`scale_range`). The anchor draws matter: an
+anchor's coefficients are the sampler's alone only at that scale, and with uniform draws
+alone the outer ones (whose segment is drawn least and shared with the next anchor) drifted
+to values that served their segment's inside and not the anchor itself (docs/guidance.md).
 """
 
 import numpy as np
@@ -23,7 +27,11 @@ import tensorflow as tf
 from ddss_tf import denoisers
 from ddss_tf.metrics import conditional
 
-__all__ = ["Guidance"]
+__all__ = ["Guidance", "ANCHOR_PROBABILITY"]
+
+# The share of a search across scales' steps run at one of its anchors (the rest: uniform in
+# their range).
+ANCHOR_PROBABILITY = 0.5
 
 
 class Guidance:
@@ -76,11 +84,17 @@ class Guidance:
 
     def step_scale(self, layer, key):
         """The guidance scale of one search step: this search's scale, or for a layer with
-        guidance_scales one drawn uniformly from its anchors' range with a stateless key."""
+        guidance_scales, with a stateless key, one of its anchors (probability
+        ANCHOR_PROBABILITY, each equally likely) or else one drawn uniformly from their range."""
         anchors = getattr(layer, "guidance_scales", None)
         if anchors is None:
             return self.scale
-        return tf.random.stateless_uniform([], key, anchors[0], anchors[-1])
+        k_choice, k_anchor, k_uniform = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+        anchor = tf.gather(tf.constant(anchors, tf.float32),
+                           tf.random.stateless_uniform([], k_anchor, 0, len(anchors), tf.int32))
+        uniform = tf.random.stateless_uniform([], k_uniform, anchors[0], anchors[-1])
+        return tf.where(tf.random.stateless_uniform([], k_choice) < ANCHOR_PROBABILITY,
+                        anchor, uniform)
 
     def scale_range(self, layer):
         """(low, high): the guidance scales `layer` serves, its anchors' range or this
