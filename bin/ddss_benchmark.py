@@ -2,6 +2,7 @@
 
     ddss_benchmark --workdir=bench                     # bundled digits model, K = 3, 4, 5, 10, 20
     ddss_benchmark --searches=ddss_runs --workdir=bench   # reuse ddss_search's work directories
+    ddss_benchmark --searches=ddss_runs --only_searched   # learned rows only where searched
     ddss_benchmark --samplers=ddim_quadratic,unipc --num_steps=5,10 --num_samples=500
     ddss_benchmark --model=digits_cond --guidance_scale=3 --workdir=bench_w3 --searches=cond_runs
     ddss_benchmark --model=eps.keras --schedule=linear_beta --dataset=cifar10 \
@@ -34,6 +35,9 @@ flags.DEFINE_integer("num_samples", _B.num_samples, "Samples per cell (FID's bia
                      "grows; the row training_data shows the bias at this count).", lower_bound=2)
 flags.DEFINE_string("searches", "", "Directory of the learned rows' search work directories "
                     "(default <workdir>/searches; ddss_search writes to ddss_runs).")
+flags.DEFINE_bool("only_searched", _B.only_searched, "Learned rows: score only the K whose "
+                  "search in --searches has finished and leave the other cells empty, instead "
+                  "of searching them first (a table of what exists, without new searches).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
 cli.define_data_flags()   # --dataset --split
 flags.DEFINE_string("features", _D.features, "Feature network of FID / KID / IS and of the "
@@ -70,6 +74,7 @@ def _config():
         conditional=FLAGS.guidance_scale is not None)
     return benchmark.BenchmarkConfig(samplers=tuple(rows), num_steps=ks, guidance_anchors=anchors,
                                      num_samples=FLAGS.num_samples, searches=FLAGS.searches,
+                                     only_searched=FLAGS.only_searched,
                                      train_steps=FLAGS.train_steps,
                                      learning_rate=FLAGS.learning_rate, search=search)
 

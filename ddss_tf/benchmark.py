@@ -134,11 +134,19 @@ class LearnedRow(Row):
         return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
                                    train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
 
+    def directory(self, bench, k):
+        """Its search work directory at K = k (named as ddss_search names it)."""
+        return os.path.join(bench.searches, self.search_config(bench.cfg, k).run_name())
+
+    def searched(self, bench, k):
+        """True when its search at K = k has finished (results.json written)."""
+        return os.path.exists(os.path.join(self.directory(bench, k), "results.json"))
+
     def _load(self, bench, k):
         """(layer, digest, cost): loaded from, or first searched into, its search work
         directory. A finished search there with other settings is refused."""
         scfg = self.search_config(bench.cfg, k)
-        directory = os.path.join(bench.searches, scfg.run_name())
+        directory = self.directory(bench, k)
         if directory in bench.learned:
             return bench.learned[directory]
         results = os.path.join(directory, "results.json")
@@ -284,6 +292,8 @@ class BenchmarkConfig:
     train_steps, learning_rate: of every learned row's search; None: ddss_search's default
       at the row's K and objective (`search.default_optimisation`).
     searches: directory of the learned rows' search work directories ("" = workdir/searches).
+    only_searched: learned rows fill only the K whose search in `searches` has finished; the
+      other cells are skipped (and left empty in the table) instead of searched there first.
     num_samples: samples per cell. FID's upward bias shrinks as this grows: on the bundled
       digits, the training images themselves score 0.65 at 2,000 and 0.13 at 10,000, so at
       2,000 the bias is as large as the differences between the better samplers.
@@ -292,6 +302,7 @@ class BenchmarkConfig:
     num_steps: tuple = (3, 4, 5, 10, 20)
     num_samples: int = 10000
     searches: str = ""
+    only_searched: bool = False
     # The anchor scales of the row ggdm_pred_time_across (a conditional model).
     guidance_anchors: tuple = (0.0, 1.0, 3.0)
     train_steps: Optional[int] = None
@@ -455,6 +466,12 @@ def run(cfg, workdir, log=print):
     T = bench.evaluator.denoiser.schedule.num_timesteps
     plan = [(_ROWS[name], k) for name in cfg.samplers
             for k in _ROWS[name].steps(cfg.num_steps, T)]
+    if cfg.only_searched:
+        unsearched = [(row, k) for row, k in plan
+                      if isinstance(row, LearnedRow) and not row.searched(bench, k)]
+        for row, k in unsearched:
+            log(f"skipping {row.label}, K = {k}: no finished search in {row.directory(bench, k)}")
+        plan = [cell for cell in plan if cell not in unsearched]
     os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
     cells = []
     for i, (row, k) in enumerate(plan):

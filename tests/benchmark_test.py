@@ -136,6 +136,29 @@ def test_a_cell_whose_inputs_changed_is_recomputed(finished, tmp_path):
     assert again[0]["fid"] == pytest.approx(records[1]["fid"], rel=1e-6)
 
 
+def test_only_searched_skips_the_learned_cells_without_a_finished_search(finished, tmp_path,
+                                                                        monkeypatch):
+    workdir, records = finished
+    searches = os.path.join(workdir, "searches")  # ggdm_pred_time searched at K = 3 only
+
+    def fail(*args, **kwargs):
+        raise AssertionError("--only_searched started a search")
+
+    monkeypatch.setattr(benchmark, "run_search", fail)
+    log = []
+    again = benchmark.run(_cfg(samplers=("unipc", "ggdm_pred_time"), num_steps=(3, 4),
+                               searches=searches, only_searched=True), str(tmp_path), log=log.append)
+    assert [(r["sampler"], r["num_steps"]) for r in again] == [
+        (records[1]["sampler"], 3), (records[1]["sampler"], 4), (records[2]["sampler"], 3)]
+    assert again[2]["fid"] == pytest.approx(records[2]["fid"], rel=1e-6)
+    assert not os.path.exists(os.path.join(searches, "ggdm_pred_time_k4"))
+    assert any(line.startswith(f"skipping {records[2]['sampler']}, K = 4: no finished search")
+               for line in log)
+    with open(tmp_path / "table.md") as f:
+        learned = [line for line in f if line.startswith(f"| {records[2]['sampler']} |")][0]
+    assert learned.rstrip().endswith("|  |")  # its K = 4 cell empty
+
+
 def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_path, monkeypatch):
     # T = 50: the all-steps chain runs eagerly, one network call per step.
     search = dataclasses.replace(_cfg().search, num_timesteps=50)
