@@ -23,10 +23,17 @@ import export_helpers
 import testing
 import toy_networks
 import workers
+from search_helpers import toy_model
 from ddss_tf import checkpoints, files, images, sampling
 
-_TINY = ["--num_steps=2", "--batch_size=8", "--noxla", "--eval_every=1000", "--eval_samples=16",
-         "--final_samples=16", "--reference_steps=10"]
+
+
+def _tiny():
+    """ddss_search's flags for a search of seconds: K = 2, batch 8, on the few-op toy network
+    (search_helpers.toy_model; a process on the bundled UNet took 4x longer, mostly tracing)."""
+    return [f"--model={toy_model()}", "--schedule=linear_beta", "--num_steps=2", "--batch_size=8",
+            "--noxla", "--eval_every=1000", "--eval_samples=16", "--final_samples=16",
+            "--reference_steps=10"]
 
 
 def _one_line_error(proc, code, *phrases):
@@ -81,7 +88,7 @@ def _coefficients(workdir):
 
 def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(tmp_path):
     env = testing.binary_env(tmp_path)
-    flags = _TINY + ["--train_steps=6", "--checkpoint_every=2"]
+    flags = _tiny() + ["--train_steps=6", "--checkpoint_every=2"]
     full = str(tmp_path / "full")
     proc = testing.run_binary("ddss_search", *flags, f"--workdir={full}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -132,7 +139,7 @@ def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(
 def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen(
-        testing.binary_command("ddss_search", *_TINY, "--train_steps=100000",
+        testing.binary_command("ddss_search", *_tiny(), "--train_steps=100000",
                                "--checkpoint_every=100000", f"--workdir={workdir}"),
         env=testing.binary_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
@@ -179,12 +186,12 @@ def test_unusable_paths_are_one_line_naming_the_path(tmp_path):
     env = testing.binary_env(tmp_path)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    proc = testing.run_binary("ddss_search", *_TINY, f"--workdir={a_file}", env=env)
+    proc = testing.run_binary("ddss_search", *_tiny(), f"--workdir={a_file}", env=env)
     _one_line_error(proc, 2, str(a_file), "not a directory")
     locked = tmp_path / "locked"
     locked.mkdir()
     with _read_only(str(locked)):
-        proc = testing.run_binary("ddss_search", *_TINY, f"--workdir={locked}/run", env=env)
+        proc = testing.run_binary("ddss_search", *_tiny(), f"--workdir={locked}/run", env=env)
         _one_line_error(proc, 2, f"{locked}/run")
         proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_samples=100000",
                                   f"--out={locked}/s.npz", env=env)
@@ -194,7 +201,7 @@ def test_unusable_paths_are_one_line_naming_the_path(tmp_path):
     cache = tmp_path / "ro_cache"
     cache.mkdir()
     with _read_only(str(cache)):
-        proc = testing.run_binary("ddss_search", *_TINY, "--train_steps=1",
+        proc = testing.run_binary("ddss_search", *_tiny(), "--train_steps=1",
                                   f"--workdir={tmp_path}/w",
                                   env=dict(env, DDSS_TF_CACHE=str(cache)))
     _one_line_error(proc, 2, str(cache))
@@ -214,7 +221,7 @@ def test_a_second_search_on_a_busy_work_directory_refuses_and_a_stale_lock_does_
         with pytest.raises(files.WorkdirBusy, match=f"pid {holder.pid}"):
             with files.WorkdirLock(workdir):
                 pass
-        proc = testing.run_binary("ddss_search", *_TINY, "--train_steps=1",
+        proc = testing.run_binary("ddss_search", *_tiny(), "--train_steps=1",
                                   f"--workdir={workdir}", env=testing.binary_env(tmp_path))
         _one_line_error(proc, 2, workdir, "is in use by", f"pid {holder.pid}")
         assert not os.path.exists(os.path.join(workdir, "config.json"))
@@ -238,7 +245,7 @@ def test_non_finite_samples_or_scores_exit_3_and_write_nothing(tmp_path):
     _one_line_error(proc, 3, "non-finite", "nothing written")
     assert not out.exists() and not (tmp_path / "s.png").exists()
     workdir = tmp_path / "run"
-    proc = testing.run_binary("ddss_search", *_TINY, "--train_steps=2", f"--model={model}",
+    proc = testing.run_binary("ddss_search", *_tiny(), "--train_steps=2", f"--model={model}",
                               "--schedule=linear_beta", f"--workdir={workdir}", env=env)
     _one_line_error(proc, 3, "NaN / Inf", "nothing scored or written")
     assert not (workdir / "results.json").exists() and not (workdir / "coefficients.json").exists()
@@ -295,7 +302,7 @@ def _start_workers(tmp_path, workdir, flags, caches=None, workdirs=None, only=(0
         env = testing.binary_env(tmp_path, TF_CONFIG=workers.tf_config(cluster, i),
                                  DDSS_TF_CACHE=(caches or {}).get(i, str(tmp_path / f"cache{i}")))
         procs.append(subprocess.Popen(
-            testing.binary_command("ddss_search", *_TINY, "--strategy=multi_worker",
+            testing.binary_command("ddss_search", *_tiny(), "--strategy=multi_worker",
                                    "--lr_decay=constant",
                                    f"--workdir={(workdirs or {}).get(i, workdir)}", *flags),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -380,7 +387,7 @@ def test_two_workers_stop_together_fail_together_and_resume(tmp_path):
     for proc in [_finish(p, timeout=600) for p in procs]:
         assert proc.returncode == 0, proc.stderr[-3000:]
     reference = str(tmp_path / "reference")
-    proc = testing.run_binary("ddss_search", *_TINY, "--strategy=mirrored", "--cpu_devices=2",
+    proc = testing.run_binary("ddss_search", *_tiny(), "--strategy=mirrored", "--cpu_devices=2",
                               "--lr_decay=constant", f"--train_steps={total}",
                               "--checkpoint_every=100000", f"--workdir={reference}",
                               env=testing.binary_env(tmp_path))
