@@ -40,6 +40,10 @@ flags.DEFINE_boolean("time", _D.time, "+TIME: learn the query times.")
 flags.DEFINE_enum("init", _D.init,
                   sorted({i for f in samplers.learnable_names() for i in samplers.inits(f)}),
                   "Baseline the untrained sampler reproduces.")
+flags.DEFINE_list("start_from", None, "Start from learned coefficients instead of --init's: a "
+                  "coefficients.json of this family, K and settings (e.g. a finished search's). "
+                  "With a list of guidance scales, one per scale (the searches made at each; "
+                  "anchor j starts from file j) or one for all.")
 flags.DEFINE_enum("objective", _D.objective, list(ld3.OBJECTIVES), "kid: DDSS (KID to the "
                   "data through the chain); ld3: LD3, the solver's times only, against a "
                   "many-step teacher from the same x_T (ddss_tf.search.ld3).")

@@ -113,6 +113,53 @@ def test_set_guidance_scale_config_and_coefficients_json_round_trip(tmp_path):
                                       _call_at(layer, w, x_T, z).numpy())
 
 
+def _plain(seed, num_steps=4):
+    """A GGDM +PRED +TIME layer without anchors, its variables moved from the start."""
+    layer = samplers.create("ggdm", _at(None), num_steps=num_steps, pred=True, time=True)
+    rng = np.random.default_rng(seed)
+    for v in layer.weights:
+        v.assign(v.numpy() + rng.normal(0, 0.2, v.shape).astype(np.float32))
+    return layer
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_started_from_one_sampler_per_anchor_it_is_each_at_its_anchor(loop):
+    learned = [_plain(seed) for seed in (1, 2, 3)]
+    layer = samplers.create("ggdm", _at(None), num_steps=4, pred=True, time=True, loop=loop,
+                            guidance_scales=ANCHORS)
+    layer.start_from(learned)
+    x_T, z = noise.draw(6, 4, [3, 8, 8, 1])
+    for w, plain in zip(ANCHORS, learned):
+        np.testing.assert_allclose(_call_at(layer, tf.constant(w), x_T, z).numpy(),
+                                   plain(x_T, z).numpy(), rtol=1e-5, atol=1e-6)
+    # Between anchors: the raw variables interpolated (the numpy reference above).
+    np.testing.assert_allclose(_call_at(layer, tf.constant(2.0), x_T, z).numpy(),
+                               _plain_at(layer, 2.0)(x_T, z).numpy(), rtol=1e-5, atol=1e-6)
+    # What coefficients() reports: the largest anchor's.
+    for key, value in learned[-1].coefficients().items():
+        np.testing.assert_allclose(layer.coefficients()[key], value, rtol=1e-6, atol=1e-7)
+    # One sampler for every anchor; and a plain layer takes one plain sampler's values.
+    layer.start_from(learned[:1])
+    np.testing.assert_allclose(_call_at(layer, tf.constant(3.0), x_T, z).numpy(),
+                               learned[0](x_T, z).numpy(), rtol=1e-5, atol=1e-6)
+    plain = samplers.create("ggdm", _at(None), num_steps=4, pred=True, time=True)
+    plain.start_from(learned[1:2])
+    np.testing.assert_array_equal(plain(x_T, z).numpy(), learned[1](x_T, z).numpy())
+
+
+def test_start_from_refuses_samplers_built_otherwise():
+    layer = samplers.create("ggdm", _at(None), num_steps=4, pred=True, time=True,
+                            guidance_scales=ANCHORS)
+    with pytest.raises(ValueError, match=r"one learned sampler or one per anchor \(3\), got 2"):
+        layer.start_from([_plain(1), _plain(2)])
+    with pytest.raises(ValueError, match=r"differs in num_steps \(5, here 4\)"):
+        layer.start_from([_plain(1, num_steps=5)])
+    with pytest.raises(ValueError, match=r"differs in time \(False, here True\)"):
+        layer.start_from([samplers.create("ggdm", _at(None), num_steps=4, pred=True)])
+    with pytest.raises(ValueError, match="not across scales"):
+        layer.start_from([_anchored()])
+
+
 def test_bad_anchors_are_refused():
     den = _at(None)
     for bad, why in (([1.0], "2 or more increasing"), ([0, 2, 1], "2 or more increasing"),

@@ -21,7 +21,7 @@ import tensorflow as tf
 import testing
 import workers
 from search_helpers import QUIET, sigint_at, tiny_config, values
-from ddss_tf import evaluation, images, interrupt, models, progress, sampling
+from ddss_tf import evaluation, export, images, interrupt, models, progress, sampling
 from ddss_tf.metrics import mmd
 from ddss_tf.noise import step_noise
 from ddss_tf.search import SearchConfig, run_search
@@ -203,7 +203,24 @@ def test_nan_in_a_search_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert not os.path.exists(workdir / "coefficients.json")
 
 
+def test_a_search_starts_from_a_learned_samplers_coefficients(tmp_path):
+    run_search(tiny_config(), str(tmp_path / "first"), log=QUIET)
+    path = str(tmp_path / "first" / "coefficients.json")
+    cfg = tiny_config(start_from=[path])
+    assert cfg.run_name() == tiny_config().run_name() + "_warm"
+    setup = Run(cfg, tempfile.gettempdir(), QUIET)
+    learned = export.load_coefficients(path, setup.evaluator.sampling_denoiser)
+    fresh = tiny_config().build_sampler(setup.evaluator.sampling_denoiser)
+    assert not all(np.array_equal(a, b) for a, b in zip(values(learned.weights),
+                                                        values(fresh.weights)))
+    for a, b in zip(values(setup.layer.weights), values(learned.weights)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("overrides,message", [
+    (dict(start_from=["/no/such/coefficients.json"]),
+     "start_from: /no/such/coefficients.json does not exist"),
+    (dict(start_from=["a.json", "b.json"]), "start_from takes one coefficients.json, got 2"),
     (dict(family="ddim"), "has nothing to learn; learnable families: [a-z_, ]+$"),
     (dict(family="dpm_solver_pp_2m"), "has nothing to learn; .* learned with objective ld3"),
     (dict(family="nope"), "unknown family"),

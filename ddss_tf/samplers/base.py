@@ -169,6 +169,41 @@ class Sampler(keras.layers.Layer):
         return [(v, tf.tensordot(weights, tf.convert_to_tensor(a), 1))
                 for v, a in zip(self._interpolated, self.anchors)]
 
+    def start_from(self, learned):
+        """Copy learned samplers' variables into this one (the start of a search).
+
+        Args:
+          learned: samplers built like this one (family, K, stride, +TIME and the family's
+            settings; `_SETTINGS_ANY` may differ) without guidance_scales: one, or with
+            guidance_scales one per anchor, in the anchors' order (sampler j's values
+            become anchor j's), or one for every anchor.
+        """
+        learned = list(learned)
+        n = 1 if self.guidance_scales is None else len(self.guidance_scales)
+        if len(learned) not in {1, n}:
+            raise ValueError(f"start_from takes one learned sampler or one per anchor ({n}), "
+                             f"got {len(learned)}")
+        mine = _settings(self)
+        for other in learned:
+            if getattr(other, "guidance_scales", None) is not None:
+                raise ValueError("start_from takes samplers searched at one guidance scale, "
+                                 f"not across scales {list(other.guidance_scales)}")
+            theirs = _settings(other)
+            if theirs != mine:
+                diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                raise ValueError("start_from needs a sampler built like this one; it differs in "
+                                 + ", ".join(f"{k} ({theirs.get(k)!r}, here {mine.get(k)!r})"
+                                             for k in diff))
+        learned = learned * (n // len(learned))
+        with tf.init_scope():
+            if self.guidance_scales is None:
+                self.set_weights(learned[0].get_weights())
+                return
+            for var, anchors in zip(self._interpolated, self.anchors):
+                values = [_named(other, var.name).numpy() for other in learned]
+                anchors.assign(np.stack(values))
+            self.set_guidance_scale(self.guidance_scales[-1])
+
     def set_guidance_scale(self, guidance_scale):
         """Store the coefficients at `guidance_scale` in the family's variables: what
         `coefficients()` and a call on a denoiser without a scale read (guidance_scales only)."""
@@ -451,6 +486,23 @@ class Sampler(keras.layers.Layer):
         if family != cls.family:
             raise ValueError(f"config is for family {family!r}, not {cls.family!r}")
         return cls(denoiser, **config)
+
+
+# Layer settings that do not change what a sampler's variables mean (`Sampler.start_from`).
+_SETTINGS_ANY = ("name", "trainable", "dtype", "remat", "loop", "guidance_scales")
+
+
+def _settings(layer):
+    """The layer's config without `_SETTINGS_ANY`."""
+    return {k: v for k, v in layer.get_config().items() if k not in _SETTINGS_ANY}
+
+
+def _named(layer, name):
+    """The layer's variable called `name`."""
+    for var in layer.weights:
+        if var.name == name:
+            return var
+    raise ValueError(f"the {layer.family} sampler has no variable {name!r}")
 
 
 def _check_bool(name, value):

@@ -7,6 +7,7 @@ feature space, sized to finish within minutes on a laptop CPU.
 
 import dataclasses
 import json
+import os
 from typing import List, Optional, Union
 
 from ddss_tf import noise, samplers
@@ -59,6 +60,11 @@ class SearchConfig:
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
     init: str = "ddim"
+    # Start from learned coefficients instead of init's: coefficients.json files of samplers
+    # of this family, K and settings (e.g. finished searches' files). A search across guidance
+    # scales takes one per anchor (anchor j starts from file j: the searches made at each
+    # scale) or one for every anchor (samplers.Sampler.start_from).
+    start_from: List[str] = dataclasses.field(default_factory=list)
     # The model and the data it was trained on ("digits" = the bundled model and data). A model
     # brought as a Keras file, SavedModel or TF1 checkpoint names its schedule ("" = the model's
     # own) and what it predicts (ddss_tf.models); a TF1 checkpoint also its image size or a
@@ -229,6 +235,21 @@ class SearchConfig:
             if self.objective != "kid" or self.precision != "float32":
                 raise ValueError("a guided search (guidance_scale) takes objective kid and "
                                  f"precision float32, got {self.objective} and {self.precision}")
+        self._validate_start_from()
+
+    def _validate_start_from(self):
+        paths = self.start_from
+        if not isinstance(paths, (list, tuple)) or not all(isinstance(p, str) for p in paths):
+            raise ValueError(f"start_from must be a list of coefficients.json paths, got {paths!r}")
+        anchors = self.guidance_anchors()
+        if paths and len(paths) not in {1, len(anchors or ())}:
+            raise ValueError(f"start_from takes one coefficients.json, or one per guidance anchor "
+                             f"({len(anchors)}), got {len(paths)}" if anchors else
+                             f"start_from takes one coefficients.json, got {len(paths)}")
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise ValueError(f"start_from: {', '.join(missing)} does not exist (a learned "
+                             "sampler's coefficients.json, e.g. a finished search's)")
 
     def _validate_ld3(self):
         if self.family not in ld3.FAMILIES or not self.time:
@@ -244,13 +265,13 @@ class SearchConfig:
 
     def run_name(self):
         """The work directory name ddss_search gives this search:
-        [ld3_]<family>[_pred][_time]_k<K>[_w<guidance scale>]."""
+        [ld3_]<family>[_pred][_time]_k<K>[_w<guidance scale>][_warm] (warm: start_from)."""
         parts = ([self.objective] if self.objective != "kid" else []) + [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
             [f"k{self.num_steps}"]
         if self.guidance_scale is not None:
             parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
-        return "_".join(parts)
+        return "_".join(parts + (["warm"] if self.start_from else []))
 
     def guidance_scales(self):
         """The guidance scales of the search as a tuple: (w,) or the anchors of a sampler
@@ -278,7 +299,8 @@ class SearchConfig:
         anchors = self.guidance_anchors()
         return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else "")
-                + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else ""))
+                + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else "")
+                + (" (warm start)" if self.start_from else ""))
 
     def build_sampler(self, denoiser):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""

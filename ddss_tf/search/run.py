@@ -83,6 +83,8 @@ class Run:
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser)
+        if cfg.start_from:
+            self._start_from(cfg.start_from)
         teacher = None
         if cfg.objective == "ld3":
             self.log(f"LD3 teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
@@ -95,6 +97,22 @@ class Run:
         # A sampler across guidance scales is validated and finally scored at every anchor.
         anchors = cfg.guidance_anchors() or ()
         self.scale_evaluators = [ev.at_guidance_scale(w) for w in anchors]
+
+    def _start_from(self, paths):
+        """Start the layer from learned samplers' coefficients.json (SearchConfig.start_from):
+        each checked against this model, then copied (a resumed run's checkpoint then replaces
+        them)."""
+        ev, anchors = self.evaluator, self.cfg.guidance_anchors()
+        learned = [export.load_coefficients(p, ev.sampling_denoiser, remat=False) for p in paths]
+        with self.strategy.scope():
+            self.layer.start_from(learned)
+        for j, path in enumerate(paths):
+            scales = export.read_coefficients(path).get("guidance", {}).get("scale_range")
+            searched = "" if not scales else " (searched at w " + (
+                f"{scales[0]:g})" if scales[0] == scales[1] else f"{scales[0]:g}..{scales[1]:g})")
+            at = ("every anchor" if len(paths) == 1 else f"anchor w={anchors[j]:g}") \
+                if anchors else "the sampler"
+            self.log(f"starting {at} from {path}{searched}")
 
     def path(self, *parts):
         return os.path.join(self.workdir, *parts)
