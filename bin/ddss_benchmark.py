@@ -52,9 +52,9 @@ flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch of each search."
 flags.DEFINE_float("guidance_scale", None, "A class-conditional model (e.g. --model=digits_cond): "
                    "the classifier-free guidance scale every row samples at; records gain "
                    "per-class FID / KID and held-out accuracy.", lower_bound=0)
-flags.DEFINE_list("guidance_anchors", [f"{w:g}" for w in _B.guidance_anchors], "The anchor scales "
-                  "of the row ggdm_pred_time_across (one sampler across scales, searched once "
-                  "for every benchmark sharing --searches).")
+flags.DEFINE_list("guidance_anchors", [f"{w:g}" for w in _B.guidance_anchors], "The anchor "
+                  "scales of the rows ggdm_pred_time_across and ..._across_warm (one sampler "
+                  "across scales, searched once for every benchmark sharing --searches).")
 
 
 def _config():

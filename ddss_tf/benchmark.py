@@ -65,6 +65,9 @@ CONDITIONAL_KEYS = records_lib.CONDITIONAL_KEYS
 # What a row's sampler cost to learn (None for training-free rows, and for searches finished
 # before their cost was recorded).
 _NO_COST = dict(search_seconds=None, search_network_evaluations=None)
+# The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
+# the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
+WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch); a
 # conditional model's cells keep one per class (sample i asks for label i mod C).
 GRID_IMAGES = 6
@@ -129,14 +132,16 @@ class LearnedRow(Row):
         super().__init__(name, SearchConfig(**settings).label(), "learned")
         self.settings = settings
 
-    def search_config(self, cfg, k):
-        """The SearchConfig of this row at K = k: the BenchmarkConfig's template search."""
+    def search_config(self, cfg, k, searches=""):
+        """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
+        (`searches`: the benchmark's searches directory, for rows that start from others)."""
         return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
                                    train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
 
     def directory(self, bench, k):
         """Its search work directory at K = k (named as ddss_search names it)."""
-        return os.path.join(bench.searches, self.search_config(bench.cfg, k).run_name())
+        return os.path.join(bench.searches, self.search_config(bench.cfg, k, bench.searches)
+                            .run_name())
 
     def searched(self, bench, k):
         """True when its search at K = k has finished (results.json written)."""
@@ -145,32 +150,15 @@ class LearnedRow(Row):
     def _load(self, bench, k):
         """(layer, digest, cost): loaded from, or first searched into, its search work
         directory. A finished search there with other settings is refused."""
-        scfg = self.search_config(bench.cfg, k)
+        scfg = self.search_config(bench.cfg, k, bench.searches)
         directory = self.directory(bench, k)
         if directory in bench.learned:
             return bench.learned[directory]
-        results = os.path.join(directory, "results.json")
-        if os.path.exists(results):
-            diff = differing_settings(files.read_json(results, "results file", dict).get("config"),
-                                      scfg)
-            if diff:
-                raise ValueError(f"{directory} holds a finished search with different "
-                                 f"{', '.join(diff)} than this benchmark's; give the same "
-                                 "settings or another --searches directory")
-        else:
-            bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if "
-                      "interrupted)")
-            try:
-                run_search(scfg, directory, bench.log)
-            except interrupt.Interrupted as e:
-                raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
-                                            "interrupted; its checkpoint is saved: rerun the "
-                                            "same command to resume") from e
+        finished = _finished_search(bench, scfg, directory)
         path = os.path.join(directory, "coefficients.json")
         with open(path, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()[:16]
         layer = export.load_coefficients(path, bench.evaluator.sampling_denoiser, remat=False)
-        finished = files.read_json(results, "results file", dict)
         cost = {key: finished.get(key) for key in _NO_COST}
         bench.learned[directory] = layer, digest, cost
         return bench.learned[directory]
@@ -185,6 +173,29 @@ class LearnedRow(Row):
         return self._load(bench, k)[0]
 
 
+def _finished_search(bench, scfg, directory):
+    """The results.json of the search `scfg` in `directory`: read, or searched (or resumed)
+    there first. A finished search there with other settings is refused."""
+    results = os.path.join(directory, "results.json")
+    if os.path.exists(results):
+        diff = differing_settings(files.read_json(results, "results file", dict).get("config"),
+                                  scfg)
+        if diff:
+            raise ValueError(f"{directory} holds a finished search with different "
+                             f"{', '.join(diff)} than this benchmark's; give the same "
+                             "settings or another --searches directory")
+    else:
+        bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if "
+                  "interrupted)")
+        try:
+            run_search(scfg, directory, bench.log)
+        except interrupt.Interrupted as e:
+            raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
+                                        "interrupted; its checkpoint is saved: rerun the "
+                                        "same command to resume") from e
+    return files.read_json(results, "results file", dict)
+
+
 class AcrossScalesRow(LearnedRow):
     """One sampler searched across the BenchmarkConfig's guidance_anchors (a conditional model
     only), evaluated at the benchmark's guidance scale: its coefficients there, interpolated
@@ -196,9 +207,51 @@ class AcrossScalesRow(LearnedRow):
         super().__init__(name, **settings)
         self.label += ", across scales"
 
-    def search_config(self, cfg, k):
-        return dataclasses.replace(super().search_config(cfg, k),
+    def search_config(self, cfg, k, searches=""):
+        return dataclasses.replace(super().search_config(cfg, k, searches),
                                    guidance_scale=[float(w) for w in cfg.guidance_anchors])
+
+
+class WarmAcrossScalesRow(AcrossScalesRow):
+    """The sampler across guidance_anchors started from the searches made at each anchor (the
+    row `per_scale`'s, searched first where missing) and then tuned across the range with
+    `tune` (SearchConfig fields: a shorter, gentler search than one from scratch; the
+    BenchmarkConfig's train_steps and learning_rate, when set, win). Its cost is the tuning's
+    plus the per-scale searches'."""
+
+    def __init__(self, name, per_scale, tune, **settings):
+        super().__init__(name, **settings)
+        self.label += " from per-scale searches"
+        self.per_scale, self.tune = per_scale, dict(tune)
+
+    def anchor_searches(self, cfg, k, searches):
+        """[(SearchConfig, work directory)] of the per-scale searches it starts from."""
+        out = []
+        for w in cfg.guidance_anchors:
+            scfg = dataclasses.replace(self.per_scale.search_config(cfg, k, searches),
+                                       guidance_scale=float(w))
+            out.append((scfg, os.path.join(searches, scfg.run_name())))
+        return out
+
+    def search_config(self, cfg, k, searches=""):
+        starts = [os.path.join(d, "coefficients.json")
+                  for _, d in self.anchor_searches(cfg, k, searches or "searches")]
+        # The benchmark's train_steps / learning_rate, when it sets them, apply here too.
+        tune = {key: v for key, v in self.tune.items() if getattr(cfg, key, None) is None}
+        return dataclasses.replace(super().search_config(cfg, k, searches), **tune,
+                                   start_from=starts)
+
+    def _load(self, bench, k):
+        for scfg, directory in self.anchor_searches(bench.cfg, k, bench.searches):
+            _finished_search(bench, scfg, directory)
+        return super()._load(bench, k)
+
+    def cost(self, bench, k):
+        costs = [super().cost(bench, k)] + [
+            files.read_json(os.path.join(d, "results.json"), "results file", dict)
+            for _, d in self.anchor_searches(bench.cfg, k, bench.searches)]
+        values = {key: [c.get(key) for c in costs] for key in _NO_COST}
+        return {key: None if None in v else sum(v) for key, v in values.items()}
 
 
 class AllStepsRow(Row):
@@ -251,12 +304,14 @@ def _catalogue():
     # from 3 to 6 (docs/ddss_search.md, "Few steps").
     rows += [FixedRow(f"{name}_quadratic", f"{samplers.label(name)} quadratic", name,
                       dict(stride="quadratic")) for name in ("dpm_solver_pp_2m", "unipc")]
-    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False),
-             LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)]
+    per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
+    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
     rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
                         select=default_select("ld3")) for name in ld3.FAMILIES]
-    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True)]
+    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True),
+             WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
+                                 family="ggdm", pred=True, time=True)]
     rows += [AllStepsRow(), DataRow()]
     return {row.name: row for row in rows}
 
@@ -265,7 +320,8 @@ _ROWS = _catalogue()
 # A conditional model's default rows (issue 17's table): the training-free solvers and the
 # learned samplers, at one scale and across scales.
 _CONDITIONAL_DEFAULT = ("ddim_quadratic", "dpm_solver_pp_2m", "unipc", "dpm_solver_pp_2m_quadratic",
-                        "unipc_quadratic", "ggdm_pred_time", "ggdm_pred_time_across")
+                        "unipc_quadratic", "ggdm_pred_time", "ggdm_pred_time_across",
+                        "ggdm_pred_time_across_warm")
 
 
 def sampler_names():
@@ -338,13 +394,14 @@ class BenchmarkConfig:
                              "default); give them as the BenchmarkConfig's, not its search "
                              "template's")
 
-    def rows_search(self, name, k):
-        """The SearchConfig of the learned row `name` (`sampler_names()`) at K = k."""
+    def rows_search(self, name, k, searches=""):
+        """The SearchConfig of the learned row `name` (`sampler_names()`) at K = k (searches:
+        the benchmark's searches directory, for a row that starts from others' searches)."""
         row = _ROWS.get(name)
         if not isinstance(row, LearnedRow):
             learned = [n for n, r in _ROWS.items() if isinstance(r, LearnedRow)]
             raise ValueError(f"{name!r} is not a learned row; learned rows: {', '.join(learned)}")
-        return row.search_config(self, k)
+        return row.search_config(self, k, searches)
 
 
 # A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume. The old

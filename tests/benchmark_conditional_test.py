@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddss_tf import benchmark, denoisers, evaluation, export, pretrained, samplers
+from ddss_tf import benchmark, denoisers, evaluation, export, files, pretrained, samplers
 from ddss_tf import schedules
 from ddss_tf.search import SearchConfig
 
@@ -76,6 +76,33 @@ def test_a_conditional_benchmark_at_two_scales_shares_its_search_across_scales(m
         assert grid.shape[0] > 2 * 8 * 4 and grid.shape[1] > 10 * 8 * 4  # 2 rows, 10 labels
         text = (tmp_path / f"w{scale:g}" / "table.md").read_text()
         assert "class FID | held-out accuracy" in text
+
+
+def test_the_warm_row_starts_from_the_per_scale_searches_and_adds_their_cost(model, tmp_path):
+    path, cond = model
+    searches, logs = str(tmp_path / "searches"), []
+    cfg = _cfg(path, 2.0, searches=searches,
+               samplers=("ggdm_pred_time", "ggdm_pred_time_across_warm"))
+    records = benchmark.run(cfg, str(tmp_path / "w2"),
+                            log=lambda *a: logs.append(" ".join(map(str, a))))
+    # The per-scale search at w = 2 serves its own row and the warm row's anchor 2.
+    assert sum("searching" in line for line in logs) == 3
+    names = ["ggdm_pred_time_k2_w0", "ggdm_pred_time_k2_w2", "ggdm_pred_time_k2_w0-2_warm"]
+    assert sorted(os.listdir(searches)) == sorted(names)
+    results = {n: files.read_json(os.path.join(searches, n, "results.json")) for n in names}
+    warm = results[names[-1]]["config"]
+    assert warm["start_from"] == [os.path.join(searches, n, "coefficients.json")
+                                  for n in names[:2]]
+    assert warm["guidance_scale"] == [0.0, 2.0] and warm["train_steps"] == 2
+    assert warm["eval_every"] == benchmark.WARM_TUNE["eval_every"]
+    row = {r["sampler"]: r for r in records}[
+        "DDSS GGDM +PRED +TIME, across scales from per-scale searches"]
+    for key in ("search_seconds", "search_network_evaluations"):
+        assert row[key] == pytest.approx(sum(r[key] for r in results.values()))
+    # What the warm search started from: each per-scale search's sampler at its anchor.
+    started = [line for line in logs if line.startswith("starting anchor")]
+    assert len(started) == 2 and "(searched at w 0)" in started[0] \
+        and "(searched at w 2)" in started[1]
 
 
 @pytest.mark.parametrize("overrides,message", [
