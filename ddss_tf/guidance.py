@@ -27,11 +27,20 @@ import tensorflow as tf
 from ddss_tf import denoisers
 from ddss_tf.metrics import conditional
 
-__all__ = ["Guidance", "ANCHOR_PROBABILITY"]
+__all__ = ["Guidance", "ANCHOR_PROBABILITY", "validation_scales"]
 
 # The share of a search across scales' steps run at one of its anchors (the rest: uniform in
 # their range).
 ANCHOR_PROBABILITY = 0.5
+
+
+def validation_scales(anchors):
+    """The scales at which a search across `anchors` validates its coefficients (select =
+    "best", on the mean FID over them): the anchors and the midpoint between each two
+    neighbours, so the coefficients kept serve the range and not only the anchors (a start
+    taken from searches made at each anchor is best there by construction)."""
+    anchors = [float(w) for w in anchors]
+    return tuple(sorted(anchors + [(a + b) / 2 for a, b in zip(anchors, anchors[1:])]))
 
 
 class Guidance:

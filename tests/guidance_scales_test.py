@@ -160,6 +160,11 @@ def test_start_from_refuses_samplers_built_otherwise():
         layer.start_from([_anchored()])
 
 
+def test_a_search_across_scales_validates_at_and_between_its_anchors():
+    assert guidance_lib.validation_scales((0, 1, 3)) == (0.0, 0.5, 1.0, 2.0, 3.0)
+    assert guidance_lib.validation_scales([1.0, 4.0]) == (1.0, 2.5, 4.0)
+
+
 def test_bad_anchors_are_refused():
     den = _at(None)
     for bad, why in (([1.0], "2 or more increasing"), ([0, 2, 1], "2 or more increasing"),

@@ -7,6 +7,7 @@ guidance scale, and ddss_sample on it, for a sampler searched across two guidanc
 scored at each, its export serving every scale between them."""
 
 import dataclasses
+import glob
 import json
 
 import numpy as np
@@ -140,6 +141,15 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
     assert SearchConfig(guidance_scale=W, num_steps=2).run_name() == "ggdm_pred_time_k2_w1.5"
     results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)
     assert results["selected"] is not None
+    # select=best's validation FID: the mean over the anchors and the midpoint between them
+    # (at the evaluated steps; the start's is validated before TensorBoard opens).
+    events = [e for f in glob.glob(str(tmp_path / "run" / "tensorboard" / "*"))
+              for e in tf.compat.v1.train.summary_iterator(f)]
+    fids = {(e.step, v.tag): float(tf.make_ndarray(v.tensor)) for e in events
+            for v in e.summary.value if v.tag.startswith("validation/")}
+    for step in (1, 2):
+        per_scale = [fids[step, f"validation/fid_w{w}"] for w in ("0", "0.75", "1.5")]
+        assert fids[step, "validation/fid"] == pytest.approx(np.mean(per_scale), rel=1e-5)
     assert results["search_network_evaluations"] == 2 * 8 * 2 * 2  # guided: two per sample
     for r in results["records"]:
         assert {"class_fid", "class_kid", "heldout_accuracy"} <= set(r), r["sampler"]

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, files, images, models, noise, summaries
+from ddss_tf import evaluation, export, files, guidance, images, models, noise, summaries
 from ddss_tf.search import ld3, strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
@@ -94,9 +94,12 @@ class Run:
         self.trainer = Trainer(self.layer, ev.extractor, ev.reference.features, self.strategy,
                                cfg, ev.image_shape, teacher=teacher, guidance=ev.guidance)
         self.best = BestCoefficients(self.layer) if cfg.select == "best" else None
-        # A sampler across guidance scales is validated and finally scored at every anchor.
+        # A sampler across guidance scales is finally scored at every anchor ...
         anchors = cfg.guidance_anchors() or ()
         self.scale_evaluators = [ev.at_guidance_scale(w) for w in anchors]
+        # ... and validated at the anchors and between them.
+        self.validation_evaluators = [ev.at_guidance_scale(w) for w in
+                                      guidance.validation_scales(anchors)] if anchors else []
 
     def _start_from(self, paths):
         """Start the layer from learned samplers' coefficients.json (SearchConfig.start_from):
@@ -221,11 +224,13 @@ class Run:
     def validate(self, step):
         """select = "best": FID of the sampler at `step` on cfg.eval_samples validation samples
         (noise.VALIDATION_SEED), kept by self.best if the lowest so far (a sampler across
-        guidance scales: the mean FID over its anchors). Returns the lowest."""
+        guidance scales: the mean FID over `guidance.validation_scales`). Returns the lowest."""
         fids = []
-        for ev in self.scale_evaluators or [self.evaluator]:
+        for ev in self.validation_evaluators or [self.evaluator]:
             imgs = ev.sample(self.layer, self.cfg.eval_samples, seed=noise.VALIDATION_SEED)
             fids.append(float(ev.scorer(imgs)["fid"]) if np.all(np.isfinite(imgs)) else np.nan)
+            if self.validation_evaluators:
+                summaries.scalar(f"validation/fid_w{ev.guidance.scale:g}", fids[-1], step)
         fid = float(np.mean(fids))
         self.best.consider(self.layer, step, fid)
         summaries.scalar("validation/fid", fid, step)
