@@ -29,7 +29,8 @@ template search's guidance_scale; ddss_tf.guidance): every row samples it guided
 scale, sample i asking for label i mod C, and the records gain per-class FID / KID and the
 held-out classifier's accuracy. The row "ggdm_pred_time_across" is one sampler searched
 across `guidance_anchors` (shared by the benchmarks at each scale) and run at the
-benchmark's scale.
+benchmark's scale; "ggdm_pred_time_across_warm" is the same started from the searches made
+at each anchor (the row "ggdm_pred_time" there) and tuned across the range.
 
 Outputs in workdir: table.md (the paper's shape, rows samplers, columns K,
 "FID / IS" cells, then every metric), results.json (one record per cell),
