@@ -243,16 +243,16 @@ class WarmAcrossScalesRow(AcrossScalesRow):
                                    start_from=starts)
 
     def _load(self, bench, k):
-        for scfg, directory in self.anchor_searches(bench.cfg, k, bench.searches):
-            _finished_search(bench, scfg, directory)
-        return super()._load(bench, k)
-
-    def cost(self, bench, k):
-        costs = [super().cost(bench, k)] + [
-            files.read_json(os.path.join(d, "results.json"), "results file", dict)
-            for _, d in self.anchor_searches(bench.cfg, k, bench.searches)]
-        values = {key: [c.get(key) for c in costs] for key in _NO_COST}
-        return {key: None if None in v else sum(v) for key, v in values.items()}
+        """LearnedRow's, after the per-scale searches (read once per run), their cost added."""
+        directory = self.directory(bench, k)
+        if directory not in bench.learned:
+            costs = [_finished_search(bench, scfg, d)
+                     for scfg, d in self.anchor_searches(bench.cfg, k, bench.searches)]
+            layer, digest, cost = super()._load(bench, k)
+            values = {key: [c.get(key) for c in [cost] + costs] for key in _NO_COST}
+            bench.learned[directory] = layer, digest, {
+                key: None if None in v else sum(v) for key, v in values.items()}
+        return bench.learned[directory]
 
 
 class AllStepsRow(Row):
