@@ -15,6 +15,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from ddss_tf import benchmark, data, evaluation, metrics, models, pretrained, samplers
+from ddss_tf.benchmark import rows as benchmark_rows  # where a missing search is run
 from ddss_tf.search import SearchConfig
 
 import testing
@@ -119,7 +120,7 @@ def test_a_rerun_reads_every_cell_from_the_cache(finished, monkeypatch):
         raise AssertionError("a cached cell was recomputed")
 
     monkeypatch.setattr(evaluation.draws, "sample", fail)
-    monkeypatch.setattr(benchmark, "run_search", fail)
+    monkeypatch.setattr(benchmark_rows, "run_search", fail)
     assert benchmark.run(_cfg(), workdir, log=_QUIET) == records
 
 
@@ -144,7 +145,7 @@ def test_only_searched_skips_the_learned_cells_without_a_finished_search(finishe
     def fail(*args, **kwargs):
         raise AssertionError("--only_searched started a search")
 
-    monkeypatch.setattr(benchmark, "run_search", fail)
+    monkeypatch.setattr(benchmark_rows, "run_search", fail)
     log = []
     again = benchmark.run(_cfg(samplers=("unipc", "ggdm_pred_time"), num_steps=(3, 4),
                                searches=searches, only_searched=True), str(tmp_path), log=log.append)

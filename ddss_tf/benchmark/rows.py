@@ -1,0 +1,293 @@
+"""The benchmark's rows: a sampler each, its layer at each K and how its cells are scored.
+
+A row (`Row`) is stateless: what it loads (a learned sampler's coefficients) is kept by the
+benchmark run it is given as `bench` (ddss_tf.benchmark.cells: its cfg, evaluator, searches
+directory, log and `learned`). `ROWS` is the catalogue, in table order.
+"""
+
+import dataclasses
+import hashlib
+import os
+
+from ddss_tf import evaluation, export, files, interrupt, samplers
+from ddss_tf.search import ld3
+from ddss_tf.search.config import SearchConfig, default_select
+from ddss_tf.search.run import run_search
+from ddss_tf.search.workdir import differing_settings
+
+__all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScalesRow",
+           "AllStepsRow", "DataRow", "ROWS", "WARM_TUNE", "sampler_names", "default_samplers"]
+
+# What a row's sampler cost to learn (None for training-free rows, and for searches finished
+# before their cost was recorded).
+_NO_COST = dict(search_seconds=None, search_network_evaluations=None)
+# The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
+# the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
+WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
+# Images per cell kept for the sample grid (the first ones of the first evaluation batch); a
+# conditional model's cells keep one per class (sample i asks for label i mod C).
+GRID_IMAGES = 6
+
+
+def _grid_images(bench):
+    guidance = bench.evaluator.guidance
+    return GRID_IMAGES if guidance is None else max(GRID_IMAGES, guidance.num_classes)
+
+
+class Row:
+    """One row of the table: a sampler evaluated at some K.
+
+    `layer(bench, k)` is the sampler at K = k (None for a row without one), `cache_inputs`
+    what its cached cells depend on besides the model, data and sample count, and
+    `score(bench, k)` the cell's (scores, grid images)."""
+
+    def __init__(self, name, label, role):
+        self.name, self.label, self.role = name, label, role
+
+    def steps(self, ks, num_timesteps):
+        """The K values of this row's cells."""
+        return sorted(set(ks))
+
+    def cache_inputs(self, bench, k):
+        return None
+
+    def cost(self, bench, k):
+        """{search_seconds, search_network_evaluations} of the sampler at K = k."""
+        return dict(_NO_COST)
+
+    def layer(self, bench, k):
+        return None
+
+    def score(self, bench, k):
+        scores, imgs = bench.evaluator.sample_and_score(self.layer(bench, k),
+                                                        bench.cfg.num_samples,
+                                                        f"{self.label} K={k}")
+        return scores, imgs[:_grid_images(bench)]
+
+
+class FixedRow(Row):
+    """A training-free family with fixed options."""
+
+    def __init__(self, name, label, family, options):
+        super().__init__(name, label, "baseline")
+        self.family, self.options = family, dict(options)
+
+    def cache_inputs(self, bench, k):
+        return [self.family, self.options]
+
+    def layer(self, bench, k):
+        return bench.evaluator.baseline_layer(self.family, k, **self.options)
+
+
+class LearnedRow(Row):
+    """A sampler learned by a search in the benchmark's searches directory (searched there
+    first when it is missing or unfinished): the template search with `settings` (SearchConfig
+    fields, e.g. family, pred, time, objective) at each K."""
+
+    def __init__(self, name, **settings):
+        super().__init__(name, SearchConfig(**settings).label(), "learned")
+        self.settings = settings
+
+    def search_config(self, cfg, k, searches=""):
+        """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
+        (`searches`: the benchmark's searches directory, for rows that start from others)."""
+        return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
+                                   train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
+
+    def directory(self, bench, k):
+        """Its search work directory at K = k (named as ddss_search names it)."""
+        return os.path.join(bench.searches, self.search_config(bench.cfg, k, bench.searches)
+                            .run_name())
+
+    def searched(self, bench, k):
+        """True when its search at K = k has finished (results.json written)."""
+        return os.path.exists(os.path.join(self.directory(bench, k), "results.json"))
+
+    def _load(self, bench, k):
+        """(layer, digest, cost): loaded from, or first searched into, its search work
+        directory. A finished search there with other settings is refused."""
+        scfg = self.search_config(bench.cfg, k, bench.searches)
+        directory = self.directory(bench, k)
+        if directory in bench.learned:
+            return bench.learned[directory]
+        finished = _finished_search(bench, scfg, directory)
+        path = os.path.join(directory, "coefficients.json")
+        with open(path, "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()[:16]
+        layer = export.load_coefficients(path, bench.evaluator.sampling_denoiser, remat=False)
+        cost = {key: finished.get(key) for key in _NO_COST}
+        bench.learned[directory] = layer, digest, cost
+        return bench.learned[directory]
+
+    def cache_inputs(self, bench, k):
+        return self._load(bench, k)[1]
+
+    def cost(self, bench, k):
+        return self._load(bench, k)[2]
+
+    def layer(self, bench, k):
+        return self._load(bench, k)[0]
+
+
+def _finished_search(bench, scfg, directory):
+    """The results.json of the search `scfg` in `directory`: read, or searched (or resumed)
+    there first. A finished search there with other settings is refused."""
+    results = os.path.join(directory, "results.json")
+    if os.path.exists(results):
+        diff = differing_settings(files.read_json(results, "results file", dict).get("config"),
+                                  scfg)
+        if diff:
+            raise ValueError(f"{directory} holds a finished search with different "
+                             f"{', '.join(diff)} than this benchmark's; give the same "
+                             "settings or another --searches directory")
+    else:
+        bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if "
+                  "interrupted)")
+        try:
+            run_search(scfg, directory, bench.log)
+        except interrupt.Interrupted as e:
+            raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
+                                        "interrupted; its checkpoint is saved: rerun the "
+                                        "same command to resume") from e
+    return files.read_json(results, "results file", dict)
+
+
+class AcrossScalesRow(LearnedRow):
+    """One sampler searched across the BenchmarkConfig's guidance_anchors (a conditional model
+    only), evaluated at the benchmark's guidance scale: its coefficients there, interpolated
+    between the anchors' (ddss_tf.guidance)."""
+
+    conditional_only = True
+
+    def __init__(self, name, **settings):
+        super().__init__(name, **settings)
+        self.label += ", across scales"
+
+    def search_config(self, cfg, k, searches=""):
+        return dataclasses.replace(super().search_config(cfg, k, searches),
+                                   guidance_scale=[float(w) for w in cfg.guidance_anchors])
+
+
+class WarmAcrossScalesRow(AcrossScalesRow):
+    """The sampler across guidance_anchors started from the searches made at each anchor (the
+    row `per_scale`'s, searched first where missing) and then tuned across the range with
+    `tune` (SearchConfig fields: a shorter, gentler search than one from scratch; the
+    BenchmarkConfig's train_steps and learning_rate, when set, win). Its cost is the tuning's
+    plus the per-scale searches'."""
+
+    def __init__(self, name, per_scale, tune, **settings):
+        super().__init__(name, **settings)
+        self.label += " from per-scale searches"
+        self.per_scale, self.tune = per_scale, dict(tune)
+
+    def anchor_searches(self, cfg, k, searches):
+        """[(SearchConfig, work directory)] of the per-scale searches it starts from."""
+        out = []
+        for w in cfg.guidance_anchors:
+            scfg = dataclasses.replace(self.per_scale.search_config(cfg, k, searches),
+                                       guidance_scale=float(w))
+            out.append((scfg, os.path.join(searches, scfg.run_name())))
+        return out
+
+    def search_config(self, cfg, k, searches=""):
+        starts = [os.path.join(d, "coefficients.json")
+                  for _, d in self.anchor_searches(cfg, k, searches or "searches")]
+        # The benchmark's train_steps / learning_rate, when it sets them, apply here too.
+        tune = {key: v for key, v in self.tune.items() if getattr(cfg, key, None) is None}
+        return dataclasses.replace(super().search_config(cfg, k, searches), **tune,
+                                   start_from=starts)
+
+    def _load(self, bench, k):
+        """LearnedRow's, after the per-scale searches (read once per run), their cost added."""
+        directory = self.directory(bench, k)
+        if directory not in bench.learned:
+            costs = [_finished_search(bench, scfg, d)
+                     for scfg, d in self.anchor_searches(bench.cfg, k, bench.searches)]
+            layer, digest, cost = super()._load(bench, k)
+            values = {key: [c.get(key) for c in [cost] + costs] for key in _NO_COST}
+            bench.learned[directory] = layer, digest, {
+                key: None if None in v else sum(v) for key, v in values.items()}
+        return bench.learned[directory]
+
+
+class AllStepsRow(Row):
+    """DDPM with every step of the model: the quality a fast sampler aims for."""
+
+    def __init__(self):
+        super().__init__("ddpm_all", "DDPM all T steps", "reference")
+
+    def steps(self, ks, num_timesteps):
+        return [num_timesteps]
+
+    def layer(self, bench, k):
+        return bench.evaluator.baseline_layer("ddpm", k, stride="linear")
+
+    def score(self, bench, k):
+        ev = bench.evaluator
+        scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True)
+        evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
+        # Cached scores come without images: draw just the grid's.
+        count = _grid_images(bench)
+        grid = imgs[:count] if imgs is not None else ev.grid_images(
+            self.layer(bench, k), bench.cfg.num_samples, count)
+        return scores, grid
+
+
+class DataRow(Row):
+    """The reference images themselves, resampled: FID's floor at the sample count (K = 0).
+    KID is unbiased (its floor is 0), but not for a sample that repeats the very images of
+    the reference set (the two sets are not independent): this row reports no KID."""
+
+    def __init__(self):
+        super().__init__("training_data", "Training data, resampled", "data")
+
+    def steps(self, ks, num_timesteps):
+        return [0]
+
+    def score(self, bench, k):
+        scores, imgs = bench.evaluator.score_resampled_real(bench.cfg.num_samples)
+        evaluation.log_scores(self.label, scores, bench.log)
+        return scores, imgs[:_grid_images(bench)]
+
+
+def _catalogue():
+    rows = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
+            for label, family, options in evaluation.BASELINES]
+    rows += [FixedRow(name, samplers.label(name), name, {})
+             for name in ("dpm_solver_pp_2m", "unipc")]
+    # The solvers on the DDIM quadratic grid too: at K <= 5 they are very sensitive to their
+    # grid, and on the bundled model this one beats their logSNR-uniform default at every K
+    # from 3 to 6 (docs/ddss_search.md, "Few steps").
+    rows += [FixedRow(f"{name}_quadratic", f"{samplers.label(name)} quadratic", name,
+                      dict(stride="quadratic")) for name in ("dpm_solver_pp_2m", "unipc")]
+    per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
+    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
+    # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
+    rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
+                        select=default_select("ld3")) for name in ld3.FAMILIES]
+    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True),
+             WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
+                                 family="ggdm", pred=True, time=True)]
+    rows += [AllStepsRow(), DataRow()]
+    return {row.name: row for row in rows}
+
+
+ROWS = _catalogue()
+# A conditional model's default rows (issue 17's table): the training-free solvers and the
+# learned samplers, at one scale and across scales.
+CONDITIONAL_DEFAULT = ("ddim_quadratic", "dpm_solver_pp_2m", "unipc", "dpm_solver_pp_2m_quadratic",
+                        "unipc_quadratic", "ggdm_pred_time", "ggdm_pred_time_across",
+                        "ggdm_pred_time_across_warm")
+
+
+def sampler_names():
+    """Every row `run` can evaluate, in table order."""
+    return list(ROWS)
+
+
+def default_samplers(conditional=False):
+    """The rows a benchmark evaluates when none are named: every row of an unconditional
+    model's table, or a conditional model's (the solvers and the learned samplers)."""
+    if conditional:
+        return CONDITIONAL_DEFAULT
+    return tuple(n for n in sampler_names() if not getattr(ROWS[n], "conditional_only", False))
