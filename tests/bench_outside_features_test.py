@@ -5,6 +5,7 @@ import importlib.util
 import os
 
 import numpy as np
+import pytest
 import scipy.linalg
 
 import testing
@@ -67,8 +68,13 @@ def test_table_rows_equal_samples_scored_here(tmp_path):
     assert got[0] > 0
 
 
-def test_bad_flags_fail_with_one_line():
-    proc = testing.run_binary("bench_outside_features", "--num_steps=2",
-                              "--coefficients=c.json")
+@pytest.mark.parametrize("flags,message", [
+    (["--num_steps=2", "--coefficients=c.json"],
+     "--coefficients (K from each file) or --num_steps, not both"),
+    ([], "nothing to score: give --coefficients or --num_steps"),
+    (["--num_steps=2,x"], "--num_steps must be integers"),
+])
+def test_bad_flags_fail_with_one_line(flags, message):
+    proc = testing.run_binary("bench_outside_features", *flags)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "--coefficients (K from each file) or --num_steps, not both" in proc.stderr
+    assert message in proc.stderr
