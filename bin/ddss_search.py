@@ -46,11 +46,14 @@ flags.DEFINE_list("start_from", None, "Start from learned coefficients instead o
                   "anchor j starts from file j) or one for all.")
 flags.DEFINE_enum("objective", _D.objective, list(ld3.OBJECTIVES), "kid: DDSS (KID to the "
                   "data through the chain); ld3: LD3, the solver's times only, against a "
-                  "many-step teacher from the same x_T (ddss_tf.search.ld3).")
-flags.DEFINE_integer("teacher_steps", _D.teacher_steps, "--objective=ld3: the teacher's steps "
-                     "(DPM-Solver++(2M)).", lower_bound=1)
-flags.DEFINE_integer("ld3_pairs", _D.ld3_pairs, "--objective=ld3: the (x_T, teacher) pairs "
-                     "trained on.", lower_bound=1)
+                  "many-step teacher from the same x_T (ddss_tf.search.ld3); kid_teacher: "
+                  "DDSS's KID plus --teacher_weight times LD3's teacher distance.")
+flags.DEFINE_float("teacher_weight", _D.teacher_weight, "--objective=kid_teacher: the weight "
+                   "of the teacher term beside the KID loss.", lower_bound=0)
+flags.DEFINE_integer("teacher_steps", _D.teacher_steps, "--objective=ld3|kid_teacher: the "
+                     "teacher's steps (DPM-Solver++(2M)).", lower_bound=1)
+flags.DEFINE_integer("ld3_pairs", _D.ld3_pairs, "--objective=ld3|kid_teacher: the (x_T, "
+                     "teacher) pairs trained on.", lower_bound=1)
 flags.DEFINE_float("ld3_radius", _D.ld3_radius, "--objective=ld3: the soft teacher's ball "
                    "around x_T, relative to |x_T| ~ sqrt(H W C); 0: the plain teacher.",
                    lower_bound=0)

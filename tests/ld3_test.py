@@ -113,3 +113,65 @@ def test_an_ld3_search_finishes_under_its_own_name(tmp_path):
     assert results["search_network_evaluations"] == 2 * 4 * 3 + 12 * 10
     with open(tmp_path / cfg.run_name() / "coefficients.json") as f:
         assert json.load(f)["family"] == "dpm_solver_pp_2m"
+
+
+# ---- objective kid_teacher: DDSS's KID plus LD3's teacher distance ----
+
+def _kid_teacher_cfg(**kw):
+    return _cfg(**dict(dict(family="ggdm", objective="kid_teacher", pred=True, stride="",
+                            teacher_weight=0.5), **kw))
+
+
+def _numpy_linear_kid_loss(gen, real_mean):
+    n = len(gen)
+    gram = gen @ gen.T
+    within = (gram.sum() - np.trace(gram)) / (n * (n - 1))
+    return within - 2.0 * float(np.mean(gen @ real_mean))
+
+
+def test_the_kid_teacher_loss_is_kid_plus_the_weighted_teacher_distance(tmp_path):
+    run = Run(_kid_teacher_cfg(), str(tmp_path), _QUIET)
+    trainer, pairs = run.trainer, run.trainer.teacher
+    assert trainer.offsets is None and pairs.x_T.shape == (12, 8, 8, 1)
+    idx = np.array([3, 0, 7, 11])
+    _, noise = samplers.draw_noise(7, 3, [4, 8, 8, 1])
+    # The student from the pairs' own x_T (whatever x_T the step drew), in the loss's space.
+    gen = run.evaluator.extractor(run.layer(pairs.x_T[idx], noise)).numpy().astype(np.float64)
+    real = np.asarray(trainer.real, np.float64).reshape(-1)
+    kid = _numpy_linear_kid_loss(gen, real)
+    teacher = np.mean(np.sum((gen - pairs.features[idx]) ** 2, axis=1))
+    ignored_x_T = tf.zeros([4, 8, 8, 1])
+    loss, norm, grads = trainer._grads_fn(ignored_x_T, noise, trainer.real, pairs=tf.constant(idx))
+    assert float(loss) == pytest.approx(kid + 0.5 * teacher, rel=1e-4, abs=1e-4)
+    assert float(norm) > 0 and all(np.all(np.isfinite(g)) for g in grads)
+
+    # A step moves the sampler's coefficients only: no x_T offsets, the network frozen.
+    names = sorted(_name(v) for v in trainer.variables)
+    assert names == sorted(_name(v) for v in run.layer.trainable_variables)
+    assert "ld3_offsets" not in names
+    before = [v.numpy() for v in trainer.variables]
+    net = [w.numpy() for w in run.evaluator.net.weights]
+    loss, norm = trainer.train_step()
+    assert np.isfinite(loss) and norm > 0
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, trainer.variables))
+    for a, w in zip(net, run.evaluator.net.weights):
+        np.testing.assert_array_equal(a, w.numpy())
+
+
+def test_a_kid_teacher_search_is_named_and_costed_with_its_teacher(tmp_path):
+    cfg = _kid_teacher_cfg()
+    assert (cfg.run_name(), cfg.label()) == ("kid_teacher_ggdm_pred_time_k3",
+                                             "DDSS GGDM +PRED +TIME (KID + teacher)")
+    assert cfg.select == "best"
+    results = run_search(cfg, str(tmp_path / cfg.run_name()), log=_QUIET)
+    assert results["search_network_evaluations"] == 2 * 4 * 3 + 12 * 10
+    learned = [r for r in results["records"] if r["role"] == "learned"]
+    assert [r["sampler"] for r in learned] == ["DDSS GGDM +PRED +TIME (KID + teacher)"]
+
+
+def test_kid_teacher_settings_that_cannot_work_are_refused():
+    for overrides, message in [(dict(teacher_weight=-1.0), "teacher_weight must be >= 0"),
+                               (dict(family="unipc", pred=False), "nothing to learn"),
+                               (dict(ld3_pairs=0), "ld3_pairs must be >= 1")]:
+        with pytest.raises(ValueError, match=message):
+            _kid_teacher_cfg(**overrides).validate()

@@ -36,7 +36,7 @@ FEW_STEPS = 5
 
 def default_optimisation(num_steps, objective="kid"):
     """(train_steps, learning_rate) of a search that gives neither, at K = num_steps."""
-    if objective == "kid" and num_steps <= FEW_STEPS:
+    if objective != "ld3" and num_steps <= FEW_STEPS:
         return 800, 2e-2
     return 400, 1e-2
 
@@ -46,7 +46,7 @@ def default_select(objective="kid"):
     its best on validation samples, which at K = 5 took FID on 10,000 samples from 0.80 / 1.00
     (the last step's, training seeds 0 / 1) to 0.72 / 0.54, held-out FID from 0.34 / 0.40 to
     0.17 / 0.16 (docs/ddss_search.md, "Few steps"); LD3 its last, as published."""
-    return "best" if objective == "kid" else "last"
+    return "last" if objective == "ld3" else "best"
 
 
 @dataclasses.dataclass
@@ -88,11 +88,14 @@ class SearchConfig:
     # The loss: KID in the feature space of `features` (DESIGN section 4); or, with objective
     # "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M) from the same
     # x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C) (search.ld3),
-    # which learns only the times (time=True) of dpm_solver_pp_2m or unipc.
+    # which learns only the times (time=True) of dpm_solver_pp_2m or unipc; or, with
+    # "kid_teacher", the KID loss plus teacher_weight times the distance to that teacher on
+    # the same pairs (no ball), for the KID families.
     objective: str = "kid"
     teacher_steps: int = 100
     ld3_pairs: int = 512
     ld3_radius: float = 0.1
+    teacher_weight: float = 0.1
     kernel: str = "linear"
     features: str = "digits"
     heldout_features: str = "digits_heldout"
@@ -163,6 +166,8 @@ class SearchConfig:
         if self.objective not in ld3.OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; accepted: "
                              f"{', '.join(ld3.OBJECTIVES)}")
+        if self.objective in ld3.TEACHER_OBJECTIVES:
+            self._validate_teacher()
         if self.objective == "ld3":
             self._validate_ld3()
         elif self.family not in samplers.names():
@@ -251,21 +256,27 @@ class SearchConfig:
             raise ValueError(f"start_from: {', '.join(missing)} does not exist (a learned "
                              "sampler's coefficients.json, e.g. a finished search's)")
 
+    def _validate_teacher(self):
+        for name in ("teacher_steps", "ld3_pairs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.objective == "kid_teacher" and not self.teacher_weight >= 0:
+            raise ValueError(f"teacher_weight must be >= 0 (0: the KID loss alone, on the "
+                             f"pairs' x_T), got {self.teacher_weight}")
+
     def _validate_ld3(self):
         if self.family not in ld3.FAMILIES or not self.time:
             raise ValueError(f"objective ld3 learns the times (time=True) of "
                              f"{' or '.join(ld3.FAMILIES)}; got family {self.family!r}, "
                              f"time={self.time}")
-        for name in ("teacher_steps", "ld3_pairs"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.ld3_radius >= 0:
             raise ValueError(f"ld3_radius must be >= 0 (0: the plain teacher), got "
                              f"{self.ld3_radius}")
 
     def run_name(self):
         """The work directory name ddss_search gives this search:
-        [ld3_]<family>[_pred][_time]_k<K>[_w<guidance scale>][_warm] (warm: start_from)."""
+        [<objective>_]<family>[_pred][_time]_k<K>[_w<guidance scale>][_warm] (no objective for
+        kid; warm: start_from)."""
         parts = ([self.objective] if self.objective != "kid" else []) + [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
             [f"k{self.num_steps}"]
@@ -300,7 +311,8 @@ class SearchConfig:
         return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else "")
                 + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else "")
-                + (" (warm start)" if self.start_from else ""))
+                + (" (warm start)" if self.start_from else "")
+                + (" (KID + teacher)" if self.objective == "kid_teacher" else ""))
 
     def build_sampler(self, denoiser):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""

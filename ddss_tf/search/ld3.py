@@ -1,4 +1,5 @@
-"""LD3 (Tong et al., ICLR 2025) as a search objective: learn only a solver's K query times.
+"""LD3 (Tong et al., ICLR 2025) as a search objective: learn only a solver's K query times;
+and its teacher term added to DDSS's KID ("kid_teacher").
 
 A learned-schedule competitor to DDSS. LD3 keeps a training-free solver
 (DPM-Solver++(2M), UniPC) and learns where it queries the network: its K times (the
@@ -18,6 +19,15 @@ so r is the ball's radius relative to it.
 
 The teacher is DPM-Solver++(2M) with `teacher_steps` steps on the same model: at 100
 steps it is the probability-flow ODE's solution to within the samplers' differences.
+
+Objective "kid_teacher" (beyond both papers; issue 14) learns a DDSS family with
+
+    loss = KID loss(phi(student(x_T))) + teacher_weight * mean_b || phi(student(x_T[b])) - phi(teacher(x_T[b])) ||^2
+
+on batches of the same fixed pairs, without offsets: KID pulls the samples' features
+towards the data's, the teacher term keeps each sample near the model's own answer
+from its x_T (the KID loss alone can trade what the held-out feature space sees for
+the features it is measured in).
 """
 
 import collections
@@ -28,11 +38,13 @@ import tensorflow as tf
 from ddss_tf import noise, samplers
 from ddss_tf.evaluation import draws
 
-__all__ = ["OBJECTIVES", "FAMILIES", "TEACHER_SEED", "TeacherPairs", "teacher_pairs",
+__all__ = ["OBJECTIVES", "TEACHER_OBJECTIVES", "FAMILIES", "TEACHER_SEED", "TeacherPairs", "teacher_pairs",
            "project_to_ball", "soft_teacher_loss", "radius"]
 
-# What a search minimises: KID to the data (DDSS) or the distance to a teacher (LD3).
-OBJECTIVES = ("kid", "ld3")
+# What a search minimises: KID to the data (DDSS), the distance to a teacher (LD3), or both.
+OBJECTIVES = ("kid", "ld3", "kid_teacher")
+# The objectives that draw teacher pairs.
+TEACHER_OBJECTIVES = ("ld3", "kid_teacher")
 # The families LD3 learns the times of: the training-free ODE solvers.
 FAMILIES = ("dpm_solver_pp_2m", "unipc")
 # The teacher's x_T: a seed of its own, never an evaluation's or a training step's.

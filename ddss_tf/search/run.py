@@ -79,15 +79,16 @@ class Run:
         self.cfg, self.workdir, self.log, self.chief = cfg, workdir, log, chief
         self.strategy = strategies.make(cfg.strategy, cfg.tpu, worker_timeout=cfg.worker_timeout)
         cfg.validate(self.strategy.num_replicas_in_sync)
-        ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if cfg.objective == "ld3" else ())
+        uses_teacher = cfg.objective in ld3.TEACHER_OBJECTIVES
+        ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if uses_teacher else ())
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser)
         if cfg.start_from:
             self._start_from(cfg.start_from)
         teacher = None
-        if cfg.objective == "ld3":
-            self.log(f"LD3 teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
+        if uses_teacher:
+            self.log(f"teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
                      f"{cfg.ld3_pairs} x_T ...")
             teacher = ld3.teacher_pairs(ev.denoiser, ev.extractor, cfg.ld3_pairs,
                                         cfg.teacher_steps, ev.image_shape)
@@ -131,7 +132,7 @@ class Run:
         stopped it (on every worker at the same step)."""
         cfg, trainer, strategy = self.cfg, self.trainer, self.strategy
         state = dict(step=trainer.step, sampler=self.layer, optimizer=trainer.optimizer)
-        if trainer.teacher is not None:  # LD3's x_T offsets (a KID search has none)
+        if trainer.offsets is not None:  # LD3's x_T offsets (a KID search has none)
             state["ld3_offsets"] = trainer.offsets
         if self.best is not None:
             state["best"] = self.best
@@ -213,11 +214,13 @@ class Run:
     def network_evaluations(self):
         """Network evaluations of the search: train_steps x batch_size x K forward passes in
         its loss, each also differentiated (and, with remat, recomputed once in the backward
-        pass), plus, for LD3, the teacher's ld3_pairs x teacher_steps; the periodic
-        evaluations' samples are not counted. Classifier-free guidance at a scale > 0 (or
-        across scales) evaluates the network on each sample twice, with and without its label."""
+        pass), plus, with a teacher (LD3, kid_teacher), its ld3_pairs x teacher_steps; the
+        periodic evaluations' samples are not counted. Classifier-free guidance at a scale > 0
+        (or across scales) evaluates the network on each sample twice, with and without its
+        label."""
         cfg = self.cfg
-        teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.objective == "ld3" else 0
+        teacher = (cfg.ld3_pairs * cfg.teacher_steps
+                   if cfg.objective in ld3.TEACHER_OBJECTIVES else 0)
         per_sample = 2 if _guided_calls(cfg) else 1
         return cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample + teacher
 
@@ -327,7 +330,7 @@ class Run:
                     + (" x 2 (guidance: with and without the label)"
                        if _guided_calls(cfg) else "") + " in the loss"
                     + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
-                       if cfg.objective == "ld3" else "") + ")"
+                       if cfg.objective in ld3.TEACHER_OBJECTIVES else "") + ")"
                     + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
                        f"{selected['validation_samples']} validation samples was the lowest "
                        f"({selected['validation_fid']:.4f})" if selected else "") + ".\n\n"

@@ -17,7 +17,9 @@ range by the same key (the same on every replica).
 With the LD3 objective (search.ld3) the step instead draws a batch of fixed teacher
 pairs (x_T, phi(teacher x0)) by the same key, starts the sampler from x_T plus each pair's
 trained offset (in a ball), and L is the mean squared feature distance to the teacher;
-theta is then the time logits and the offsets.
+theta is then the time logits and the offsets. With "kid_teacher" it draws such pairs too
+and starts from their x_T (no offsets): L is the KID loss plus teacher_weight times
+that distance.
 
 Then, only when L and g are finite, clip g by its global norm and take an Adam
 step. The gradient is computed by one tf.function (its per-replica body
@@ -61,9 +63,9 @@ class Trainer:
       cfg: the SearchConfig (kernel, batch_size, learning_rate, grad_clip, seed, xla,
         precision).
       image_shape: (H, W, C) of one sample.
-      teacher: for cfg.objective "ld3", the search.ld3.TeacherPairs the soft-teacher loss
-        matches (real_features is then unused); the step also trains one offset of x_T per
-        pair (`offsets`).
+      teacher: for cfg.objective "ld3" or "kid_teacher", the search.ld3.TeacherPairs the
+        teacher term matches; with "ld3" (real_features then unused) the step also trains
+        one offset of x_T per pair (`offsets`; None otherwise).
       guidance: for a class-conditional model, its guidance.Guidance (the layer is
         then called under `guidance.bound` with each step's labels).
     """
@@ -89,12 +91,13 @@ class Trainer:
         else:
             real = tf.constant(real_features, tf.float32)
             self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
-        self.teacher = teacher
+        self.teacher, self.offsets = teacher, None
         with strategy.scope():
             self.variables = list(layer.trainable_variables)
             if teacher is not None:
                 self.pair_x_T = tf.constant(teacher.x_T)
                 self.pair_features = tf.constant(teacher.features)
+            if teacher is not None and cfg.objective == "ld3":
                 self.radius = ld3.radius(cfg.ld3_radius, self.image_shape)
                 self.offsets = tf.Variable(tf.zeros_like(self.pair_x_T), name="ld3_offsets")
                 self.variables.append(self.offsets)
@@ -145,22 +148,25 @@ class Trainer:
         shape = [self.local_batch] + self.image_shape
         x_T, z, k_real = noise.step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
                                           self.layer.num_steps, shape)
-        if self.teacher is not None:  # the step's pairs, keyed like its real batch
-            pairs = tf.random.stateless_uniform([self.local_batch], k_real, 0,
+        fold_in = tf.random.experimental.stateless_fold_in
+        if self.teacher is not None:  # the step's pairs: LD3's keyed like a real batch
+            key = k_real if self.offsets is not None else fold_in(k_real, 2)
+            pairs = tf.random.stateless_uniform([self.local_batch], key, 0,
                                                 tf.shape(self.pair_x_T)[0], tf.int32)
-            return self._grads(x_T, z, pairs)
+            real = None if self.offsets is not None else self._real_batch(k_real)
+            return self._grads(x_T, z, real, pairs=pairs)
         if self.guidance is not None:
-            fold_in = tf.random.experimental.stateless_fold_in
             labels = self.guidance.labels(fold_in(k_real, 1), self.local_batch)
             # The step's scale: keyed on the step alone, so every replica runs the same one.
             scale = self.guidance.step_scale(self.layer, noise.step_key(self.cfg.seed, step))
             return self._grads(x_T, z, self.real, (labels, scale))
         return self._grads(x_T, z, self._real_batch(k_real))
 
-    def _grads_fn(self, x_T, noise, target, condition=None):
+    def _grads_fn(self, x_T, noise, target, condition=None, pairs=None):
         """(global loss, global grad norm, all-reduced grads) on one replica. target: the real
-        features of the KID loss, or (LD3) the indices of the step's teacher pairs; condition:
-        (the batch's labels, the step's guidance scale) of a guided search."""
+        features of the KID loss (None: LD3, no KID term); condition: (the batch's labels,
+        the step's guidance scale) of a guided search; pairs: the indices of the step's
+        teacher pairs, whose x_T replace x_T."""
         ctx = tf.distribute.get_replica_context()
         variables = self.variables
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
@@ -172,18 +178,20 @@ class Trainer:
                     feats, labels = ctx.all_gather(feats, 0), ctx.all_gather(labels, 0)
                 loss = self.guidance.loss(feats, labels, target, self.real_labels,
                                           self.cfg.kernel) / self.replicas
-            elif self.teacher is not None:
-                x_T = tf.gather(self.pair_x_T, target) + ld3.project_to_ball(
-                    tf.gather(self.offsets, target), self.radius)
-                feats = self.extractor(self.layer(x_T, noise))
-                loss = ld3.soft_teacher_loss(feats, tf.gather(self.pair_features, target))
-                loss = loss / self.replicas  # the all-reduced sum is the global batch's mean
-            elif self.replicas > 1:
-                feats = self.extractor(self.layer(x_T, noise))
-                loss = mmd.cross_replica_kid_loss(feats, target, self.cfg.kernel) / self.replicas
             else:
+                if pairs is not None:
+                    x_T = tf.gather(self.pair_x_T, pairs)
+                if self.offsets is not None:
+                    x_T += ld3.project_to_ball(tf.gather(self.offsets, pairs), self.radius)
                 feats = self.extractor(self.layer(x_T, noise))
-                loss = mmd.kid_loss(feats, target, self.cfg.kernel)
+                loss = 0.0
+                if target is not None:
+                    loss = self._kid_loss(feats, target)
+                if pairs is not None:
+                    weight = 1.0 if self.offsets is not None else self.cfg.teacher_weight
+                    # / replicas: the all-reduced sum is the global batch's mean
+                    loss += weight * ld3.soft_teacher_loss(
+                        feats, tf.gather(self.pair_features, pairs)) / self.replicas
         grads = tape.gradient(loss, variables)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, variables)]
@@ -191,6 +199,12 @@ class Trainer:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
         return loss, tf.linalg.global_norm(grads), grads
+
+    def _kid_loss(self, feats, real):
+        """The KID loss of the global batch (its 1/replicas share on each replica)."""
+        if self.replicas > 1:
+            return mmd.cross_replica_kid_loss(feats, real, self.cfg.kernel) / self.replicas
+        return mmd.kid_loss(feats, real, self.cfg.kernel)
 
     def _apply_fn(self, grads, norm):
         def apply(grads):
