@@ -294,3 +294,15 @@ def test_learned_rows_search_with_ddss_searchs_defaults_at_their_k(row, k):
     few = k <= 5 and scfg.objective == "kid"
     assert (scfg.train_steps, scfg.learning_rate) == ((800, 2e-2) if few else (400, 1e-2))
     assert scfg == newcomer  # every setting, so the work directory is shared
+
+
+def test_the_row_that_starts_from_unipc_is_ddss_searchs_init_unipc_under_its_own_name():
+    """Its work directory is not the DDIM start's (a solver init is named), and a newcomer's
+    `ddss_search --num_steps=4 --init=unipc` is the same search."""
+    cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
+    scfg = cfg.rows_search("ggdm_pred_time_unipc", 4)
+    assert scfg == SearchConfig(num_steps=4, init="unipc")
+    assert (scfg.run_name(), scfg.label()) == ("ggdm_pred_time_unipc_k4",
+                                               "DDSS GGDM +PRED +TIME from UniPC")
+    assert cfg.rows_search("ggdm_pred_time", 4).run_name() == "ggdm_pred_time_k4"
+    assert SearchConfig(num_steps=4, init="ddpm").run_name() == "ggdm_pred_time_k4"

@@ -262,6 +262,10 @@ def _catalogue():
                       dict(stride="quadratic")) for name in ("dpm_solver_pp_2m", "unipc")]
     per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
+    # GGDM +PRED +TIME started from UniPC on the quadratic grid (the best solver at few steps)
+    # written over states, rather than from DDIM: at K = 4 it beats both (docs/ddss_search.md).
+    rows += [LearnedRow("ggdm_pred_time_unipc", family="ggdm", pred=True, time=True,
+                        init="unipc")]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
     rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
                         select=default_select("ld3")) for name in ld3.FAMILIES]

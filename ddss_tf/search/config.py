@@ -275,14 +275,19 @@ class SearchConfig:
 
     def run_name(self):
         """The work directory name ddss_search gives this search:
-        [<objective>_]<family>[_pred][_time]_k<K>[_w<guidance scale>][_warm] (no objective for
-        kid; warm: start_from)."""
+        [<objective>_]<family>[_pred][_time][_<solver init>]_k<K>[_w<guidance scale>][_warm]
+        (no objective for kid; a solver init: ggdm.SOLVER_INITS; warm: start_from)."""
         parts = ([self.objective] if self.objective != "kid" else []) + [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
-            [f"k{self.num_steps}"]
+            ([self.init] if self._solver_init() else []) + [f"k{self.num_steps}"]
         if self.guidance_scale is not None:
             parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
         return "_".join(parts + (["warm"] if self.start_from else []))
+
+    def _solver_init(self):
+        """Whether the sampler starts from a training-free solver's coefficients (a GGDM init
+        beyond the paper's DDPM / DDIM), which the run's name and label then say."""
+        return self.init in ggdm.SOLVER_INITS and self.init in samplers.inits(self.family)
 
     def guidance_scales(self):
         """The guidance scales of the search as a tuple: (w,) or the anchors of a sampler
@@ -311,6 +316,7 @@ class SearchConfig:
         return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else "")
                 + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else "")
+                + (f" from {samplers.label(self.init)}" if self._solver_init() else "")
                 + (" (warm start)" if self.start_from else "")
                 + (" (KID + teacher)" if self.objective == "kid_teacher" else ""))
 
