@@ -166,7 +166,7 @@ class SearchConfig:
         if self.objective not in ld3.OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; accepted: "
                              f"{', '.join(ld3.OBJECTIVES)}")
-        if self.objective in ld3.TEACHER_OBJECTIVES:
+        if self.uses_teacher():
             self._validate_teacher()
         if self.objective == "ld3":
             self._validate_ld3()
@@ -283,6 +283,10 @@ class SearchConfig:
         if self.guidance_scale is not None:
             parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
         return "_".join(parts + (["warm"] if self.start_from else []))
+
+    def uses_teacher(self):
+        """Whether the search draws teacher pairs (objective ld3 or kid_teacher)."""
+        return self.objective in ld3.TEACHER_OBJECTIVES
 
     def _solver_init(self):
         """Whether the sampler starts from a training-free solver's coefficients (a GGDM init

@@ -22,7 +22,8 @@ steps it is the probability-flow ODE's solution to within the samplers' differen
 
 Objective "kid_teacher" (beyond both papers; issue 14) learns a DDSS family with
 
-    loss = KID loss(phi(student(x_T))) + teacher_weight * mean_b || phi(student(x_T[b])) - phi(teacher(x_T[b])) ||^2
+    loss = KID loss(phi(student(x_T)))
+           + teacher_weight * mean_b || phi(student(x_T[b])) - phi(teacher(x_T[b])) ||^2
 
 on batches of the same fixed pairs, without offsets: KID pulls the samples' features
 towards the data's, the teacher term keeps each sample near the model's own answer
@@ -38,8 +39,8 @@ import tensorflow as tf
 from ddss_tf import noise, samplers
 from ddss_tf.evaluation import draws
 
-__all__ = ["OBJECTIVES", "TEACHER_OBJECTIVES", "FAMILIES", "TEACHER_SEED", "TeacherPairs", "teacher_pairs",
-           "project_to_ball", "soft_teacher_loss", "radius"]
+__all__ = ["OBJECTIVES", "TEACHER_OBJECTIVES", "FAMILIES", "TEACHER_SEED", "TeacherPairs",
+           "teacher_pairs", "project_to_ball", "soft_teacher_loss", "radius"]
 
 # What a search minimises: KID to the data (DDSS), the distance to a teacher (LD3), or both.
 OBJECTIVES = ("kid", "ld3", "kid_teacher")

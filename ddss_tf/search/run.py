@@ -79,15 +79,14 @@ class Run:
         self.cfg, self.workdir, self.log, self.chief = cfg, workdir, log, chief
         self.strategy = strategies.make(cfg.strategy, cfg.tpu, worker_timeout=cfg.worker_timeout)
         cfg.validate(self.strategy.num_replicas_in_sync)
-        uses_teacher = cfg.objective in ld3.TEACHER_OBJECTIVES
-        ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if uses_teacher else ())
+        ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if cfg.uses_teacher() else ())
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser)
         if cfg.start_from:
             self._start_from(cfg.start_from)
         teacher = None
-        if uses_teacher:
+        if cfg.uses_teacher():
             self.log(f"teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
                      f"{cfg.ld3_pairs} x_T ...")
             teacher = ld3.teacher_pairs(ev.denoiser, ev.extractor, cfg.ld3_pairs,
@@ -219,8 +218,7 @@ class Run:
         (or across scales) evaluates the network on each sample twice, with and without its
         label."""
         cfg = self.cfg
-        teacher = (cfg.ld3_pairs * cfg.teacher_steps
-                   if cfg.objective in ld3.TEACHER_OBJECTIVES else 0)
+        teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.uses_teacher() else 0
         per_sample = 2 if _guided_calls(cfg) else 1
         return cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample + teacher
 
@@ -330,7 +328,7 @@ class Run:
                     + (" x 2 (guidance: with and without the label)"
                        if _guided_calls(cfg) else "") + " in the loss"
                     + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
-                       if cfg.objective in ld3.TEACHER_OBJECTIVES else "") + ")"
+                       if cfg.uses_teacher() else "") + ")"
                     + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
                        f"{selected['validation_samples']} validation samples was the lowest "
                        f"({selected['validation_fid']:.4f})" if selected else "") + ".\n\n"
