@@ -306,3 +306,14 @@ def test_the_row_that_starts_from_unipc_is_ddss_searchs_init_unipc_under_its_own
                                                "DDSS GGDM +PRED +TIME from UniPC")
     assert cfg.rows_search("ggdm_pred_time", 4).run_name() == "ggdm_pred_time_k4"
     assert SearchConfig(num_steps=4, init="ddpm").run_name() == "ggdm_pred_time_k4"
+
+
+def test_kid_teacher_row_is_a_newcomers_search():
+    """The KID + teacher row is `ddss_search --num_steps=K --objective=kid_teacher`, in its
+    own work directory, with its own label."""
+    cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
+    scfg = cfg.rows_search("ggdm_pred_time_kid_teacher", 4)
+    assert scfg == SearchConfig(num_steps=4, objective="kid_teacher")
+    assert (scfg.run_name(), scfg.label()) == ("kid_teacher_ggdm_pred_time_k4",
+                                               "DDSS GGDM +PRED +TIME (KID + teacher)")
+    assert (scfg.train_steps, scfg.learning_rate, scfg.select) == (800, 2e-2, "best")

@@ -266,6 +266,10 @@ def _catalogue():
     # written over states, rather than from DDIM: at K = 4 it beats both (docs/ddss_search.md).
     rows += [LearnedRow("ggdm_pred_time_unipc", family="ggdm", pred=True, time=True,
                         init="unipc")]
+    # GGDM +PRED +TIME whose loss adds LD3's teacher distance to KID (--objective=kid_teacher):
+    # at K = 4 the best sampler measured (docs/ddss_search.md, "Few steps").
+    rows += [LearnedRow("ggdm_pred_time_kid_teacher", family="ggdm", pred=True, time=True,
+                        objective="kid_teacher")]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
     rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
                         select=default_select("ld3")) for name in ld3.FAMILIES]
