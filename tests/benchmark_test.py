@@ -308,6 +308,22 @@ def test_the_row_that_starts_from_unipc_is_ddss_searchs_init_unipc_under_its_own
     assert SearchConfig(num_steps=4, init="ddpm").run_name() == "ggdm_pred_time_k4"
 
 
+def test_above_few_steps_the_row_that_starts_from_unipc_fine_tunes():
+    """At K > FEW_STEPS it is `ddss_search --init=unipc` with twice the batch, a third of the
+    rate, 200 steps and a 2,000-sample selection every 50 steps, in the same work directory
+    name; the benchmark's own train_steps and learning_rate still win."""
+    cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
+    assert cfg.rows_search("ggdm_pred_time_unipc", 10) == SearchConfig(
+        num_steps=10, init="unipc", batch_size=256, learning_rate=3e-3, train_steps=200,
+        eval_samples=2000, eval_every=50)
+    assert cfg.rows_search("ggdm_pred_time_unipc", 10).run_name() == "ggdm_pred_time_unipc_k10"
+    assert cfg.rows_search("ggdm_pred_time_unipc", 5) == SearchConfig(num_steps=5, init="unipc")
+    assert cfg.rows_search("ggdm_pred_time", 10) == SearchConfig(num_steps=10)
+    fixed = benchmark.BenchmarkConfig(train_steps=7, learning_rate=1e-4)
+    scfg = fixed.rows_search("ggdm_pred_time_unipc", 10)
+    assert (scfg.train_steps, scfg.learning_rate, scfg.batch_size) == (7, 1e-4, 256)
+
+
 def test_kid_teacher_row_is_a_newcomers_search():
     """The KID + teacher row is `ddss_search --num_steps=K --objective=kid_teacher`, in its
     own work directory, with its own label."""
