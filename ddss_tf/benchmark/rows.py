@@ -100,8 +100,7 @@ class LearnedRow(Row):
     def search_config(self, cfg, k, searches=""):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
         (`searches`: the benchmark's searches directory, for rows that start from others)."""
-        tune = {} if int(k) <= FEW_STEPS else {
-            key: v for key, v in self.many_steps.items() if getattr(cfg, key, None) is None}
+        tune = _unless_set(cfg, self.many_steps if int(k) > FEW_STEPS else {})
         optimisation = dict(train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
         return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
                                    **{**optimisation, **tune})
@@ -139,6 +138,12 @@ class LearnedRow(Row):
 
     def layer(self, bench, k):
         return self._load(bench, k)[0]
+
+
+def _unless_set(cfg, tune):
+    """The settings of a row's `tune` (SearchConfig fields) that the BenchmarkConfig `cfg` does
+    not set itself: its train_steps and learning_rate, when given, win."""
+    return {key: v for key, v in tune.items() if getattr(cfg, key, None) is None}
 
 
 def _finished_search(bench, scfg, directory):
@@ -204,10 +209,8 @@ class WarmAcrossScalesRow(AcrossScalesRow):
     def search_config(self, cfg, k, searches=""):
         starts = [os.path.join(d, "coefficients.json")
                   for _, d in self.anchor_searches(cfg, k, searches or "searches")]
-        # The benchmark's train_steps / learning_rate, when it sets them, apply here too.
-        tune = {key: v for key, v in self.tune.items() if getattr(cfg, key, None) is None}
-        return dataclasses.replace(super().search_config(cfg, k, searches), **tune,
-                                   start_from=starts)
+        return dataclasses.replace(super().search_config(cfg, k, searches),
+                                   **_unless_set(cfg, self.tune), start_from=starts)
 
     def _load(self, bench, k):
         """LearnedRow's, after the per-scale searches (read once per run), their cost added."""
@@ -280,7 +283,7 @@ def _catalogue():
     rows += [LearnedRow("ggdm_pred_time_unipc", family="ggdm", pred=True, time=True,
                         init="unipc", many_steps=SOLVER_FINE_TUNE)]
     # GGDM +PRED +TIME whose loss adds LD3's teacher distance to KID (--objective=kid_teacher):
-    # at K = 4 the best sampler measured (docs/ddss_search.md, "Few steps").
+    # the best row at K = 3, 4 and 5 (docs/ddss_search.md, "Few steps").
     rows += [LearnedRow("ggdm_pred_time_kid_teacher", family="ggdm", pred=True, time=True,
                         objective="kid_teacher")]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
