@@ -29,7 +29,8 @@ WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
 # noise and its 512-sample selection a coin toss: it fine-tunes instead, with twice the batch, a
 # third of the rate and a 2,000-sample selection every 50 steps. At K = 10 this took the UniPC
 # start from 0.403 / 0.113 to 0.358 / 0.083 (FID / held-out FID, 10,000 samples), where the
-# defaults kept the start (docs/ddss_search.md, "Few steps").
+# defaults kept the start; a second training seed improved as much at its checkpoints, but its
+# 2,000-sample selection kept the start (docs/ddss_search.md, "Few steps").
 SOLVER_FINE_TUNE = dict(batch_size=256, learning_rate=3e-3, train_steps=200, eval_samples=2000,
                         eval_every=50)
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch); a
