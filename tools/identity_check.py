@@ -14,6 +14,7 @@ taken out (wall-clock seconds, the work directory's absolute path). About 6 minu
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -53,15 +54,24 @@ def _digest(value):
 
 
 def _fingerprint(workdir, names):
+    """{name: SHA-256} of JSON files (scrubbed), Markdown (wall-clock seconds and the work
+    directory's path taken out) and other files (their bytes)."""
     out = {}
     for name in names:
         path = os.path.join(workdir, name)
         if not os.path.exists(path):
             out[name] = None
-            continue
-        with open(path) as f:
-            value = json.load(f)
-        out[name] = _digest(_scrub(value, workdir))
+        elif name.endswith(".json"):
+            with open(path) as f:
+                out[name] = _digest(_scrub(json.load(f), workdir))
+        elif name.endswith(".md"):
+            with open(path) as f:
+                text = re.sub(r"\d+ s of training", "<seconds> of training", f.read())
+            text = text.split("What each learned sampler cost")[0]  # its minutes column
+            out[name] = _digest(text.replace(workdir, "<workdir>"))
+        else:
+            with open(path, "rb") as f:
+                out[name] = hashlib.sha256(f.read()).hexdigest()
     return out
 
 
@@ -74,7 +84,8 @@ def _run(root):
     for name, settings in _SEARCHES.items():
         workdir = os.path.join(root, name)
         run_search(SearchConfig(**dict(_TINY, **settings)), workdir, log=quiet)
-        prints[f"search/{name}"] = _fingerprint(workdir, ["coefficients.json", "results.json"])
+        prints[f"search/{name}"] = _fingerprint(workdir, [
+            "coefficients.json", "results.json", "results.md", "samples/compare.png"])
         print(name, prints[f"search/{name}"], flush=True)
     bench = benchmark.BenchmarkConfig(
         samplers=("ddim_quadratic", "unipc", "unipc_quadratic", "ggdm_pred_time",
@@ -84,7 +95,7 @@ def _run(root):
         search=SearchConfig(**dict(_TINY, train_steps=None)))
     workdir = os.path.join(root, "benchmark")
     benchmark.run(bench, workdir, log=quiet)
-    prints["benchmark"] = _fingerprint(workdir, ["results.json"])
+    prints["benchmark"] = _fingerprint(workdir, ["results.json", "table.md"])
     print("benchmark", prints["benchmark"], flush=True)
     return prints
 
