@@ -19,7 +19,7 @@ from absl import flags
 from ddss_tf import samplers
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
-from ddss_tf.search import SearchConfig, ld3, run_search, strategies
+from ddss_tf.search import SearchConfig, objectives, run_search, strategies
 from ddss_tf.search.config import (FEW_STEPS, LR_DECAYS, MAX_SEED, MIN_EVAL_SAMPLES, SELECTS,
                                    default_optimisation, default_select)
 
@@ -28,8 +28,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<family>..._k<K>).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
 cli.define_data_flags()   # --dataset --split
-flags.DEFINE_enum("family", _D.family, samplers.learnable_names() + list(ld3.FAMILIES),
-                  f"Learnable sampler family; {'|'.join(ld3.FAMILIES)} with --objective=ld3.")
+_FAMILIES = {f: o.name for o in reversed(objectives.all_objectives()) for f in o.families()}
+_OTHERS = [f for f, o in _FAMILIES.items() if f not in samplers.learnable_names()]
+flags.DEFINE_enum("family", _D.family, sorted(_FAMILIES),
+                  "Learnable sampler family; " + ", ".join(f"{f} with --objective={_FAMILIES[f]}"
+                                                          for f in _OTHERS) + ".")
 flags.DEFINE_integer("num_steps", _D.num_steps, "K, network evaluations per sample.", lower_bound=1)
 flags.DEFINE_enum("stride", None, samplers.stride_names(), "Initial query times; default: the "
                   "family's (quadratic; logsnr_uniform for dpm_solver_pp_2m and unipc).")
@@ -44,10 +47,8 @@ flags.DEFINE_list("start_from", None, "Start from learned coefficients instead o
                   "coefficients.json of this family, K and settings (e.g. a finished search's). "
                   "With a list of guidance scales, one per scale (the searches made at each; "
                   "anchor j starts from file j) or one for all.")
-flags.DEFINE_enum("objective", _D.objective, list(ld3.OBJECTIVES), "kid: DDSS (KID to the "
-                  "data through the chain); ld3: LD3, the solver's times only, against a "
-                  "many-step teacher from the same x_T (ddss_tf.search.ld3); kid_teacher: "
-                  "DDSS's KID plus --teacher_weight times LD3's teacher distance.")
+flags.DEFINE_enum("objective", _D.objective, objectives.names(), "; ".join(
+    f"{o.name}: {o.summary}" for o in objectives.all_objectives()) + ".")
 flags.DEFINE_float("teacher_weight", _D.teacher_weight, "--objective=kid_teacher: the weight "
                    "of the teacher term beside the KID loss.", lower_bound=0)
 flags.DEFINE_integer("teacher_steps", _D.teacher_steps, "--objective=ld3|kid_teacher: the "

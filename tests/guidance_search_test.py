@@ -22,6 +22,7 @@ from ddss_tf.metrics import extract, mmd
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import strategies
 from ddss_tf.search import trainer as trainer_lib
+from ddss_tf.search.objectives import kid
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -71,8 +72,8 @@ def test_a_guided_step_is_the_per_class_kid_of_the_guided_chain(setup, xla):
     cfg = _cfg(xla=xla)  # with XLA the looped chain compiles its network call alone
     g = guidance_lib.Guidance(cond, W, real_labels, 10)
     layer = cfg.build_sampler(g.unbound())
-    trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, [8, 8, 1],
-                                  guidance=g)
+    loss = kid.ClassKIDLoss(g, real, cfg.kernel)
+    trainer = trainer_lib.Trainer(layer, ext, loss, tf.distribute.get_strategy(), cfg, [8, 8, 1])
     loss, _, grads = trainer._compute(trainer.step.read_value())
     want_loss, want_grads, _ = _reference(cfg, cond, layer, ext, real, real_labels, 1)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
@@ -102,7 +103,8 @@ def test_two_mirrored_replicas_equal_the_global_batch(setup):
     g = guidance_lib.Guidance(cond, W, real_labels, 10)
     with strategy.scope():
         layer = cfg.build_sampler(g.unbound())
-        trainer = trainer_lib.Trainer(layer, ext, real, strategy, cfg, [8, 8, 1], guidance=g)
+        trainer = trainer_lib.Trainer(layer, ext, kid.ClassKIDLoss(g, real, cfg.kernel, 2),
+                                      strategy, cfg, [8, 8, 1])
     loss, norm, _ = trainer._compute(trainer.step.read_value())
     want_loss, want_grads, labels = _reference(cfg, cond, layer, ext, real, real_labels, 2)
     first = strategy.experimental_local_results

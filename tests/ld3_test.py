@@ -1,5 +1,6 @@
-"""LD3 as a search objective (search.ld3): its loss and ball against numpy, an untrained LD3
-layer against its solver, a step that moves only the times and the x_T offsets, and a search."""
+"""LD3 as a search objective (search.objectives.ld3, search.teacher): its loss and ball against
+numpy, an untrained LD3 layer against its solver, a step that moves only the times and the x_T
+offsets, and a search; the KID + teacher objective's loss and search."""
 
 import json
 
@@ -8,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import benchmark, models, samplers
-from ddss_tf.search import SearchConfig, ld3, run_search
+from ddss_tf.search import SearchConfig, objectives, run_search, teacher
+from ddss_tf.search.objectives import ld3
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -30,9 +32,9 @@ def _name(variable):
 
 def test_soft_teacher_loss_is_the_mean_squared_feature_distance():
     rng = np.random.default_rng(0)
-    student, teacher = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
-    want = np.mean([np.sum((s - t) ** 2) for s, t in zip(student, teacher)])
-    got = ld3.soft_teacher_loss(tf.constant(student, tf.float32), tf.constant(teacher, tf.float32))
+    student, teacher_ = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    want = np.mean([np.sum((s - t) ** 2) for s, t in zip(student, teacher_)])
+    got = teacher.distance(tf.constant(student, tf.float32), tf.constant(teacher_, tf.float32))
     assert float(got) == pytest.approx(want, rel=1e-6)
 
 
@@ -49,7 +51,7 @@ def test_offsets_are_projected_into_the_ball_one_sample_at_a_time():
     assert ld3.radius(0.1, (8, 8, 1)) == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("family", ld3.FAMILIES)
+@pytest.mark.parametrize("family", objectives.get("ld3").families())
 def test_an_untrained_ld3_layer_is_its_solver_on_the_solvers_grid(family):
     cfg = _cfg(family=family, num_steps=4)
     assert cfg.stride == samplers.default_stride(family) == "logsnr_uniform"
@@ -66,12 +68,12 @@ def test_an_untrained_ld3_layer_is_its_solver_on_the_solvers_grid(family):
 
 def test_a_step_moves_the_times_and_the_offsets_only(tmp_path):
     run = Run(_cfg(), str(tmp_path), _QUIET)
-    pairs = run.trainer.teacher
+    pairs = run.trainer.loss.pairs
     assert pairs.x_T.shape == (12, 8, 8, 1) and pairs.features.shape[0] == 12
     # The teacher: DPM-Solver++(2M) with teacher_steps from the pairs' own x_T.
-    teacher = samplers.create("dpm_solver_pp_2m", run.evaluator.denoiser, num_steps=10,
-                              remat=False)
-    np.testing.assert_allclose(pairs.x0[:3], teacher(pairs.x_T[:3]).numpy(), atol=1e-5)
+    solver = samplers.create("dpm_solver_pp_2m", run.evaluator.denoiser, num_steps=10,
+                             remat=False)
+    np.testing.assert_allclose(pairs.x0[:3], solver(pairs.x_T[:3]).numpy(), atol=1e-5)
     net = [w.numpy() for w in run.evaluator.net.weights]
     before = {_name(v): v.numpy() for v in run.trainer.variables}
     assert sorted(before) == ["ld3_offsets", "time_logits"]
@@ -131,18 +133,19 @@ def _numpy_linear_kid_loss(gen, real_mean):
 
 def test_the_kid_teacher_loss_is_kid_plus_the_weighted_teacher_distance(tmp_path):
     run = Run(_kid_teacher_cfg(), str(tmp_path), _QUIET)
-    trainer, pairs = run.trainer, run.trainer.teacher
-    assert trainer.offsets is None and pairs.x_T.shape == (12, 8, 8, 1)
+    trainer, pairs = run.trainer, run.trainer.loss.pairs
+    assert trainer.loss.checkpointed() == {} and pairs.x_T.shape == (12, 8, 8, 1)
     idx = np.array([3, 0, 7, 11])
     _, noise = samplers.draw_noise(7, 3, [4, 8, 8, 1])
     # The student from the pairs' own x_T (whatever x_T the step drew), in the loss's space.
     gen = run.evaluator.extractor(run.layer(pairs.x_T[idx], noise)).numpy().astype(np.float64)
-    real = np.asarray(trainer.real, np.float64).reshape(-1)
+    real = np.asarray(run.evaluator.reference.features, np.float64).mean(0)
     kid = _numpy_linear_kid_loss(gen, real)
-    teacher = np.mean(np.sum((gen - pairs.features[idx]) ** 2, axis=1))
+    distance = np.mean(np.sum((gen - pairs.features[idx]) ** 2, axis=1))
     ignored_x_T = tf.zeros([4, 8, 8, 1])
-    loss, norm, grads = trainer._grads_fn(ignored_x_T, noise, trainer.real, pairs=tf.constant(idx))
-    assert float(loss) == pytest.approx(kid + 0.5 * teacher, rel=1e-4, abs=1e-4)
+    inputs = (trainer.loss.real, tf.constant(idx))
+    loss, norm, grads = trainer._grads_fn(ignored_x_T, noise, inputs)
+    assert float(loss) == pytest.approx(kid + 0.5 * distance, rel=1e-4, abs=1e-4)
     assert float(norm) > 0 and all(np.all(np.isfinite(g)) for g in grads)
 
     # A step moves the sampler's coefficients only: no x_T offsets, the network frozen.

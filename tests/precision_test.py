@@ -93,7 +93,8 @@ def test_a_bfloat16_search_step_keeps_the_layer_float32(digits):
     for prec in ("float32", "bfloat16"):
         cfg = SearchConfig(num_steps=3, batch_size=8, xla=False, precision=prec, train_steps=10)
         layer = cfg.build_sampler(den)
-        trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, [8, 8, 1])
+        trainer = trainer_lib.Trainer(layer, ext, kid.KIDLoss(real, cfg.kernel),
+                                      tf.distribute.get_strategy(), cfg, [8, 8, 1])
         losses[prec] = trainer.train_step()[0]
         assert layer.denoiser is den  # evaluation and export see the float32 network
         assert int(trainer.step) == 1 and all(np.all(np.isfinite(v.numpy()))

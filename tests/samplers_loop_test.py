@@ -125,7 +125,8 @@ def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(
     for loop in (False, True):
         cfg = SearchConfig(num_steps=4, batch_size=8, loop=loop, xla=True, train_steps=5)
         layer = cfg.build_sampler(den)
-        trainer = trainer_lib.Trainer(layer, ext, real, tf.distribute.get_strategy(), cfg, SHAPE[1:])
+        trainer = trainer_lib.Trainer(layer, ext, kid.KIDLoss(real, cfg.kernel),
+                                      tf.distribute.get_strategy(), cfg, SHAPE[1:])
         assert trainer.compiles_network_alone == loop
         loss, _ = trainer.train_step()
         updated[loop] = (loss, [v.numpy() for v in layer.trainable_variables])

@@ -10,8 +10,9 @@ import hashlib
 import os
 
 from ddss_tf import evaluation, export, files, interrupt, samplers
-from ddss_tf.search import ld3
-from ddss_tf.search.config import FEW_STEPS, SearchConfig, default_select
+from ddss_tf.samplers import ggdm
+from ddss_tf.search import objectives
+from ddss_tf.search.config import FEW_STEPS, SearchConfig
 from ddss_tf.search.run import run_search
 from ddss_tf.search.workdir import differing_settings
 
@@ -269,13 +270,12 @@ class DataRow(Row):
 def _catalogue():
     rows = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
             for label, family, options in evaluation.BASELINES]
-    rows += [FixedRow(name, samplers.label(name), name, {})
-             for name in ("dpm_solver_pp_2m", "unipc")]
+    rows += [FixedRow(name, samplers.label(name), name, {}) for name in ggdm.SOLVER_INITS]
     # The solvers on the DDIM quadratic grid too: at K <= 5 they are very sensitive to their
     # grid, and on the bundled model this one beats their logSNR-uniform default at every K
     # from 3 to 6 (docs/ddss_search.md, "Few steps").
     rows += [FixedRow(f"{name}_quadratic", f"{samplers.label(name)} quadratic", name,
-                      dict(stride="quadratic")) for name in ("dpm_solver_pp_2m", "unipc")]
+                      dict(stride="quadratic")) for name in ggdm.SOLVER_INITS]
     per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
     # GGDM +PRED +TIME started from UniPC on the quadratic grid (the best solver at few steps)
@@ -288,8 +288,9 @@ def _catalogue():
     rows += [LearnedRow("ggdm_pred_time_kid_teacher", family="ggdm", pred=True, time=True,
                         objective="kid_teacher")]
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
-    rows += [LearnedRow(f"ld3_{name}", family=name, objective="ld3", time=True, stride="",
-                        select=default_select("ld3")) for name in ld3.FAMILIES]
+    ld3 = objectives.get("ld3")
+    rows += [LearnedRow(f"ld3_{name}", family=name, objective=ld3.name, time=True, stride="",
+                        select=ld3.default_select()) for name in ld3.families()]
     rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True),
              WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
                                  family="ggdm", pred=True, time=True)]

@@ -10,6 +10,8 @@ Loss (differentiable TensorFlow):
         the mean over the classes of the batch of `mmd.kid_loss` between that class's
         generated and real features, so a sampler cannot trade one class's quality for
         another's (the class-conditional KID of a guided search)
+    class_loss_reference(real_feats, real_labels, kernel)
+        what that loss reads of the reference set, computed once (`mmd.loss_reference`'s twin)
 
 A class is scored where both sets hold at least 2 of its samples (an unbiased MMD and a
 covariance need two); the evaluation functions refuse a requested class with fewer.
@@ -20,7 +22,8 @@ import tensorflow as tf
 
 from ddss_tf.metrics import _checks, mmd, scores
 
-__all__ = ["per_class_fid", "per_class_kid", "accuracy", "per_class_kid_loss"]
+__all__ = ["per_class_fid", "per_class_kid", "accuracy", "per_class_kid_loss",
+           "class_loss_reference"]
 
 
 def _split(gen_feats, gen_labels, real_feats, real_labels):
@@ -97,3 +100,16 @@ def per_class_kid_loss(gen_feats, gen_labels, real_feats, real_labels, num_class
     within = within / tf.maximum(n * (n - 1.0), 1.0)
     scored = tf.cast((n >= 2) & (m >= 1), x.dtype)
     return tf.reduce_sum(scored * (within - 2.0 * cross)) / tf.maximum(tf.reduce_sum(scored), 1.0)
+
+
+def class_loss_reference(real_feats, real_labels, kernel):
+    """(features, labels) float32 / int32 tensors: what `per_class_kid_loss` reads of a
+    reference set. With the linear kernel each present class's real mean and its label (all
+    the loss reads of them); else every real feature with its label."""
+    real_feats = np.asarray(real_feats, np.float32)
+    real_labels = np.asarray(real_labels).reshape(-1).astype(np.int32)
+    if kernel == "linear":
+        present = np.unique(real_labels)
+        means = np.stack([real_feats[real_labels == c].mean(0) for c in present])
+        real_feats, real_labels = means, present.astype(np.int32)
+    return tf.constant(real_feats), tf.constant(real_labels)

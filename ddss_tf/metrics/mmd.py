@@ -35,6 +35,8 @@ __all__ = [
     "mmd2",
     "kid_loss",
     "cross_replica_kid_loss",
+    "loss_reference",
+    "reference_batch",
 ]
 
 _KERNELS = ("linear", "cubic")
@@ -160,3 +162,22 @@ def cross_replica_kid_loss(gen_feats, real_feats, kernel="linear", gather_real=F
         if gather_real:
             y = ctx.all_gather(y, axis=0)
     return kid_loss(x, y, kernel)
+
+
+def loss_reference(real_features, kernel):
+    """What `kid_loss` reads of a reference set, computed once: a float32 tensor, the [1, d]
+    mean of real_features [m, d] with the linear kernel (the cross term is mean(x).mean(y) and
+    the real-real term is dropped), all of them [m, d] with the cubic kernel."""
+    _check_kernel(kernel)
+    real = tf.constant(real_features, tf.float32)
+    return tf.reduce_mean(real, 0, keepdims=True) if kernel == "linear" else real
+
+
+def reference_batch(reference, kernel, key, n):
+    """The real features one loss evaluation compares n generated samples with: the mean of
+    `loss_reference` (linear kernel), or n of its rows drawn with the stateless `key` (cubic:
+    a minibatch estimator, as the paper's)."""
+    if kernel == "linear":
+        return reference
+    idx = tf.random.stateless_uniform([n], key, 0, tf.shape(reference)[0], tf.int32)
+    return tf.gather(reference, idx)

@@ -14,7 +14,8 @@ from ddss_tf import noise, samplers
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.samplers import ggdm
 from ddss_tf.schedules import MAX_TIMESTEPS
-from ddss_tf.search import ld3, strategies
+from ddss_tf.search import objectives, strategies
+from ddss_tf.search.objectives import FEW_STEPS
 
 __all__ = ["SearchConfig", "default_optimisation", "default_select", "FEW_STEPS", "LR_DECAYS",
            "SELECTS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
@@ -26,27 +27,22 @@ SELECTS = ("last", "best")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
 MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
 
-# A KID search at few steps (K <= FEW_STEPS) trains twice as long at twice the learning rate:
-# on the bundled model at K = 5 this took FID on 10,000 samples from 3.5x the 1000-step DDPM's
-# to 1.7-2.5x over three training seeds (0.80, 1.00, 1.15) in about 8 minutes on 2 cores, where
-# 800 steps at the K >= 10 rate made it worse. 3e-2 spread wider (0.58-1.45) and was measured
-# at K = 5 only; at K = 10, 2e-2 was worse than 1e-2 (docs/ddss_search.md, "Few steps").
-FEW_STEPS = 5
+
+def _objective(name):
+    """The registered objective `name`, or the base class's defaults for an unknown name
+    (refused by `validate`, not by the constructor)."""
+    return objectives.find(name) or objectives.Objective()
 
 
 def default_optimisation(num_steps, objective="kid"):
-    """(train_steps, learning_rate) of a search that gives neither, at K = num_steps."""
-    if objective != "ld3" and num_steps <= FEW_STEPS:
-        return 800, 2e-2
-    return 400, 1e-2
+    """(train_steps, learning_rate) of a search that gives neither, at K = num_steps
+    (`objectives.Objective.default_optimisation`)."""
+    return _objective(objective).default_optimisation(num_steps)
 
 
 def default_select(objective="kid"):
-    """The coefficients a search that does not say keeps (SearchConfig.select): a KID search
-    its best on validation samples, which at K = 5 took FID on 10,000 samples from 0.80 / 1.00
-    (the last step's, training seeds 0 / 1) to 0.72 / 0.54, held-out FID from 0.34 / 0.40 to
-    0.17 / 0.16 (docs/ddss_search.md, "Few steps"); LD3 its last, as published."""
-    return "last" if objective == "ld3" else "best"
+    """The coefficients a search that does not say keeps (`Objective.default_select`)."""
+    return _objective(objective).default_select()
 
 
 @dataclasses.dataclass
@@ -85,12 +81,12 @@ class SearchConfig:
     # coefficients are learned at each and interpolated between, each step at a scale drawn
     # from their range; it is evaluated at the largest during the search and at each at the end.
     guidance_scale: Optional[Union[float, List[float]]] = None
-    # The loss: KID in the feature space of `features` (DESIGN section 4); or, with objective
-    # "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M) from the same
-    # x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C) (search.ld3),
-    # which learns only the times (time=True) of dpm_solver_pp_2m or unipc; or, with
-    # "kid_teacher", the KID loss plus teacher_weight times the distance to that teacher on
-    # the same pairs (no ball), for the KID families.
+    # The loss (search.objectives): "kid", KID in the feature space of `features` (DESIGN
+    # section 4); "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M)
+    # from the same x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C),
+    # which learns only the times (time=True) of a training-free ODE solver; "kid_teacher", the
+    # KID loss plus teacher_weight times the distance to that teacher on the same pairs (no
+    # ball), for the KID families.
     objective: str = "kid"
     teacher_steps: int = 100
     ld3_pairs: int = 512
@@ -162,21 +158,9 @@ class SearchConfig:
 
         self.__post_init__()  # a field set after construction is normalised too
 
-        learnable = ", ".join(samplers.learnable_names())
-        if self.objective not in ld3.OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; accepted: "
-                             f"{', '.join(ld3.OBJECTIVES)}")
-        if self.uses_teacher():
-            self._validate_teacher()
-        if self.objective == "ld3":
-            self._validate_ld3()
-        elif self.family not in samplers.names():
-            raise ValueError(f"unknown family {self.family!r}; accepted: {learnable}")
-        elif self.family not in samplers.learnable_names():
-            hint = ("; its query times are learned with objective ld3 (--objective=ld3)"
-                    if self.family in ld3.FAMILIES else "")
-            raise ValueError(f"family {self.family!r} has nothing to learn; learnable families: "
-                             f"{learnable}{hint}")
+        objective = objectives.get(self.objective)
+        objective.validate(self)
+        objective.check_family(self, objectives.all_objectives())
         if samplers.inits(self.family) and self.init not in samplers.inits(self.family):
             raise ValueError(f"init {self.init!r} does not apply to the {self.family} family; "
                              f"accepted: {', '.join(samplers.inits(self.family))}")
@@ -237,9 +221,11 @@ class SearchConfig:
             if len(scales) > 1 and not all(a < b for a, b in zip(scales, scales[1:])):
                 raise ValueError(f"a list of guidance scales (one sampler across them) must "
                                  f"increase, got {list(scales)}")
-            if self.objective != "kid" or self.precision != "float32":
-                raise ValueError("a guided search (guidance_scale) takes objective kid and "
-                                 f"precision float32, got {self.objective} and {self.precision}")
+            guided = [o.name for o in objectives.all_objectives() if o.guided]
+            if not objective.guided or self.precision != "float32":
+                raise ValueError(f"a guided search (guidance_scale) takes objective "
+                                 f"{' or '.join(guided)} and precision float32, got "
+                                 f"{self.objective} and {self.precision}")
         self._validate_start_from()
 
     def _validate_start_from(self):
@@ -256,37 +242,17 @@ class SearchConfig:
             raise ValueError(f"start_from: {', '.join(missing)} does not exist (a learned "
                              "sampler's coefficients.json, e.g. a finished search's)")
 
-    def _validate_teacher(self):
-        for name in ("teacher_steps", "ld3_pairs"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.objective == "kid_teacher" and not self.teacher_weight >= 0:
-            raise ValueError(f"teacher_weight must be >= 0 (0: the KID loss alone, on the "
-                             f"pairs' x_T), got {self.teacher_weight}")
-
-    def _validate_ld3(self):
-        if self.family not in ld3.FAMILIES or not self.time:
-            raise ValueError(f"objective ld3 learns the times (time=True) of "
-                             f"{' or '.join(ld3.FAMILIES)}; got family {self.family!r}, "
-                             f"time={self.time}")
-        if not self.ld3_radius >= 0:
-            raise ValueError(f"ld3_radius must be >= 0 (0: the plain teacher), got "
-                             f"{self.ld3_radius}")
-
     def run_name(self):
         """The work directory name ddss_search gives this search:
         [<objective>_]<family>[_pred][_time][_<solver init>]_k<K>[_w<guidance scale>][_warm]
         (no objective for kid; a solver init: ggdm.SOLVER_INITS; warm: start_from)."""
-        parts = ([self.objective] if self.objective != "kid" else []) + [self.family] + \
+        parts = ([self.objective] if objectives.get(self.objective).run_prefix else []) + \
+            [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
             ([self.init] if self._solver_init() else []) + [f"k{self.num_steps}"]
         if self.guidance_scale is not None:
             parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
         return "_".join(parts + (["warm"] if self.start_from else []))
-
-    def uses_teacher(self):
-        """Whether the search draws teacher pairs (objective ld3 or kid_teacher)."""
-        return self.objective in ld3.TEACHER_OBJECTIVES
 
     def _solver_init(self):
         """Whether the sampler starts from a training-free solver's coefficients (a GGDM init
@@ -313,16 +279,15 @@ class SearchConfig:
         return None if scales is None else scales[-1]
 
     def label(self):
-        """The learned sampler's name in tables, e.g. "DDSS GGDM +PRED +TIME", "LD3 UniPC"."""
-        if self.objective == "ld3":
-            return f"LD3 {samplers.label(self.family)}"
+        """The learned sampler's name in tables, e.g. "DDSS GGDM +PRED +TIME", "LD3 UniPC"
+        (the objective's name for its sampler: `Objective.label`)."""
         anchors = self.guidance_anchors()
-        return (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
+        ddss = (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else "")
                 + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else "")
                 + (f" from {samplers.label(self.init)}" if self._solver_init() else "")
-                + (" (warm start)" if self.start_from else "")
-                + (" (KID + teacher)" if self.objective == "kid_teacher" else ""))
+                + (" (warm start)" if self.start_from else ""))
+        return objectives.get(self.objective).label(self, ddss)
 
     def build_sampler(self, denoiser):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""

@@ -17,14 +17,13 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf import evaluation, export, files, guidance, images, models, noise, summaries
-from ddss_tf.search import ld3, strategies, workdir as workdir_lib
+from ddss_tf.evaluation import report
+from ddss_tf.search import objectives, strategies, workdir as workdir_lib
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
 
 __all__ = ["run_search", "Run"]
 
-# Images per row of samples/compare.png.
-COMPARE_IMAGES = 12
 # The training loop's wall time summed over every session of a run (written with each
 # checkpoint and when a session ends, so a resumed run adds to it).
 SEARCH_COST = "search_cost.json"
@@ -79,20 +78,16 @@ class Run:
         self.cfg, self.workdir, self.log, self.chief = cfg, workdir, log, chief
         self.strategy = strategies.make(cfg.strategy, cfg.tpu, worker_timeout=cfg.worker_timeout)
         cfg.validate(self.strategy.num_replicas_in_sync)
-        ks = (cfg.num_steps,) + ((cfg.teacher_steps,) if cfg.uses_teacher() else ())
+        self.objective = objectives.get(cfg.objective)
+        ks = (cfg.num_steps,) + tuple(self.objective.extra_num_steps(cfg))
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser)
         if cfg.start_from:
             self._start_from(cfg.start_from)
-        teacher = None
-        if cfg.uses_teacher():
-            self.log(f"teacher: DPM-Solver++(2M) with {cfg.teacher_steps} steps on "
-                     f"{cfg.ld3_pairs} x_T ...")
-            teacher = ld3.teacher_pairs(ev.denoiser, ev.extractor, cfg.ld3_pairs,
-                                        cfg.teacher_steps, ev.image_shape)
-        self.trainer = Trainer(self.layer, ev.extractor, ev.reference.features, self.strategy,
-                               cfg, ev.image_shape, teacher=teacher, guidance=ev.guidance)
+        loss = self.objective.loss(cfg, ev, self.strategy.num_replicas_in_sync, self.log)
+        self.trainer = Trainer(self.layer, ev.extractor, loss, self.strategy, cfg,
+                               ev.image_shape)
         self.best = BestCoefficients(self.layer) if cfg.select == "best" else None
         # A sampler across guidance scales is finally scored at every anchor ...
         anchors = cfg.guidance_anchors() or ()
@@ -130,9 +125,8 @@ class Run:
         drawn beside the periodic evaluation. Raises interrupt.Interrupted when a signal
         stopped it (on every worker at the same step)."""
         cfg, trainer, strategy = self.cfg, self.trainer, self.strategy
-        state = dict(step=trainer.step, sampler=self.layer, optimizer=trainer.optimizer)
-        if trainer.offsets is not None:  # LD3's x_T offsets (a KID search has none)
-            state["ld3_offsets"] = trainer.offsets
+        state = dict(step=trainer.step, sampler=self.layer, optimizer=trainer.optimizer,
+                     **trainer.loss.checkpointed())  # the loss's own variables (LD3's offsets)
         if self.best is not None:
             state["best"] = self.best
         ckpt = tf.train.Checkpoint(**state)
@@ -213,14 +207,14 @@ class Run:
     def network_evaluations(self):
         """Network evaluations of the search: train_steps x batch_size x K forward passes in
         its loss, each also differentiated (and, with remat, recomputed once in the backward
-        pass), plus, with a teacher (LD3, kid_teacher), its ld3_pairs x teacher_steps; the
-        periodic evaluations' samples are not counted. Classifier-free guidance at a scale > 0
-        (or across scales) evaluates the network on each sample twice, with and without its
-        label."""
+        pass), plus what the objective spends before training (a teacher's ld3_pairs x
+        teacher_steps: `Objective.network_evaluations`); the periodic evaluations' samples
+        are not counted. Classifier-free guidance at a scale > 0 (or across scales)
+        evaluates the network on each sample twice, with and without its label."""
         cfg = self.cfg
-        teacher = cfg.ld3_pairs * cfg.teacher_steps if cfg.uses_teacher() else 0
         per_sample = 2 if _guided_calls(cfg) else 1
-        return cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample + teacher
+        return (cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample
+                + self.objective.network_evaluations(cfg))
 
     def validate(self, step):
         """select = "best": FID of the sampler at `step` on cfg.eval_samples validation samples
@@ -280,7 +274,8 @@ class Run:
 
     # ---- the final comparison ----
     def finish(self):
-        """Final evaluation on cfg.final_samples, then coefficients, export and results (last)."""
+        """Final evaluation on cfg.final_samples, then coefficients, export and results (last:
+        results.json marks the search finished)."""
         cfg, ev, n, k = self.cfg, self.evaluator, self.cfg.final_samples, self.cfg.num_steps
         selected = self.select_best()
         if self.scale_evaluators:  # coefficients.json's coefficients and query_times: at w_max
@@ -294,11 +289,8 @@ class Run:
         records.append(evaluation.record(label, k, learned, "learned"))
         records.append(evaluation.record(f"DDPM {ev.reference_steps} steps", ev.reference_steps,
                                          ref, "reference"))
-        rows = [base_images[lbl][:COMPARE_IMAGES] for lbl in base_scores]
-        rows.append(learned_images[:COMPARE_IMAGES])
-        grid = images.labelled_rows(rows, ncols=COMPARE_IMAGES, scale=4,
-                                    labels=list(base_scores) + [label])
-        images.write_png(self.path("samples", "compare.png"), grid)
+        images.write_png(self.path("samples", "compare.png"),
+                         report.compare_grid({**base_images, label: learned_images}))
         export.write_coefficients(self.layer, self.path("coefficients.json"),
                                   model_fingerprint=ev.model_fingerprint, guidance=ev.guidance)
         export_dir = export.export_sampler(self.layer, self.path("export"), guidance=ev.guidance)
@@ -314,36 +306,21 @@ class Run:
                        search_network_evaluations=self.network_evaluations())
         if self.scale_evaluators:
             summary["across_scales"] = self.score_across_scales(n, label)
-        table = evaluation.markdown_table(records)
-        batch = min(evaluation.BATCH_SIZE, n)
+        text = report.search_markdown(summary, self.cost_breakdown(),
+                                      self.redraw_command(min(evaluation.BATCH_SIZE, n)))
         with files.atomic_file(self.path("results.md")) as f:
-            f.write(f"# DDSS search: {label}, K = {k}\n\n{table}\n"
-                    f"Rows 1-{len(base_scores)} of samples/compare.png are the baselines in this "
-                    f"order, row {len(base_scores) + 1} the learned sampler, all on the same x_T. "
-                    f"FID ratio learned / best baseline: "
-                    f"{summary['fid_ratio_to_best_baseline']:.3f}.\n\n"
-                    f"The search: {_seconds_text(summary['search_seconds'])} of training, "
-                    f"{summary['search_network_evaluations']:,} network evaluations "
-                    f"({cfg.train_steps} steps x batch {cfg.batch_size} x K = {k}"
-                    + (" x 2 (guidance: with and without the label)"
-                       if _guided_calls(cfg) else "") + " in the loss"
-                    + (f", {cfg.ld3_pairs} x {cfg.teacher_steps} for the teacher"
-                       if cfg.uses_teacher() else "") + ")"
-                    + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
-                       f"{selected['validation_samples']} validation samples was the lowest "
-                       f"({selected['validation_fid']:.4f})" if selected else "") + ".\n\n"
-                    f"FID's floor at {n} samples: {n} reference images drawn with replacement "
-                    f"score FID {floor['fid']:.4f}, held-out FID "
-                    f"{floor['heldout_fid']:.4f} (what a model reproducing its data "
-                    f"exactly would get).\n\n"
-                    f"The evaluation's samples come from seed {evaluation.EVAL_SEED} in batches "
-                    f"of {batch}: `{self.redraw_command(batch)}` redraws the first batch, "
-                    f"whose first {COMPARE_IMAGES} images are compare.png's last row.\n")
-            if self.scale_evaluators:
-                f.write(_across_scales_text(summary["across_scales"], label))
+            f.write(text)
         files.write_json(self.path("results.json"), summary)
-        self.log("\n" + table)
+        self.log("\n" + evaluation.markdown_table(records))
         return summary
+
+    def cost_breakdown(self):
+        """What `network_evaluations` counts, for results.md."""
+        cfg = self.cfg
+        extra = self.objective.cost_text(cfg)
+        return (f"{cfg.train_steps} steps x batch {cfg.batch_size} x K = {cfg.num_steps}"
+                + (" x 2 (guidance: with and without the label)" if _guided_calls(cfg) else "")
+                + " in the loss" + (f", {extra}" if extra else ""))
 
     def score_across_scales(self, num_samples, label):
         """A sampler across guidance scales at each anchor w: [{guidance_scale, records (the
@@ -362,25 +339,10 @@ class Run:
         return out
 
 
-def _across_scales_text(across, label):
-    """results.md's section on a sampler across guidance scales: a table per anchor."""
-    parts = [f"\n## {label} at each anchor scale\n\nOne sampler, its coefficients "
-             "interpolated in the guidance scale w; the baselines guided at the same w.\n"]
-    for entry in across:
-        parts.append(f"\n### w = {entry['guidance_scale']:g} (FID ratio learned / best baseline "
-                     f"{entry['fid_ratio_to_best_baseline']:.3f})\n\n"
-                     + evaluation.markdown_table(entry["records"]))
-    return "".join(parts)
-
-
 def _guided_calls(cfg):
     """Whether the search's chain calls the network with and without the label (guidance at a
     scale > 0, or across scales)."""
     return max(cfg.guidance_scales() or (0.0,)) > 0
-
-
-def _seconds_text(seconds):
-    return "an unknown time" if seconds is None else f"{seconds:.0f} s"
 
 
 def _finished(workdir, results, log):

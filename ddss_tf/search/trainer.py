@@ -1,25 +1,17 @@
-"""The DDSS training step: backpropagate KID through the whole sampling chain (the loop
-around it, with checkpoints and signals, is ddss_tf.training.loop, driven by search.run).
+"""The DDSS training step: backpropagate the objective's loss through the whole sampling
+chain (the loop around it, with checkpoints and signals, is ddss_tf.training.loop, driven by
+search.run).
 
 One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strategy:
 
     x_T, z_{1..K} ~ N(0, I)  keyed on (seed, step, replica)     # reparametrised randomness
-    x_0 = sampler(x_T, z)                                       # K rematerialised network calls
-    L = KID loss(phi(x_0) of the global batch, real features) / num_replicas
-    g = all-reduce-sum(dL/dtheta)                               # theta: the sampler's variables only
+    inputs = loss.inputs(key, ...)                              # e.g. a real minibatch
+    L = loss(features, x_T, inputs) / num_replicas,  features(x) = phi(sampler(x, z))
+    g = all-reduce-sum(dL/dtheta)           # theta: the sampler's variables and the loss's
 
-For a class-conditional model (ddss_tf.guidance) the step also draws the batch's labels by
-the same key, runs the chain on the model guided at the search's scale for those labels and
-takes the per-class KID loss (the global batch's features and labels all-gathered); a layer
-with coefficients across scales (guidance_scales) runs each step at a scale drawn from its
-range by the same key (the same on every replica).
-
-With the LD3 objective (search.ld3) the step instead draws a batch of fixed teacher
-pairs (x_T, phi(teacher x0)) by the same key, starts the sampler from x_T plus each pair's
-trained offset (in a ball), and L is the mean squared feature distance to the teacher;
-theta is then the time logits and the offsets. With "kid_teacher" it draws such pairs too
-and starts from their x_T (no offsets): L is the KID loss plus teacher_weight times
-that distance.
+The loss is the search objective's (search.objectives: KID, per-class KID on a guided model,
+LD3, KID + teacher); the trainer does not know which. Each K-step chain makes K
+rematerialised network calls.
 
 Then, only when L and g are finite, clip g by its global norm and take an Adam
 step. The gradient is computed by one tf.function (its per-replica body
@@ -42,8 +34,6 @@ import keras
 import tensorflow as tf
 
 from ddss_tf import noise, precision
-from ddss_tf.search import ld3
-from ddss_tf.metrics import mmd
 
 __all__ = ["Trainer"]
 
@@ -53,54 +43,37 @@ def _is_tpu(strategy):
 
 
 class Trainer:
-    """Holds the sampler, the optimiser and the compiled step functions of one search.
+    """Holds the sampler, the loss, the optimiser and the compiled step functions of one search.
 
     Args:
       layer: a learnable sampler layer (built inside `strategy.scope()`).
       extractor: differentiable images -> features [B, d].
-      real_features: float32 [N, d] reference features (linear kernel: only their mean is used).
+      loss: the search objective's `objectives.Loss` (not yet built: built here, in the
+        strategy's scope).
       strategy: the tf.distribute strategy the layer's variables live in.
-      cfg: the SearchConfig (kernel, batch_size, learning_rate, grad_clip, seed, xla,
-        precision).
+      cfg: the SearchConfig (batch_size, learning_rate, lr_decay, train_steps, grad_clip,
+        seed, xla, precision).
       image_shape: (H, W, C) of one sample.
-      teacher: for cfg.objective "ld3" or "kid_teacher", the search.ld3.TeacherPairs the
-        teacher term matches; with "ld3" (real_features then unused) the step also trains
-        one offset of x_T per pair (`offsets`; None otherwise).
-      guidance: for a class-conditional model, its guidance.Guidance (the layer is
-        then called under `guidance.bound` with each step's labels).
     """
 
-    def __init__(self, layer, extractor, real_features, strategy, cfg, image_shape, teacher=None,
-                 guidance=None):
-        self.layer, self.strategy, self.cfg = layer, strategy, cfg
+    def __init__(self, layer, extractor, loss, strategy, cfg, image_shape):
+        self.layer, self.strategy, self.cfg, self.loss = layer, strategy, cfg, loss
         self.extractor = precision.extractor(extractor, cfg.precision)
         step_denoiser = precision.denoiser(layer.denoiser, cfg.precision)
+        if loss.guided and step_denoiser is not layer.denoiser:
+            raise ValueError("a guided search runs in float32")
         self._denoising = (contextlib.nullcontext if step_denoiser is layer.denoiser
                            else lambda: layer.using_denoiser(step_denoiser))
         self._compiling = contextlib.nullcontext  # or layer.compiling_network (below)
         self.replicas = strategy.num_replicas_in_sync
+        if loss.replicas != self.replicas:
+            raise ValueError(f"the loss was made for {loss.replicas} replica(s), the strategy "
+                             f"has {self.replicas}")
         self.local_batch = cfg.batch_size // self.replicas
         self.image_shape = [int(s) for s in image_shape]
-        self.guidance = guidance
-        if guidance is not None:
-            if step_denoiser is not layer.denoiser or teacher is not None:
-                raise ValueError("a guided search runs in float32 with the KID objective")
-            real, self.real_labels = (tf.constant(v) for v in guidance.reference(real_features,
-                                                                                 cfg.kernel))
-            self.real = real
-        else:
-            real = tf.constant(real_features, tf.float32)
-            self.real = tf.reduce_mean(real, 0, keepdims=True) if cfg.kernel == "linear" else real
-        self.teacher, self.offsets = teacher, None
         with strategy.scope():
-            self.variables = list(layer.trainable_variables)
-            if teacher is not None:
-                self.pair_x_T = tf.constant(teacher.x_T)
-                self.pair_features = tf.constant(teacher.features)
-            if teacher is not None and cfg.objective == "ld3":
-                self.radius = ld3.radius(cfg.ld3_radius, self.image_shape)
-                self.offsets = tf.Variable(tf.zeros_like(self.pair_x_T), name="ld3_offsets")
-                self.variables.append(self.offsets)
+            loss.build(layer, cfg.seed)
+            self.variables = list(layer.trainable_variables) + list(loss.variables)
             lr = cfg.learning_rate
             if cfg.lr_decay == "cosine":
                 lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train_steps)
@@ -123,9 +96,10 @@ class Trainer:
             self._compute = tf.function(self._replica_step)
         else:
             # The all-gather is a synchronisation point, which a nested tf.function inside
-            # strategy.run cannot hold; DESIGN section 7: jit_compile on the function that
-            # calls strategy.run fails, and XLA with two replicas on logical CPUs cannot
-            # read the variables. (On TPU the whole replica function is compiled anyway.)
+            # strategy.run cannot hold; jit_compile on the function that calls strategy.run
+            # fails, and XLA with two replicas on logical CPUs cannot read the variables
+            # (docs/design.md, "Distribution"). (On TPU the whole replica function is compiled
+            # anyway.)
             self._grads = self._grads_fn
             self._compute = tf.function(
                 lambda step: strategy.run(self._replica_step, args=(step,)))
@@ -137,61 +111,24 @@ class Trainer:
         rather than the whole step: a looped chain with cfg.xla on one device, non-TPU."""
         return self._compiling is not contextlib.nullcontext
 
-    def _real_batch(self, key):
-        if self.cfg.kernel == "linear":
-            return self.real
-        idx = tf.random.stateless_uniform([self.local_batch], key, 0, tf.shape(self.real)[0], tf.int32)
-        return tf.gather(self.real, idx)
-
     def _replica_step(self, step):
         ctx = tf.distribute.get_replica_context()
         shape = [self.local_batch] + self.image_shape
-        x_T, z, k_real = noise.step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
-                                          self.layer.num_steps, shape)
-        fold_in = tf.random.experimental.stateless_fold_in
-        if self.teacher is not None:  # the step's pairs: LD3's keyed like a real batch
-            key = k_real if self.offsets is not None else fold_in(k_real, 2)
-            pairs = tf.random.stateless_uniform([self.local_batch], key, 0,
-                                                tf.shape(self.pair_x_T)[0], tf.int32)
-            real = None if self.offsets is not None else self._real_batch(k_real)
-            return self._grads(x_T, z, real, pairs=pairs)
-        if self.guidance is not None:
-            labels = self.guidance.labels(fold_in(k_real, 1), self.local_batch)
-            # The step's scale: keyed on the step alone, so every replica runs the same one.
-            scale = self.guidance.step_scale(self.layer, noise.step_key(self.cfg.seed, step))
-            return self._grads(x_T, z, self.real, (labels, scale))
-        return self._grads(x_T, z, self._real_batch(k_real))
+        x_T, z, key = noise.step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
+                                       self.layer.num_steps, shape)
+        return self._grads(x_T, z, self.loss.inputs(key, self.local_batch, step))
 
-    def _grads_fn(self, x_T, noise, target, condition=None, pairs=None):
-        """(global loss, global grad norm, all-reduced grads) on one replica. target: the real
-        features of the KID loss (None: LD3, no KID term); condition: (the batch's labels,
-        the step's guidance scale) of a guided search; pairs: the indices of the step's
-        teacher pairs, whose x_T replace x_T."""
+    def _grads_fn(self, x_T, noise, inputs):
+        """(global loss, global grad norm, all-reduced grads) on one replica: the gradient of
+        the loss at the step's x_T, noise and its other `inputs` (Loss.inputs)."""
         ctx = tf.distribute.get_replica_context()
         variables = self.variables
+
+        def features(x):
+            return self.extractor(self.layer(x, noise))
+
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
-            if condition is not None:
-                labels, scale = condition
-                with self.guidance.bound(self.layer, labels, scale):
-                    feats = self.extractor(self.layer(x_T, noise))
-                if self.replicas > 1:  # the global batch's loss on every replica (as mmd's)
-                    feats, labels = ctx.all_gather(feats, 0), ctx.all_gather(labels, 0)
-                loss = self.guidance.loss(feats, labels, target, self.real_labels,
-                                          self.cfg.kernel) / self.replicas
-            else:
-                if pairs is not None:
-                    x_T = tf.gather(self.pair_x_T, pairs)
-                if self.offsets is not None:
-                    x_T += ld3.project_to_ball(tf.gather(self.offsets, pairs), self.radius)
-                feats = self.extractor(self.layer(x_T, noise))
-                loss = 0.0
-                if target is not None:
-                    loss = self._kid_loss(feats, target)
-                if pairs is not None:
-                    weight = 1.0 if self.offsets is not None else self.cfg.teacher_weight
-                    # / replicas: the all-reduced sum is the global batch's mean
-                    loss += weight * ld3.soft_teacher_loss(
-                        feats, tf.gather(self.pair_features, pairs)) / self.replicas
+            loss = self.loss(features, x_T, inputs)
         grads = tape.gradient(loss, variables)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, variables)]
@@ -199,12 +136,6 @@ class Trainer:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
         return loss, tf.linalg.global_norm(grads), grads
-
-    def _kid_loss(self, feats, real):
-        """The KID loss of the global batch (its 1/replicas share on each replica)."""
-        if self.replicas > 1:
-            return mmd.cross_replica_kid_loss(feats, real, self.cfg.kernel) / self.replicas
-        return mmd.kid_loss(feats, real, self.cfg.kernel)
 
     def _apply_fn(self, grads, norm):
         def apply(grads):
