@@ -40,15 +40,12 @@ flags.DEFINE_bool("only_searched", _B.only_searched, "Learned rows: score only t
                   "of searching them first (a table of what exists, without new searches).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
 cli.define_data_flags()   # --dataset --split
-flags.DEFINE_string("features", _D.features, "Feature network of FID / KID / IS and of the "
-                    "searches' loss: digits, pixels, or a path to an Inception file.")
-flags.DEFINE_string("heldout_features", _D.heldout_features, "Feature network of the held-out "
-                    "FID (never trained against).")
+_TEMPLATE = ("features", "heldout_features", "batch_size")  # of the template search
+cli.define_flags(SearchConfig, _TEMPLATE)
 flags.DEFINE_integer("train_steps", None, "Optimiser steps of each search; default: "
                      "ddss_search's at the row's K.", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Peak Adam learning rate of each search; default: "
                    "ddss_search's at the row's K.", lower_bound=0)
-flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch of each search.", lower_bound=2)
 flags.DEFINE_float("guidance_scale", None, "A class-conditional model (e.g. --model=digits_cond): "
                    "the classifier-free guidance scale every row samples at; records gain "
                    "per-class FID / KID and held-out accuracy.", lower_bound=0)
@@ -68,8 +65,8 @@ def _config():
         raise cli.UsageError(f"--guidance_anchors must be numbers, got "
                              f"{FLAGS.guidance_anchors}") from None
     search = dataclasses.replace(_D, **cli.model_options(), **cli.data_options(),
-                                 features=FLAGS.features, heldout_features=FLAGS.heldout_features,
-                                 batch_size=FLAGS.batch_size, guidance_scale=FLAGS.guidance_scale)
+                                 **cli.flag_settings(SearchConfig, _TEMPLATE),
+                                 guidance_scale=FLAGS.guidance_scale)
     rows = FLAGS.samplers if FLAGS["samplers"].present else benchmark.default_samplers(
         conditional=FLAGS.guidance_scale is not None)
     return benchmark.BenchmarkConfig(samplers=tuple(rows), num_steps=ks, guidance_anchors=anchors,

@@ -1,12 +1,15 @@
 """Shared plumbing for the absl binaries in bin/: quiet start-up, one-line errors, exit codes,
---help, and the flags every binary that loads a model or real data defines the same way:
+--help, and flags generated from settings dataclasses (ddss_tf.settings), so a flag's name,
+default, accepted values and help are the field's:
 
-    cli.define_model_flags()    # --model --schedule --num_timesteps --prediction, and for TF1
-                                # checkpoints --model_preset --image_size --ema (module level)
-    cli.define_data_flags()     # --dataset --split
+    cli.define_flags(SearchConfig, exclude=("guidance_scale",))   # module level
+    cli.define_model_flags()    # models.ModelSpec: --model --schedule --num_timesteps ...
+    cli.define_data_flags()     # data.DataSpec: --dataset --split
     ...
-    cfg = SearchConfig(**cli.model_options(), **cli.data_options(), ...)   # in main()
-    den, net = components.load_denoiser(**cli.model_options())
+    cfg = SearchConfig(**cli.flag_settings(SearchConfig, exclude=(...)))   # in main()
+    den, net = models.load_denoiser(**cli.model_options())
+
+Every float flag of every binary refuses NaN and +-Infinity when the flags are parsed.
 
 Exit codes of every binary (README: "Exit codes and faults"):
 
@@ -26,10 +29,8 @@ import os
 import sys
 import tempfile
 
-__all__ = ["run", "UsageError", "define_model_flags", "model_options", "define_data_flags",
-           "data_options", "DATA_DEFAULTS", "EXIT_CODES"]
-
-DATA_DEFAULTS = dict(dataset="digits", split="train")  # = SearchConfig's
+__all__ = ["run", "UsageError", "define_flags", "flag_settings", "define_model_flags",
+           "model_options", "define_data_flags", "data_options", "EXIT_CODES"]
 
 EXIT_CODES = dict(finished=0, error=1, bad_input=2, numerical=3, worker_lost=4,
                   sigint=130, cluster_never_formed=137, sigterm=143)
@@ -151,10 +152,28 @@ def _parse_flags(argv):
     if any(a in ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?") for a in argv[1:]):
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl: exit code 1
     try:
-        return flags.FLAGS(argv)
+        argv = flags.FLAGS(argv)
+        _check_finite(flags.FLAGS)
+        return argv
     except flags.Error as e:
         print(f"{_prog()}: error: {_one_line(e)} (--help lists the flags)", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
+
+
+def _check_finite(fv):
+    """flags.IllegalFlagValueError naming the first float flag set to NaN or +-Infinity (absl
+    parses them as floats, and a bound such as lower_bound=0 lets NaN through)."""
+    import math
+
+    from absl import flags
+
+    for name in fv:
+        flag = fv[name]
+        if isinstance(flag.parser, flags.FloatParser) and flag.value is not None \
+                and not math.isfinite(flag.value):
+            raise flags.IllegalFlagValueError(
+                f"flag --{name}={flag.value}: must be a finite number (NaN and Infinity are "
+                "refused)")
 
 
 def run(main):
@@ -189,57 +208,74 @@ def _flag_values(flag_values):
     return flags.FLAGS if flag_values is None else flag_values
 
 
-def _binary_module():
+def _binary_module(depth=2):
     """The module that called define_*_flags, named as absl names the module of a flag (the
     main script by sys.argv[0]), so that its --help lists the shared flags as its own."""
-    name = sys._getframe(2).f_globals.get("__name__", "")
+    name = sys._getframe(depth).f_globals.get("__name__", "")
     return sys.argv[0] if name == "__main__" else name
 
 
-def define_model_flags(flag_values=None):
-    """Define --model, --schedule, --num_timesteps, --prediction, --model_preset, --image_size
-    and --ema (see ddss_tf.models)."""
+def define_flags(cls, names=None, exclude=(), flag_values=None, module=None):
+    """Define a flag per setting of the dataclass `cls` (ddss_tf.settings): bool, int, float,
+    str (an enum when the setting lists its choices) and list settings; `names` (default:
+    all) minus `exclude`. A setting whose default is resolved later (None), or a string
+    whose default ("") is not a choice, gets a flag without a default (None)."""
     from absl import flags
 
-    from ddss_tf import denoisers, models, schedules
-    from ddss_tf.nets import diffusion_tf
+    from ddss_tf import settings
 
-    fv, d, module = _flag_values(flag_values), models.DEFAULTS, _binary_module()
-    names = "|".join(schedules.names())
-    flags.DEFINE_string(
-        "model", d["model"], "'digits' (the bundled DDPM), 'digits_cond' (the bundled "
-        "class-conditional one), a ddss_train_model directory, a Keras file (.keras / .h5), a "
-        "SavedModel directory: model([x_t [B,H,W,C], t [B]]) -> "
-        "eps | x | v (README: the model contract), or a TF1 checkpoint of Ho et al.'s "
-        "diffusion_tf UNet (prefix .../model.ckpt-N or its directory; with --image_size or "
-        "--model_preset).", flag_values=fv, module_name=module)
-    flags.DEFINE_string(
-        "schedule", d["schedule"], f"Noise schedule of a Keras / SavedModel model: {names} (with "
-        "--num_timesteps) or a .json file holding Schedule.get_config(). Empty: the model's own "
-        "(digits and ddss_train_model directories carry theirs).", flag_values=fv,
-        module_name=module)
-    flags.DEFINE_integer("num_timesteps", d["num_timesteps"], f"T of --schedule={names}.",
-                         lower_bound=2, upper_bound=schedules.MAX_TIMESTEPS, flag_values=fv,
-                         module_name=module)
-    flags.DEFINE_enum("prediction", d["prediction"], list(denoisers.predictions()),
-                      "What the model returns: eps, x (= x0) or v.", flag_values=fv,
-                      module_name=module)
-    flags.DEFINE_enum(
-        "model_preset", d["model_preset"] or None, list(diffusion_tf.preset_names()),
-        "A released diffusion_tf model (Ho et al.) for a TF1 checkpoint --model: fixes its image "
-        "size and schedule (cifar10: 32x32, linear betas 1e-4..0.02, T = 1000; the others 256x256).",
-        flag_values=fv, module_name=module)
-    flags.DEFINE_integer("image_size", d["image_size"], "S for S x S images: the input size of a "
-                         "TF1 checkpoint --model (it records none); 0: from --model_preset.",
-                         lower_bound=0, flag_values=fv, module_name=module)
-    flags.DEFINE_boolean("ema", d["ema"], "A TF1 checkpoint --model: its EMA weights (the ones "
-                         "Ho et al. evaluate); --noema: the raw weights.", flag_values=fv,
-                         module_name=module)
+    fv, module = _flag_values(flag_values), module or _binary_module()
+    for s in settings.describe(cls, names):
+        if s.name in exclude:
+            continue
+        kw = dict(flag_values=fv, module_name=module)
+        bounds = {k: v for k, v in (("lower_bound", s.lower), ("upper_bound", s.upper))
+                  if v is not None}
+        default = s.default
+        if s.type is bool:
+            flags.DEFINE_boolean(s.name, default, s.help, **kw)
+        elif s.type is int:
+            flags.DEFINE_integer(s.name, default, s.help, **bounds, **kw)
+        elif s.type is float:
+            flags.DEFINE_float(s.name, default, s.help, **bounds, **kw)
+        elif s.type is str and s.choices:
+            flags.DEFINE_enum(s.name, default if default in s.choices else None,
+                              list(s.choices), s.help, **kw)
+        elif s.type is str:
+            flags.DEFINE_string(s.name, default, s.help, **kw)
+        elif s.type is list:
+            flags.DEFINE_list(s.name, list(default) if default else None, s.help, **kw)
+        else:
+            raise TypeError(f"setting {cls.__name__}.{s.name} has no flag type; define its "
+                            "flag by hand and exclude it")
+
+
+def flag_settings(cls, names=None, exclude=(), flag_values=None):
+    """{name: value} of `define_flags`' flags, a flag without a value (None) read as the
+    setting's default."""
+    from ddss_tf import settings
+
+    fv = _flag_values(flag_values)
+    out = {}
+    for s in settings.describe(cls, names):
+        if s.name in exclude:
+            continue
+        value = fv[s.name].value
+        out[s.name] = s.default if value is None else value
+    return out
+
+
+def define_model_flags(flag_values=None):
+    """Define the flags of models.ModelSpec: --model, --schedule, --num_timesteps,
+    --prediction, --model_preset, --image_size and --ema."""
+    from ddss_tf import models
+
+    define_flags(models.ModelSpec, flag_values=flag_values, module=_binary_module())
 
 
 def model_options(flag_values=None):
-    """{model, schedule, num_timesteps, prediction} from the flags of `define_model_flags`:
-    keyword arguments of models.load / components.load_denoiser and SearchConfig fields.
+    """{model, schedule, num_timesteps, prediction, model_preset, image_size, ema} from the
+    flags of `define_model_flags`: models.load's keyword arguments and SearchConfig fields.
     Raises UsageError for --num_timesteps without a schedule name."""
     from ddss_tf import models, schedules
 
@@ -247,28 +283,18 @@ def model_options(flag_values=None):
     if fv["num_timesteps"].present and fv["schedule"].value not in schedules.names():
         raise UsageError(f"--num_timesteps applies with --schedule={'|'.join(schedules.names())} "
                          "only (a schedule .json file names its own num_timesteps)")
-    options = {name: fv[name].value for name in models.OPTIONS}
-    options["model_preset"] = options["model_preset"] or ""
-    return options
+    return flag_settings(models.ModelSpec, flag_values=fv)
 
 
 def define_data_flags(flag_values=None):
-    """Define --dataset and --split (see ddss_tf.data)."""
-    from absl import flags
+    """Define the flags of data.DataSpec: --dataset and --split."""
+    from ddss_tf import data
 
-    fv, module = _flag_values(flag_values), _binary_module()
-    flags.DEFINE_string(
-        "dataset", DATA_DEFAULTS["dataset"], "Real data the model was trained on: digits "
-        "(bundled), a tensorflow-datasets name (e.g. cifar10; the tfds extra and a prepared "
-        "copy), a folder of PNG/JPEG images or an .npz file (array 'images', 'x' or its only "
-        "one); fitted to the model's image shape.", flag_values=fv, module_name=module)
-    flags.DEFINE_string(
-        "split", DATA_DEFAULTS["split"], "Split: train|heldout|all for digits, a tfds split "
-        "(train, test, train[:10%]), an image folder's subfolder (train / all = every image), "
-        "train / all for an .npz.", flag_values=fv, module_name=module)
+    define_flags(data.DataSpec, flag_values=flag_values, module=_binary_module())
 
 
 def data_options(flag_values=None):
     """{dataset, split} from the flags of `define_data_flags` (SearchConfig fields)."""
-    fv = _flag_values(flag_values)
-    return {name: fv[name].value for name in DATA_DEFAULTS}
+    from ddss_tf import data
+
+    return flag_settings(data.DataSpec, flag_values=flag_values)

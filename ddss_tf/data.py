@@ -15,9 +15,28 @@ JPEG images, or an .npz file. `image_shape` = (H, W, C) fits the images to a
 model's shape (channels, centre crop, resize; `data_sources.fit`).
 """
 
+import dataclasses
+
 import numpy as np
 
-__all__ = ["load", "load_labeled", "names", "is_registered", "register", "DIGITS_HELDOUT"]
+from ddss_tf import settings
+
+__all__ = ["DataSpec", "load", "load_labeled", "names", "is_registered", "register",
+           "DIGITS_HELDOUT"]
+
+
+@dataclasses.dataclass
+class DataSpec:
+    """The real data a model was trained on, as `load` takes it (SearchConfig derives from it;
+    the binaries' --dataset and --split are generated from it)."""
+    dataset: str = settings.setting(
+        "digits", "Real data the model was trained on: digits (bundled), a tensorflow-datasets "
+        "name (e.g. cifar10; the tfds extra and a prepared copy), a folder of PNG/JPEG images "
+        "or an .npz file (array 'images', 'x' or its only one); fitted to the model's image "
+        "shape.")
+    split: str = settings.setting(
+        "train", "Split: train|heldout|all for digits, a tfds split (train, test, train[:10%]), "
+        "an image folder's subfolder (train / all = every image), train / all for an .npz.")
 
 DIGITS_HELDOUT = 297
 _SPLITS = ("train", "heldout", "all")

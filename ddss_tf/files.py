@@ -13,6 +13,7 @@
 import contextlib
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -25,7 +26,7 @@ import numpy as np
 
 __all__ = ["atomic_file", "atomic_dir", "write_bytes", "npz_bytes", "TMP_PREFIX", "write_json",
            "read_json", "dumps_json", "non_finite_path", "writable_dir", "WorkdirLock",
-           "WorkdirBusy"]
+           "WorkdirBusy", "weights_digest"]
 
 # TF Serving only looks at directories whose names are integers, and our own
 # version scan skips this prefix, so an interrupted export is never picked up.
@@ -250,3 +251,14 @@ class WorkdirLock:
             self._file.close()
             self._file = None
         return False
+
+
+def weights_digest(weights):
+    """Short sha1 digest of a list of weight arrays (shapes, dtypes and bytes): what the model
+    fingerprint and a feature network's records hold of its weights."""
+    digest = hashlib.sha1()
+    for w in weights:
+        arr = np.ascontiguousarray(w)
+        digest.update(str((arr.shape, arr.dtype.str)).encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()[:16]

@@ -8,7 +8,8 @@ What changes against an unconditional search, step by step (search.trainer):
     L = per-class KID loss of phi(x_0) against the real features of each label
 
 so the sampler learns the guided model's chain at the scale it will be served at, and cannot
-trade one class's quality for another's (`metrics.conditional.per_class_kid_loss`).
+trade one class's quality for another's (`metrics.conditional.per_class_kid_loss`, the
+objective search.objectives.kid.ClassKIDLoss).
 
 Across scales (beyond the paper): a layer built with guidance_scales=(w_1, ..., w_n) keeps
 one copy of its coefficients per anchor scale and runs at the scale of the denoiser it is
@@ -25,7 +26,6 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf import denoisers
-from ddss_tf.metrics import conditional
 
 __all__ = ["Guidance", "ANCHOR_PROBABILITY", "validation_scales"]
 
@@ -110,17 +110,3 @@ class Guidance:
         search's scale alone."""
         anchors = getattr(layer, "guidance_scales", None)
         return (anchors[0], anchors[-1]) if anchors is not None else (self.scale, self.scale)
-
-    def reference(self, real_features, kernel):
-        """(features, labels) the loss compares with: with the linear kernel each class's real
-        mean (all the loss reads of them), else every real feature."""
-        real_features = np.asarray(real_features, np.float32)
-        if kernel != "linear":
-            return real_features, self.real_labels
-        present = np.unique(self.real_labels)
-        means = np.stack([real_features[self.real_labels == c].mean(0) for c in present])
-        return means, present.astype(np.int32)
-
-    def loss(self, features, labels, real_features, real_labels, kernel):
-        return conditional.per_class_kid_loss(features, labels, real_features, real_labels,
-                                              self.num_classes, kernel)

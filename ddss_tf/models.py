@@ -31,8 +31,10 @@ a name of `schedules.names()` built with `num_timesteps` steps (the constructor'
 arguments at their defaults), or a JSON file holding `Schedule.get_config()`, e.g.
 {"kind": "linear_beta", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02}.
 
-The keyword arguments are the SearchConfig fields of the same names (`OPTIONS`), so
-`load(**options(cfg))` loads the model of a search config.
+`ModelSpec` is the one spelling of these options: its fields are the keyword arguments
+of `load`, the SearchConfig fields of the same names (SearchConfig derives from it) and
+the binaries' model flags (`cli.define_model_flags`), so `load(**options(cfg))` loads the
+model of a search config.
 """
 
 import dataclasses
@@ -41,19 +43,47 @@ import os
 import keras
 import numpy as np
 
-from ddss_tf import denoisers, files, pretrained, schedules
-from ddss_tf.metrics import features
+from ddss_tf import denoisers, files, pretrained, schedules, settings
 from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
-__all__ = ["OPTIONS", "DEFAULTS", "ACCEPTED", "options", "flags", "kind", "carries_schedule",
-           "load_schedule", "load", "load_denoiser", "image_shape", "fingerprint",
-           "describe"]
+__all__ = ["ModelSpec", "OPTIONS", "DEFAULTS", "ACCEPTED", "options", "flags", "kind",
+           "carries_schedule", "load_schedule", "load", "load_denoiser", "image_shape",
+           "fingerprint", "describe"]
 
-OPTIONS = ("model", "schedule", "num_timesteps", "prediction", "model_preset", "image_size",
-           "ema")
-DEFAULTS = dict(model="digits", schedule="", num_timesteps=1000, prediction="eps",
-                model_preset="", image_size=0, ema=True)
+
+@dataclasses.dataclass
+class ModelSpec:
+    """What `--model` names and how its network is read (the module doc; README's model
+    contract)."""
+    model: str = settings.setting(
+        "digits", "'digits' (the bundled DDPM), 'digits_cond' (the bundled class-conditional "
+        "one), a ddss_train_model directory, a Keras file (.keras / .h5), a SavedModel "
+        "directory: model([x_t [B,H,W,C], t [B]]) -> eps | x | v (README: the model contract), "
+        "or a TF1 checkpoint of Ho et al.'s diffusion_tf UNet (prefix .../model.ckpt-N or its "
+        "directory; with --image_size or --model_preset).")
+    schedule: str = settings.setting(
+        "", "Noise schedule of a Keras / SavedModel model: a name of ddss_tf.schedules.names() "
+        "(with --num_timesteps) or a .json file holding Schedule.get_config(). Empty: the "
+        "model's own (digits and ddss_train_model directories carry theirs).")
+    num_timesteps: int = settings.setting(
+        1000, "T of a --schedule given by name.", lower=2, upper=schedules.MAX_TIMESTEPS)
+    prediction: str = settings.setting(
+        "eps", "What the model returns: eps, x (= x0) or v.", choices=denoisers.predictions)
+    model_preset: str = settings.setting(
+        "", "A released diffusion_tf model (Ho et al.) for a TF1 checkpoint --model: fixes its "
+        "image size and schedule (cifar10: 32x32, linear betas 1e-4..0.02, T = 1000; the others "
+        "256x256).", choices=diffusion_tf.preset_names)
+    image_size: int = settings.setting(
+        0, "S for S x S images: the input size of a TF1 checkpoint --model (it records none); "
+        "0: from --model_preset.", lower=0)
+    ema: bool = settings.setting(
+        True, "A TF1 checkpoint --model: its EMA weights (the ones Ho et al. evaluate); "
+        "--noema: the raw weights.")
+
+
+OPTIONS = tuple(f.name for f in dataclasses.fields(ModelSpec))
+DEFAULTS = settings.defaults(ModelSpec)
 ACCEPTED = ("digits or digits_cond (the bundled DDPMs), a ddss_train_model directory, a Keras model file "
             "(.keras / .h5), a SavedModel directory (serving_default (x_t, t) -> eps | x | v) "
             "or a TF1 checkpoint of Ho et al.'s diffusion_tf UNet (prefix or directory)")
@@ -147,7 +177,7 @@ def fingerprint(network):
     """"<name>:<sha1 digest of the weights' shapes, dtypes and bytes>" of a Keras network: what
     coefficients.json and the evaluation caches record of the model. Loaders compare only the
     digest, so a renamed copy of the same network still matches."""
-    return f"{network.name}:{features.weights_digest(network.get_weights())}"
+    return f"{network.name}:{files.weights_digest(network.get_weights())}"
 
 
 def _load_keras(path):
@@ -233,15 +263,28 @@ def _preset(model, model_preset, schedule, image_size, prediction):
     return size, sched_config
 
 
-def load(model="digits", schedule="", num_timesteps=1000, prediction="eps", model_preset="",
-         image_size=0, ema=True):
+def _spec(model, options):
+    """A ModelSpec from `load`'s arguments."""
+    if isinstance(model, ModelSpec):
+        if options:
+            raise TypeError(f"give a ModelSpec or keyword options, not both (got {sorted(options)})")
+        return model
+    return ModelSpec(model=model, **options)
+
+
+def load(model="digits", **options):
     """(Keras network [x_t, t] -> prediction, Schedule) for any `model` the module doc lists.
 
-    schedule: "" for the model's own (required for a Keras file, SavedModel or TF1
-    checkpoint without a preset), else as `load_schedule` accepts. prediction: what the
-    network returns (eps | x | v). model_preset, image_size, ema: for a TF1 checkpoint
-    only (a released model's preset; S for S x S images; EMA or raw weights).
+    model: a `ModelSpec`, or its `model` field with the others as keyword `options`:
+    schedule ("" for the model's own: required for a Keras file, SavedModel or TF1
+    checkpoint without a preset; else as `load_schedule` accepts), num_timesteps,
+    prediction (what the network returns: eps | x | v), and for a TF1 checkpoint only
+    model_preset, image_size, ema (a released model's preset; S for S x S images; EMA or
+    raw weights).
     """
+    spec = _spec(model, options)
+    model, schedule, prediction = spec.model, spec.schedule, spec.prediction
+    model_preset, image_size, ema = spec.model_preset, spec.image_size, spec.ema
     if prediction not in denoisers.predictions():
         raise ValueError(f"unknown prediction {prediction!r}; accepted: "
                          f"{', '.join(denoisers.predictions())}")
@@ -273,7 +316,7 @@ def load(model="digits", schedule="", num_timesteps=1000, prediction="eps", mode
         raise ValueError(f"model {model!r} carries no noise schedule: give one (accepted: "
                          f"{', '.join(schedules.names())} with num_timesteps, or a schedule "
                          ".json file)")
-    sched = load_schedule(schedule, num_timesteps)
+    sched = load_schedule(schedule, spec.num_timesteps)
     if which == "keras":
         net, source = _load_keras(model), f"the Keras model {model}"
     elif which == "saved_model":
@@ -285,9 +328,9 @@ def load(model="digits", schedule="", num_timesteps=1000, prediction="eps", mode
     return net, sched
 
 
-def load_denoiser(model="digits", schedule="", num_timesteps=1000, prediction="eps",
-                  clip_x0=False, **checkpoint_options):
-    """(denoisers.Denoiser, Keras network) for `load`'s arguments (checkpoint_options:
-    model_preset, image_size, ema)."""
-    net, sched = load(model, schedule, num_timesteps, prediction, **checkpoint_options)
-    return denoisers.from_keras_model(net, sched, prediction=prediction, clip_x0=clip_x0), net
+def load_denoiser(model="digits", clip_x0=False, **options):
+    """(denoisers.Denoiser, Keras network) for `load`'s arguments."""
+    spec = _spec(model, options)
+    net, sched = load(spec)
+    return denoisers.from_keras_model(net, sched, prediction=spec.prediction,
+                                      clip_x0=clip_x0), net

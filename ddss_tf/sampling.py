@@ -18,7 +18,6 @@ rebuilt from JSON or in memory (for the same batch_size).
 
 import errno
 import os
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -72,32 +71,24 @@ class LayerSource:
         return x0.numpy(), ops.to_uint8(x0, self.data_range).numpy()
 
 
-def load_model(*args, **kwargs):
-    """Deprecated (kept for one release): `ddss_tf.models.load`."""
-    warnings.warn("sampling.load_model is deprecated; use ddss_tf.models.load",
-                  DeprecationWarning, stacklevel=2)
-    return models.load(*args, **kwargs)
-
-
 def from_export(path):
     """An exported SavedModel (base directory: latest version; or a version directory)."""
     return exported.load_sampler(path)
 
 
-def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, prediction=None,
-                      **checkpoint_options):
+def from_coefficients(path, model="digits", prediction=None, **options):
     """The sampler of a coefficients.json rebuilt on `model` (checked to be its model).
 
-    model, schedule, num_timesteps, prediction, checkpoint_options (model_preset,
-    image_size, ema): as `models.load`. A model that carries no schedule runs on the
-    file's when `schedule` is empty; prediction None: the file's.
+    model, options: as `models.load` (a ModelSpec's fields). A model that carries no
+    schedule runs on the file's when `schedule` is empty; prediction None: the file's.
     """
     doc = coefficients_lib.read_coefficients(path)
     m = doc["model"]
-    if not schedule and not models.carries_schedule(model, checkpoint_options.get("model_preset")):
-        schedule = doc["schedule"]
+    if not options.get("schedule") and not models.carries_schedule(
+            model, options.get("model_preset", "")):
+        options["schedule"] = doc["schedule"]
     prediction = prediction or m.get("prediction", "eps")
-    net, sched = models.load(model, schedule, num_timesteps, prediction, **checkpoint_options)
+    net, sched = models.load(model, prediction=prediction, **options)
     den = denoisers.from_keras_model(net, sched, prediction=prediction,
                                      clip_x0=m.get("clip_x0", False),
                                      data_range=m.get("data_range", (-1.0, 1.0)))
@@ -107,13 +98,11 @@ def from_coefficients(path, model="digits", schedule="", num_timesteps=1000, pre
     return LayerSource(layer, conditional=cond, scale_range=scale_range)
 
 
-def from_family(family, model="digits", num_steps=10, schedule="", num_timesteps=1000,
-                prediction="eps", model_preset="", image_size=0, ema=True, **options):
-    """A sampler family by name (samplers.create options) on `model` (as `models.load`
-    takes it, with schedule, num_timesteps, prediction, model_preset, image_size, ema),
-    untrained."""
-    den, _ = models.load_denoiser(model, schedule, num_timesteps, prediction,
-                                  model_preset=model_preset, image_size=image_size, ema=ema)
+def from_family(family, model="digits", num_steps=10, **options):
+    """A sampler family by name on `model`, untrained. options: the ModelSpec's other fields
+    (as `models.load` takes them) and the family's options (`samplers.create`'s)."""
+    spec = {k: options.pop(k) for k in models.OPTIONS if k in options}
+    den, _ = models.load_denoiser(model, **spec)
     cond = den if isinstance(den, denoisers.ConditionalDenoiser) else None
     layer = samplers.create(family, cond.unbound() if cond else den, num_steps=num_steps,
                             remat=False, **options)

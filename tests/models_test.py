@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from absl import flags
 
-from ddss_tf import cli, denoisers, export, models, noise as noise_lib, samplers, sampling, schedules
-from ddss_tf.metrics import features as features_lib
+from ddss_tf import (cli, denoisers, export, files, models, noise as noise_lib, samplers,
+                     sampling, schedules)
 from ddss_tf.search import SearchConfig, run_search
 from ddss_tf.search import workdir as workdir_lib
 
@@ -98,7 +98,7 @@ def test_a_saved_model_is_a_frozen_keras_network_with_the_module_outputs(byo):
                                rtol=1e-5, atol=1e-6)
     assert not net.trainable_variables and models.image_shape(net) == _SHAPE
     # The weights fingerprint sees the module's variables.
-    digest = features_lib.weights_digest([module.w1.numpy(), module.w2.numpy()])
+    digest = files.weights_digest([module.w1.numpy(), module.w2.numpy()])
     assert export.model_fingerprint(net) == f"eps_saved_model:{digest}"
 
 

@@ -16,18 +16,16 @@ progress bar and returns float64 numpy arrays for the evaluation metrics.
 """
 
 import collections
-import hashlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import progress as progress_lib
+from ddss_tf import files, progress as progress_lib
 from ddss_tf.metrics import _checks
 from ddss_tf.nets import classifier as classifier_lib
 
-__all__ = ["FeatureExtractor", "Extracted", "from_keras_classifier", "from_function", "extract",
-           "weights_digest"]
+__all__ = ["FeatureExtractor", "Extracted", "from_keras_classifier", "from_function", "extract"]
 
 Extracted = collections.namedtuple("Extracted", ["features", "logits"])
 Extracted.__doc__ = "features float64 [N, d]; logits float64 [N, K] or None."
@@ -80,18 +78,6 @@ class FeatureExtractor:
         return self.features_and_logits(images)[0]
 
 
-def weights_digest(weights):
-    """Short sha1 digest of a list of weight arrays (shapes, dtypes and bytes)."""
-    digest = hashlib.sha1()
-    for w in weights:
-        arr = np.ascontiguousarray(w)
-        digest.update(str((arr.shape, arr.dtype.str)).encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()[:16]
-
-
-
-
 def from_keras_classifier(model, name=None, data_range=(-1.0, 1.0), fingerprint=None):
     """Extractor over a Keras classifier built by `ddss_tf.nets.classifier.build_classifier`.
 
@@ -118,7 +104,7 @@ def from_keras_classifier(model, name=None, data_range=(-1.0, 1.0), fingerprint=
 
     return FeatureExtractor(
         fn, name, data_range=data_range, image_shape=tuple(model.inputs[0].shape[1:]),
-        fingerprint=fingerprint or f"{name}:{weights_digest(model.get_weights())}", network=model)
+        fingerprint=fingerprint or f"{name}:{files.weights_digest(model.get_weights())}", network=model)
 
 
 def from_function(fn, name, data_range=(-1.0, 1.0), image_shape=None, logits_fn=None,

@@ -7,10 +7,12 @@ feature space, sized to finish within minutes on a laptop CPU.
 
 import dataclasses
 import json
+import math
 import os
 from typing import List, Optional, Union
 
-from ddss_tf import noise, samplers
+from ddss_tf import data, models, noise, samplers, settings
+from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.samplers import ggdm
 from ddss_tf.schedules import MAX_TIMESTEPS
@@ -45,92 +47,98 @@ def default_select(objective="kid"):
     return _objective(objective).default_select()
 
 
+def _searchable_families():
+    """Every family some objective learns (--family's choices)."""
+    return sorted({f for o in objectives.all_objectives() for f in o.families()})
+
+
+def _inits():
+    return sorted({i for f in samplers.learnable_names() for i in samplers.inits(f)})
+
+
+_ = settings.setting  # every field below: (default, help, accepted values / bounds)
+
+
 @dataclasses.dataclass
-class SearchConfig:
-    # The sampler family (DESIGN section 3).
-    family: str = "ggdm"
-    num_steps: int = 10
-    stride: str = ""  # "": the family's default (quadratic; logsnr_uniform for the ODE solvers)
-    pred: bool = True
-    time: bool = True
+class SearchConfig(models.ModelSpec, data.DataSpec):
+    """What a search is: every setting of `ddss_search` (its flags are generated from these
+    fields), with the model (models.ModelSpec) and its data (data.DataSpec)."""
+
+    # The sampler family (docs/design.md, "Sampler families").
+    family: str = _("ggdm", "Sampler family to learn; the training-free ODE solvers learn "
+                    "their times with --objective=ld3.", choices=_searchable_families)
+    num_steps: int = _(10, "K, network evaluations per sample.", lower=1)
+    stride: str = _("", "Initial query times; default: the family's "
+                    "(samplers.default_stride).", choices=samplers.stride_names)
+    pred: bool = _(True, "+PRED: learn the x0-prediction coefficients (GGDM).")
+    time: bool = _(True, "+TIME: learn the query times.")
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
-    init: str = "ddim"
-    # Start from learned coefficients instead of init's: coefficients.json files of samplers
-    # of this family, K and settings (e.g. finished searches' files). A search across guidance
-    # scales takes one per anchor (anchor j starts from file j: the searches made at each
-    # scale) or one for every anchor (samplers.Sampler.start_from).
-    start_from: List[str] = dataclasses.field(default_factory=list)
-    # The model and the data it was trained on ("digits" = the bundled model and data). A model
-    # brought as a Keras file, SavedModel or TF1 checkpoint names its schedule ("" = the model's
-    # own) and what it predicts (ddss_tf.models); a TF1 checkpoint also its image size or a
-    # released model's preset, and whether its EMA weights are used. A dataset may be a tfds
-    # name, image folder or .npz (ddss_tf.data), fitted to the model's image shape.
-    model: str = "digits"
-    schedule: str = ""
-    num_timesteps: int = 1000
-    prediction: str = "eps"
-    model_preset: str = ""
-    image_size: int = 0
-    ema: bool = True
-    dataset: str = "digits"
-    split: str = "train"
-    # A class-conditional model is searched at this classifier-free guidance scale w (0: the
-    # plain conditional model; ddss_tf.guidance); None for an unconditional model. A list of 2
-    # or more increasing scales searches one sampler across them (`guidance_anchors`): its
-    # coefficients are learned at each and interpolated between, each step at a scale drawn
-    # from their range; it is evaluated at the largest during the search and at each at the end.
-    guidance_scale: Optional[Union[float, List[float]]] = None
-    # The loss (search.objectives): "kid", KID in the feature space of `features` (DESIGN
-    # section 4); "ld3", LD3's soft-teacher distance to a teacher_steps-step DPM-Solver++(2M)
-    # from the same x_T over ld3_pairs fixed pairs, in a ball of radius ld3_radius * sqrt(H W C),
-    # which learns only the times (time=True) of a training-free ODE solver; "kid_teacher", the
-    # KID loss plus teacher_weight times the distance to that teacher on the same pairs (no
-    # ball), for the KID families.
-    objective: str = "kid"
-    teacher_steps: int = 100
-    ld3_pairs: int = 512
-    ld3_radius: float = 0.1
-    teacher_weight: float = 0.1
-    kernel: str = "linear"
-    features: str = "digits"
-    heldout_features: str = "digits_heldout"
+    init: str = _("ddim", "Baseline the untrained sampler reproduces.", choices=_inits)
+    start_from: List[str] = _(
+        help="Start from learned coefficients instead of --init's: coefficients.json files of "
+        "samplers of this family, K and settings (e.g. finished searches'). A search across "
+        "guidance scales takes one per anchor (anchor j starts from file j) or one for all.",
+        default_factory=list)
+    guidance_scale: Optional[Union[float, List[float]]] = _(
+        None, "A class-conditional model (a third input c of labels): the classifier-free "
+        "guidance scale w the sampler is searched for (0: the plain conditional model); "
+        "unconditional models take none. A list (e.g. 0,1,3): one sampler across the scales, "
+        "its coefficients learned at each and interpolated between them, each step at a "
+        "scale drawn from their range (served at any w in the range).")
+    objective: str = _("kid", "The loss: " + "; ".join(
+        f"{o.name}: {o.summary}" for o in objectives.all_objectives()) + ".",
+        choices=objectives.names)
+    teacher_steps: int = _(100, "--objective=ld3|kid_teacher: the teacher's steps "
+                           "(DPM-Solver++(2M)).", lower=1)
+    ld3_pairs: int = _(512, "--objective=ld3|kid_teacher: the (x_T, teacher) pairs trained on.",
+                       lower=1)
+    ld3_radius: float = _(0.1, "--objective=ld3: the soft teacher's ball around x_T, relative "
+                          "to |x_T| ~ sqrt(H W C); 0: the plain teacher.", lower=0)
+    teacher_weight: float = _(0.1, "--objective=kid_teacher: the weight of the teacher term "
+                              "beside the KID loss.", lower=0)
+    kernel: str = _("linear", "KID kernel of the loss.", choices=mmd.kernel_names)
+    features: str = _("digits", "Feature network of the loss and of FID / KID / IS: digits, "
+                      "pixels, or a path to an Inception file.")
+    heldout_features: str = _("digits_heldout", "Feature network of the held-out metric (never "
+                              "trained against).")
     # Optimisation (paper: Adam 5e-4, default betas, batch 512, 50K steps). 400 steps cannot
     # move sigmoid logits far at 5e-4, so the default takes larger steps and decays them.
-    # train_steps and learning_rate None: the default at this K and objective
-    # (`default_optimisation`).
-    batch_size: int = 128
-    train_steps: Optional[int] = None
-    learning_rate: Optional[float] = None
-    lr_decay: str = "cosine"  # "cosine" (to 0 at train_steps) or "constant" (the paper's)
-    # The coefficients the search keeps: the last step's ("last", the paper's), or ("best") those
-    # of the start or of a periodic evaluation (every eval_every steps and the last) whose FID
-    # is lowest on eval_samples samples of the validation seed (noise.VALIDATION_SEED: never
-    # the evaluation's x_T, so the final scores stay unbiased by the choice). None: the
-    # objective's default (`default_select`).
-    select: Optional[str] = None
-    grad_clip: float = 1.0
-    seed: int = 0
-    xla: bool = True
-    remat: bool = True
-    # The chain as one tf.while_loop: XLA compiles the network once whatever K (unrolled, its
-    # compile time grows with K); the same sampler and gradients (samplers.base).
-    loop: bool = True
-    # The networks' arithmetic in the search step: float32, or bfloat16 for accelerators (the
-    # sampler, the chain's accumulation and the loss stay float32; ddss_tf.precision).
-    precision: str = "float32"
-    # Distribution.
-    strategy: str = "default"
-    tpu: str = ""
-    # multi_worker: how long a worker waits for the cluster to form and for any one collective
-    # (a peer that hangs) before it exits with one line; 0 waits forever.
-    worker_timeout: int = 1800
-    # Bookkeeping.
-    checkpoint_every: int = 50
-    eval_every: int = 100
-    eval_samples: int = 512
-    final_samples: int = 2000
-    reference_steps: int = 1000
+    batch_size: int = _(128, "Global batch size.", lower=2)
+    train_steps: Optional[int] = _(None, "Optimiser steps; default: the objective's at this K "
+                                   "(search.objectives; printed at start).", lower=1)
+    learning_rate: Optional[float] = _(None, "Peak Adam learning rate; default: the "
+                                       "objective's at this K (printed at start).", lower=0)
+    lr_decay: str = _("cosine", "Learning-rate schedule over train_steps: cosine to 0, or "
+                      "constant (the paper's).", choices=LR_DECAYS)
+    select: Optional[str] = _(
+        None, "Coefficients kept: best: those of the start or of a periodic evaluation with "
+        "the lowest FID on --eval_samples validation samples (noise.VALIDATION_SEED: x_T never "
+        "used by the final evaluation or the benchmark); last: the last step's (the paper's). "
+        "Default: the objective's.", choices=SELECTS)
+    grad_clip: float = _(1.0, "Global-norm gradient clipping; 0 disables.", lower=0)
+    seed: int = _(0, "Seed of every training batch's noise.", lower=0, upper=MAX_SEED)
+    xla: bool = _(True, "XLA-compile the search step.")
+    remat: bool = _(True, "Rematerialise network calls (memory flat in K).")
+    loop: bool = _(True, "Run the sampling chain as one tf.while_loop, so XLA compiles the "
+                   "network once whatever K (--noloop: unrolled, compile time growing with K; "
+                   "the same sampler and gradients).")
+    precision: str = _("float32", "Arithmetic of the networks in the search step: bfloat16 for "
+                       "TPUs / recent GPUs (the sampler, the chain and the loss stay float32; "
+                       "ddss_tf.precision). Evaluation and export: float32.", choices=PRECISIONS)
+    strategy: str = _("default", "tf.distribute strategy.", choices=strategies.names)
+    tpu: str = _("", "TPU name for --strategy=tpu ('local' on a TPU VM / Colab).")
+    worker_timeout: int = _(1800, "--strategy=multi_worker: seconds a worker waits for the "
+                            "cluster to form, and for any one collective (a peer that hangs), "
+                            "before it exits; 0: forever. Must exceed the chief's work while "
+                            "the others wait: reference statistics and baselines before "
+                            "training, and each periodic evaluation.", lower=0)
+    checkpoint_every: int = _(50, "Steps between checkpoints.", lower=1)
+    eval_every: int = _(100, "Steps between FID / KID evaluations.", lower=1)
+    eval_samples: int = _(512, "Samples per periodic evaluation.", lower=MIN_EVAL_SAMPLES)
+    final_samples: int = _(2000, "Samples of the final comparison.", lower=MIN_EVAL_SAMPLES)
+    reference_steps: int = _(1000, "Steps of the DDPM reference row of the final comparison "
+                             "(capped at the model's T; computed once per model).", lower=1)
 
     def __post_init__(self):
         # +PRED is an option of the families that take it (samplers.options): elsewhere it is
@@ -158,6 +166,11 @@ class SearchConfig:
 
         self.__post_init__()  # a field set after construction is normalised too
 
+        for s in settings.describe(SearchConfig):  # nothing non-finite reaches config.json
+            value = getattr(self, s.name)
+            if s.type is float and value is not None and not (
+                    isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{s.name} must be a finite number, got {value!r}")
         objective = objectives.get(self.objective)
         objective.validate(self)
         objective.check_family(self, objectives.all_objectives())
