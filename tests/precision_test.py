@@ -10,6 +10,7 @@ import tensorflow as tf
 from ddss_tf import denoisers, models, precision, pretrained, samplers, schedules
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, trainer as trainer_lib
+from ddss_tf.search.objectives import kid
 
 
 @pytest.fixture(scope="module")

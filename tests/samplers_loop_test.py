@@ -13,6 +13,7 @@ from ddss_tf import denoisers, samplers, schedules
 from ddss_tf.metrics import features
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, trainer as trainer_lib
+from ddss_tf.search.objectives import kid
 
 import toy_networks
 
