@@ -17,7 +17,7 @@ import os
 from absl import flags
 
 from ddss_tf import samplers, settings
-from ddss_tf.search import SearchConfig, run_search, strategies
+from ddss_tf.search import SearchConfig, run_search, strategies, workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory (default: ./ddss_runs/<family>..._k<K>).")
@@ -65,7 +65,8 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("ddss_runs", cfg.run_name())
     result = run_search(cfg, workdir)
     if result:
-        print(f"results in {workdir}/results.md; SavedModel in {result['export']}")
+        print(f"results in {os.path.join(workdir, workdir_lib.REPORT)}; SavedModel in "
+              f"{result['export']}")
 
 
 def run():

@@ -54,18 +54,19 @@ class LayerSource:
 
     def from_noise(self, x_T, noise, labels=None, guidance_scale=None):
         """(float32 images clipped to the data range, uint8 images), as the export computes them."""
-        if self.conditional is None and (labels is not None or guidance_scale is not None):
-            raise ValueError(exported.TAKES_NO_CONDITION)
-        if self.conditional is not None and (labels is None or guidance_scale is None):
-            raise ValueError(exported.NEEDS_CONDITION)
-        if self.scale_range is not None and not (
-                self.scale_range[0] <= float(guidance_scale) <= self.scale_range[1]):
-            raise ValueError(f"guidance_scale must be in [{self.scale_range[0]:g}, "
-                             f"{self.scale_range[1]:g}] (the range searched), got {guidance_scale}")
-        if self.conditional is None:
+        null = None if self.conditional is None else self.conditional.null_condition
+        if null is not None and null.shape.rank != 0:  # conditioned on embeddings [N, D]
+            if labels is None or guidance_scale is None:
+                raise ValueError(exported.NEEDS_CONDITION)
+            checked = labels, guidance_scale
+        else:
+            checked = exported.check_condition(labels, guidance_scale, int(np.shape(x_T)[0]),
+                                               None if null is None else int(null),
+                                               self.scale_range)
+        if checked is None:
             out = self.layer(x_T, noise)
         else:
-            with self.layer.using_denoiser(self.conditional.guided(labels, guidance_scale)):
+            with self.layer.using_denoiser(self.conditional.guided(*checked)):
                 out = self.layer(x_T, noise)
         x0 = ops.clip_to_range(tf.cast(out, tf.float32), self.data_range)
         return x0.numpy(), ops.to_uint8(x0, self.data_range).numpy()

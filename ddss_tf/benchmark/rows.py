@@ -9,19 +9,17 @@ import dataclasses
 import hashlib
 import os
 
-from ddss_tf import evaluation, export, files, interrupt, samplers
+from ddss_tf import evaluation, export, interrupt, samplers
+from ddss_tf.evaluation import records as records_lib
 from ddss_tf.samplers import ggdm
 from ddss_tf.search import objectives
 from ddss_tf.search.config import FEW_STEPS, SearchConfig
+from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import run_search
-from ddss_tf.search.workdir import differing_settings
 
 __all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScalesRow",
            "AllStepsRow", "DataRow", "ROWS", "WARM_TUNE", "sampler_names", "default_samplers"]
 
-# What a row's sampler cost to learn (None for training-free rows, and for searches finished
-# before their cost was recorded).
-_NO_COST = dict(search_seconds=None, search_network_evaluations=None)
 # The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
 # the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
 WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
@@ -63,7 +61,7 @@ class Row:
 
     def cost(self, bench, k):
         """{search_seconds, search_network_evaluations} of the sampler at K = k."""
-        return dict(_NO_COST)
+        return records_lib.no_cost()
 
     def layer(self, bench, k):
         return None
@@ -114,7 +112,7 @@ class LearnedRow(Row):
 
     def searched(self, bench, k):
         """True when its search at K = k has finished (results.json written)."""
-        return os.path.exists(os.path.join(self.directory(bench, k), "results.json"))
+        return workdir_lib.read_results(self.directory(bench, k)) is not None
 
     def _load(self, bench, k):
         """(layer, digest, cost): loaded from, or first searched into, its search work
@@ -124,11 +122,11 @@ class LearnedRow(Row):
         if directory in bench.learned:
             return bench.learned[directory]
         finished = _finished_search(bench, scfg, directory)
-        path = os.path.join(directory, "coefficients.json")
+        path = os.path.join(directory, workdir_lib.COEFFICIENTS)
         with open(path, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()[:16]
         layer = export.load_coefficients(path, bench.evaluator.sampling_denoiser, remat=False)
-        cost = {key: finished.get(key) for key in _NO_COST}
+        cost = {key: finished.get(key) for key in records_lib.COST_KEYS}
         bench.learned[directory] = layer, digest, cost
         return bench.learned[directory]
 
@@ -151,24 +149,17 @@ def _unless_set(cfg, tune):
 def _finished_search(bench, scfg, directory):
     """The results.json of the search `scfg` in `directory`: read, or searched (or resumed)
     there first. A finished search there with other settings is refused."""
-    results = os.path.join(directory, "results.json")
-    if os.path.exists(results):
-        diff = differing_settings(files.read_json(results, "results file", dict).get("config"),
-                                  scfg)
-        if diff:
-            raise ValueError(f"{directory} holds a finished search with different "
-                             f"{', '.join(diff)} than this benchmark's; give the same "
-                             "settings or another --searches directory")
-    else:
-        bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if "
-                  "interrupted)")
-        try:
-            run_search(scfg, directory, bench.log)
-        except interrupt.Interrupted as e:
-            raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
-                                        "interrupted; its checkpoint is saved: rerun the "
-                                        "same command to resume") from e
-    return files.read_json(results, "results file", dict)
+    finished = workdir_lib.finished_search(directory, scfg)
+    if finished is not None:
+        return finished
+    bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if interrupted)")
+    try:
+        run_search(scfg, directory, bench.log)
+    except interrupt.Interrupted as e:
+        raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
+                                    "interrupted; its checkpoint is saved: rerun the "
+                                    "same command to resume") from e
+    return workdir_lib.read_results(directory)
 
 
 class AcrossScalesRow(LearnedRow):
@@ -209,7 +200,7 @@ class WarmAcrossScalesRow(AcrossScalesRow):
         return out
 
     def search_config(self, cfg, k, searches=""):
-        starts = [os.path.join(d, "coefficients.json")
+        starts = [os.path.join(d, workdir_lib.COEFFICIENTS)
                   for _, d in self.anchor_searches(cfg, k, searches or "searches")]
         return dataclasses.replace(super().search_config(cfg, k, searches),
                                    **_unless_set(cfg, self.tune), start_from=starts)
@@ -221,7 +212,8 @@ class WarmAcrossScalesRow(AcrossScalesRow):
             costs = [_finished_search(bench, scfg, d)
                      for scfg, d in self.anchor_searches(bench.cfg, k, bench.searches)]
             layer, digest, cost = super()._load(bench, k)
-            values = {key: [c.get(key) for c in [cost] + costs] for key in _NO_COST}
+            values = {key: [c.get(key) for c in [cost] + costs]
+                      for key in records_lib.COST_KEYS}
             bench.learned[directory] = layer, digest, {
                 key: None if None in v else sum(v) for key, v in values.items()}
         return bench.learned[directory]

@@ -11,9 +11,8 @@ from ddss_tf.evaluation import plots, records as records_lib
 __all__ = ["RECORD_KEYS", "CONDITIONAL_KEYS", "paper_table", "cost_table", "metrics_table",
            "write_outputs"]
 
-RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples",
-               "role", "search_seconds", "search_network_evaluations")
-# A conditional model's records also hold these (evaluation.CONDITIONAL_KEYS).
+# A cell's record: an evaluation record and its search cost (evaluation.records owns both).
+RECORD_KEYS = records_lib.RECORD_KEYS + records_lib.COST_KEYS
 CONDITIONAL_KEYS = records_lib.CONDITIONAL_KEYS
 
 

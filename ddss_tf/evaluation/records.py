@@ -1,15 +1,42 @@
-"""Records of scored samplers (one results.json entry each), tagged by role, and their tables."""
+"""Records of scored samplers (one results.json entry each), tagged by role, and their tables.
 
-__all__ = ["ROLES", "CONDITIONAL_KEYS", "record", "log_scores", "markdown_table", "kid_text",
-           "columns", "column_label"]
+The schema, in one place:
+
+  scores (evaluation.Scorer; the caches hold them)   SCORE_KEYS (+ CONDITIONAL_KEYS)
+      fid, kid, kid_se, is, heldout_fid, num_samples
+  a record (results.json; `record` maps a score dict to one)   RECORD_KEYS (+ CONDITIONAL_KEYS)
+      sampler, num_steps, fid, kid, kid_se, is, heldout, num_samples, role
+  a benchmark cell's record adds what its sampler cost to learn   COST_KEYS
+      search_seconds, search_network_evaluations
+
+The held-out FID is `heldout_fid` in a score dict and `heldout` in a record (both formats are
+on disk: the shipped reference caches and every results.json).
+"""
+
+__all__ = ["ROLES", "SCORE_KEYS", "METRICS", "RECORD_KEYS", "COST_KEYS", "CONDITIONAL_KEYS",
+           "no_cost", "record", "log_scores", "markdown_table", "kid_text", "columns",
+           "column_label"]
 
 # What a record is in a comparison: a training-free sampler at the same K, the learned
 # sampler, the many-step DDPM reference, or the real data resampled (FID's floor).
 ROLES = ("baseline", "learned", "reference", "data")
 
 
+# A score dict's keys; its metrics (the values a NaN must never reach a table in).
+SCORE_KEYS = ("fid", "kid", "kid_se", "is", "heldout_fid", "num_samples")
+METRICS = ("fid", "kid", "heldout_fid", "is")
+# A record's keys, and a benchmark cell's costs.
+RECORD_KEYS = ("sampler", "num_steps", "fid", "kid", "kid_se", "is", "heldout", "num_samples",
+               "role")
+COST_KEYS = ("search_seconds", "search_network_evaluations")
 # Scores of class-conditional samples (evaluation.Scorer with labels), recorded when present.
 CONDITIONAL_KEYS = ("class_fid", "class_kid", "heldout_accuracy")
+
+
+def no_cost():
+    """The COST_KEYS of a sampler without a search cost (training-free, or a search finished
+    before its cost was recorded): all None."""
+    return dict.fromkeys(COST_KEYS)
 
 
 def record(label, k, scores, role):

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf import metrics, pretrained
+from ddss_tf.evaluation import records
 from ddss_tf.metrics import conditional
 
 __all__ = ["Scorer", "SCORER_VERSION", "checked_scores", "load_extractor"]
@@ -107,7 +108,7 @@ def checked_scores(scores, label):
     """scores, after refusing non-finite ones (FloatingPointError naming the sampler): a NaN
     never reaches a table, a cache or results.json. KID's standard error is undefined (None)
     with a single block."""
-    bad = [k for k in ("fid", "kid", "heldout_fid", "is")
+    bad = [k for k in records.METRICS
            if scores.get(k) is not None and not np.isfinite(scores[k])]
     if bad:
         raise FloatingPointError(f"{label}: {', '.join(bad)} not finite "

@@ -18,13 +18,42 @@ import tensorflow as tf
 from ddss_tf import noise as noise_lib
 from ddss_tf.export import saved_model as saved_model_lib
 
-__all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler"]
+__all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler", "check_condition"]
 
 # What a sampler says when the labels / guidance scale it needs, or refuses, are (not) given.
 NEEDS_CONDITION = ("this sampler is for a conditional model: give labels and guidance_scale "
                    "(ddss_sample --labels=... --guidance_scale=W)")
 TAKES_NO_CONDITION = ("this sampler is for an unconditional model: it takes no labels or "
                       "guidance_scale")
+
+
+def check_condition(labels, guidance_scale, n, num_classes, scale_range=None):
+    """A sampler's labels and guidance scale, checked before it runs: (labels int32 [n],
+    scale float), or None for an unconditional sampler (num_classes None), which takes
+    neither. Labels are n integers in [0, num_classes); the scale a number >= 0 within
+    scale_range (low, high) when given (the range searched). ValueError saying what is
+    accepted. (The SavedModel's graph checks its inputs itself: saved_model.py.)"""
+    if num_classes is None:
+        if labels is not None or guidance_scale is not None:
+            raise ValueError(TAKES_NO_CONDITION)
+        return None
+    if labels is None or guidance_scale is None:
+        raise ValueError(NEEDS_CONDITION)
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) \
+            or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be {n} integers in [0, {num_classes - 1}] (one per "
+                         f"sample), got {labels.tolist()}")
+    lo, hi = scale_range if scale_range is not None else (0.0, float("inf"))
+    try:
+        scale = float(guidance_scale)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not lo <= scale <= hi or not np.isfinite(scale):
+        within = f"in [{lo:g}, {hi:g}] (the range searched)" if scale_range is not None \
+            else "a finite number >= 0"
+        raise ValueError(f"guidance_scale must be {within}, got {guidance_scale}")
+    return labels.astype(np.int32), scale
 
 
 def resolve_version_dir(path):
@@ -77,24 +106,13 @@ class ExportedSampler:
 
     def _condition(self, n, labels, guidance_scale):
         """The guided signatures' extra inputs, checked ({} for an unconditional sampler)."""
-        if self.guidance is None:
-            if labels is not None or guidance_scale is not None:
-                raise ValueError(TAKES_NO_CONDITION)
+        g = self.guidance
+        checked = check_condition(labels, guidance_scale, n, g and g["num_classes"],
+                                  g and g["scale_range"])
+        if checked is None:
             return {}
-        if labels is None or guidance_scale is None:
-            raise ValueError(NEEDS_CONDITION)
-        lo, hi = self.guidance["scale_range"]
-        c = self.guidance["num_classes"]
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) \
-                or labels.min() < 0 or labels.max() >= c:
-            raise ValueError(f"labels must be {n} integers in [0, {c - 1}] (one per sample), got "
-                             f"{labels.tolist()}")
-        if not lo <= float(guidance_scale) <= hi:
-            raise ValueError(f"guidance_scale must be in [{lo:g}, {hi:g}] (the range searched), "
-                             f"got {guidance_scale}")
-        return dict(labels=tf.constant(labels, tf.int32),
-                    guidance_scale=tf.constant(guidance_scale, tf.float32))
+        return dict(labels=tf.constant(checked[0], tf.int32),
+                    guidance_scale=tf.constant(checked[1], tf.float32))
 
     def from_noise(self, x_T, noise, labels=None, guidance_scale=None):
         """(float32 images in the data range, uint8 images) [N, H, W, C] from x_T and noise."""

@@ -24,9 +24,6 @@ from ddss_tf.training import loop
 
 __all__ = ["run_search", "Run"]
 
-# The training loop's wall time summed over every session of a run (written with each
-# checkpoint and when a session ends, so a resumed run adds to it).
-SEARCH_COST = "search_cost.json"
 _now = time.monotonic  # the search clock (a test replaces it)
 
 
@@ -117,7 +114,7 @@ class Run:
 
     def baselines_file(self, tag, num_samples):
         """The cache of the baselines' scores at this K (tag: "eval" or "final")."""
-        return self.path(f"baselines_{tag}_{num_samples}.json")
+        return self.path(workdir_lib.baselines_file(tag, num_samples))
 
     # ---- training ----
     def train(self, baselines):
@@ -130,7 +127,7 @@ class Run:
         if self.best is not None:
             state["best"] = self.best
         ckpt = tf.train.Checkpoint(**state)
-        chief_dir = self.path("checkpoints")
+        chief_dir = self.path(workdir_lib.CHECKPOINTS)
         # Every worker saves (the save is collective); only the chief's copy is kept. The others
         # write beside it and, like the chief, resume from the chief's latest checkpoint.
         own_dir = chief_dir if self.chief else self.path(
@@ -175,7 +172,7 @@ class Run:
                      restore_from=chief_dir, log=self.log if self.chief else (lambda *a: None),
                      after_restore=after_restore, after_step=after_step,
                      agree_stop=lambda received: strategies.agreed_stop(strategy, received),
-                     summary_dir=self.path("tensorboard") if self.chief else None,
+                     summary_dir=self.path(workdir_lib.TENSORBOARD) if self.chief else None,
                      desc="search", bar_metrics=("loss",),
                      stop_message=stopped + " at step {step}; checkpoint saved, rerun the same "
                                             "command to resume")
@@ -185,11 +182,11 @@ class Run:
                 shutil.rmtree(own_dir, ignore_errors=True)
 
     def _search_clock(self):
-        """A function that writes SEARCH_COST: the seconds of earlier sessions plus this one's
-        so far (chief only; a no-op on the other workers)."""
+        """A function that writes workdir.SEARCH_COST: the seconds of earlier sessions plus this
+        one's so far (chief only; a no-op on the other workers)."""
         if not self.chief:
             return lambda: None
-        path, start = self.path(SEARCH_COST), _now()
+        path, start = self.path(workdir_lib.SEARCH_COST), _now()
         earlier = self.search_seconds() or 0.0
 
         def clock():
@@ -200,7 +197,7 @@ class Run:
     def search_seconds(self):
         """Wall time of the training loop over every session so far: None before the first,
         or when the file is damaged (named in the log; the run goes on, uncounted)."""
-        cost = evaluation.read_cache(self.path(SEARCH_COST), self.log)
+        cost = evaluation.read_cache(self.path(workdir_lib.SEARCH_COST), self.log)
         seconds = (cost or {}).get("seconds")
         return float(seconds) if isinstance(seconds, (int, float)) else None
 
@@ -239,7 +236,7 @@ class Run:
             summaries.scalar(f"eval/{key}", scores[key], step)
         grid = images.make_grid(imgs[:64], ncols=8, scale=4)
         summaries.image("samples", grid, step)
-        images.write_png(self.path("samples", f"step_{step:06d}.png"), grid)
+        images.write_png(self.path(workdir_lib.SAMPLES, f"step_{step:06d}.png"), grid)
         return scores
 
     def select_best(self):
@@ -263,7 +260,7 @@ class Run:
         """The ddss_sample command that draws the evaluation's first batch of `batch` samples
         of the learned sampler: its model flags, and for a guided search the evaluation's
         labels (sample i asks for i mod C) at the main records' scale."""
-        parts = ["ddss_sample", f"--coefficients={self.path('coefficients.json')}",
+        parts = ["ddss_sample", f"--coefficients={self.path(workdir_lib.COEFFICIENTS)}",
                  *models.flags(self.cfg), f"--seed={evaluation.EVAL_SEED}",
                  f"--batch_size={batch}", f"--num_samples={batch}"]
         guidance = self.evaluator.guidance
@@ -289,11 +286,12 @@ class Run:
         records.append(evaluation.record(label, k, learned, "learned"))
         records.append(evaluation.record(f"DDPM {ev.reference_steps} steps", ev.reference_steps,
                                          ref, "reference"))
-        images.write_png(self.path("samples", "compare.png"),
+        images.write_png(self.path(workdir_lib.COMPARE),
                          report.compare_grid({**base_images, label: learned_images}))
-        export.write_coefficients(self.layer, self.path("coefficients.json"),
+        export.write_coefficients(self.layer, self.path(workdir_lib.COEFFICIENTS),
                                   model_fingerprint=ev.model_fingerprint, guidance=ev.guidance)
-        export_dir = export.export_sampler(self.layer, self.path("export"), guidance=ev.guidance)
+        export_dir = export.export_sampler(self.layer, self.path(workdir_lib.EXPORT),
+                                           guidance=ev.guidance)
         best = min(r["fid"] for r in records if r["role"] == "baseline")
         # The real data themselves at this sample count: the floor of FID (KID is unbiased).
         floor, _ = ev.score_resampled_real(n)
@@ -308,9 +306,9 @@ class Run:
             summary["across_scales"] = self.score_across_scales(n, label)
         text = report.search_markdown(summary, self.cost_breakdown(),
                                       self.redraw_command(min(evaluation.BATCH_SIZE, n)))
-        with files.atomic_file(self.path("results.md")) as f:
+        with files.atomic_file(self.path(workdir_lib.REPORT)) as f:
             f.write(text)
-        files.write_json(self.path("results.json"), summary)
+        files.write_json(self.path(workdir_lib.RESULTS), summary)
         self.log("\n" + evaluation.markdown_table(records))
         return summary
 
@@ -346,7 +344,8 @@ def _guided_calls(cfg):
 
 
 def _finished(workdir, results, log):
-    log(f"{workdir} holds this finished search; results in {workdir}/results.md")
+    log(f"{workdir} holds this finished search; results in "
+        f"{os.path.join(workdir, workdir_lib.REPORT)}")
     return results
 
 

@@ -1,14 +1,16 @@
-"""A search's work directory as a record of its settings: refuse another search's directory,
-find a finished run, retire results that no longer match.
+"""A search's work directory: its file names, and the record of its settings and results
+(refuse another search's directory, find a finished run, retire results that no longer match).
 
-Work directory:
+Work directory (the names below are the only spelling of them):
   config.json          the SearchConfig (a resumed run must match it)
   checkpoints/         tf.train.CheckpointManager: step, sampler variables, Adam state
   tensorboard/         loss, grad norm, periodic FID / KID next to the baselines, sample grids
   samples/*.png        learned samples during training; compare.png (baselines vs learned)
   coefficients.json    the learned sampler (export.write_coefficients)
   export/<version>/    SavedModel (export.export_sampler)
-  results.json / .md   written last: their presence marks a finished run
+  search_cost.json     the training loop's wall time over every session
+  baselines_*.json     cached scores of the baselines
+  results.json / .md   written last: results.json marks a finished run
 
 Every function here only reads, except write_config and retire_results (called under
 the work directory's lock).
@@ -20,8 +22,28 @@ import os
 from ddss_tf import checkpoints, files
 from ddss_tf.search.config import SearchConfig
 
-__all__ = ["differing_settings", "check_saved_config", "write_config", "finished_results",
-           "retire_results"]
+__all__ = ["CONFIG", "CHECKPOINTS", "TENSORBOARD", "SAMPLES", "COMPARE", "COEFFICIENTS",
+           "EXPORT", "SEARCH_COST", "RESULTS", "REPORT", "baselines_file", "differing_settings",
+           "check_saved_config", "write_config", "read_results", "finished_results",
+           "finished_search", "retire_results"]
+
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+SAMPLES = "samples"
+COMPARE = os.path.join(SAMPLES, "compare.png")
+COEFFICIENTS = "coefficients.json"
+EXPORT = "export"
+# The training loop's wall time summed over every session of a run (written with each
+# checkpoint and when a session ends, so a resumed run adds to it).
+SEARCH_COST = "search_cost.json"
+RESULTS = "results.json"
+REPORT = "results.md"
+
+
+def baselines_file(tag, num_samples):
+    """The name of the cache of the baselines' scores (tag: "eval", "final", "final_w<w>")."""
+    return f"baselines_{tag}_{num_samples}.json"
 
 
 def _with_defaults(saved):
@@ -62,20 +84,20 @@ def check_saved_config(workdir, cfg):
 
     Its config.json must learn the same sampler; checkpoints without a config.json belong
     to a run no one can name, so they are not resumed (nor overwritten)."""
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, CONFIG)
     if os.path.exists(path):
         diff = differing_settings(files.read_json(path, "search config", dict), cfg, resume=True)
         if diff:
             raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
                              "use a new --workdir, or the same settings to resume")
-    elif checkpoints.checkpoint_numbers(os.path.join(workdir, "checkpoints")):
+    elif checkpoints.checkpoint_numbers(os.path.join(workdir, CHECKPOINTS)):
         raise ValueError(f"{workdir}/checkpoints holds checkpoints but {path} is missing, so "
                          "their settings are unknown; restore config.json or use a new --workdir")
 
 
 def write_config(workdir, cfg):
     """config.json, rewritten only when it changes (a bookkeeping setting), atomically."""
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, CONFIG)
     text = cfg.to_json()
     if os.path.exists(path):
         with open(path) as f:
@@ -85,22 +107,44 @@ def write_config(workdir, cfg):
         f.write(text)
 
 
-def finished_results(workdir, cfg):
-    """The results of a finished run with these settings, or None (read only)."""
-    path = os.path.join(workdir, "results.json")
+def read_results(workdir):
+    """The results.json of a finished search in workdir (a dict holding its "config"), or None
+    when it has not finished; ValueError naming a damaged file."""
+    path = os.path.join(workdir, RESULTS)
     if not os.path.exists(path):
         return None
     results = files.read_json(path, "results file", dict)
-    saved = results.get("config")
-    if not isinstance(saved, dict):
+    if not isinstance(results.get("config"), dict):
         raise ValueError(f"{path} holds no search config; it is damaged: move it away")
-    # Every setting counts (more steps or another final evaluation is not finished yet), except
-    # how long workers wait for each other.
+    return results
+
+
+def finished_results(workdir, cfg):
+    """The results of a finished run with exactly these settings (how long workers wait for
+    each other aside), or None: a run asked for more steps or another final evaluation has
+    not finished yet (read only)."""
+    results = read_results(workdir)
+    if results is None:
+        return None
     mine = json.loads(cfg.to_json())
-    if {k: v for k, v in _with_defaults(saved).items() if k not in _NOT_RESULTS} == \
+    if {k: v for k, v in _with_defaults(results["config"]).items() if k not in _NOT_RESULTS} == \
             {k: v for k, v in mine.items() if k not in _NOT_RESULTS}:
         return results
     return None
+
+
+def finished_search(workdir, cfg):
+    """The results of a finished search in workdir that learned cfg's sampler (bookkeeping
+    aside: `differing_settings`), None when none has finished there; ValueError when a
+    search with other settings has (the benchmark reuses searches this way)."""
+    results = read_results(workdir)
+    if results is None:
+        return None
+    diff = differing_settings(results["config"], cfg)
+    if diff:
+        raise ValueError(f"{workdir} holds a finished search with different "
+                         f"{', '.join(diff)}; give the same settings or another directory")
+    return results
 
 
 _NOT_RESULTS = {"worker_timeout"}
@@ -109,7 +153,7 @@ _NOT_RESULTS = {"worker_timeout"}
 def retire_results(workdir):
     """A finished run asked for more steps or another final evaluation stops looking finished
     until it is: its results are kept as results.previous.*."""
-    for name in ("results.json", "results.md"):
+    for name in (RESULTS, REPORT):
         path = os.path.join(workdir, name)
         if os.path.exists(path):
             stem, ext = os.path.splitext(name)
