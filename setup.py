@@ -32,7 +32,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["ddss_tf", "ddss_tf.*"]) + ["ddss_tf_bin"],
+    packages=find_packages(include=["ddss_tf", "ddss_tf.*"]) + ["ddss_tf_bin"],  # bin/: binaries
     package_dir={"ddss_tf_bin": "bin"},
     package_data={"ddss_tf": ["assets/*/*.json", "assets/*/*.h5", "assets/*/reference/*.json"]},
     install_requires=[
@@ -52,9 +52,6 @@ setup(
         "plots": ["matplotlib>=3.7"],
         # The FID-against-steps plot of notebooks/ddss_colab_tpu.ipynb (it prints a table without).
         "notebook": ["matplotlib>=3.7"],
-        # bin/bench_scale.py's FLOP count: XLA's own cost analysis, reached through jaxlib's XLA
-        # bindings (private in jax; the version they were read from). It runs without, FLOPs null.
-        "bench": ["jax>=0.10,<0.11"],
         # Real data by tensorflow-datasets name (--dataset=cifar10); imported only for those.
         "tfds": ["tensorflow-datasets>=4.9"],
         # tensorflow-datasets for the offline (mock_data) test of tfds names; it installs in

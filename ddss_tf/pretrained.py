@@ -17,7 +17,6 @@ and `ddss_train_classifier` write).
 
 import json
 import os
-import warnings
 
 from ddss_tf import metrics, schedules
 from ddss_tf.nets import classifier as classifier_net
@@ -119,11 +118,3 @@ def digits_heldout_classifier():
 def digits_heldout_features():
     """images -> penultimate features [B, 64] of `digits_heldout_classifier` (a FeatureExtractor)."""
     return metrics.from_keras_classifier(digits_heldout_classifier(), name="digits_heldout")
-
-
-def load_model(model="digits"):
-    """Deprecated (kept for one release): `ddss_tf.models.load(model)` loads every kind of model;
-    this loads the bundled one and ddss_train_model directories only."""
-    warnings.warn("pretrained.load_model is deprecated; use ddss_tf.models.load",
-                  DeprecationWarning, stacklevel=2)
-    return digits_ddpm() if model == "digits" else load_ddpm(model)

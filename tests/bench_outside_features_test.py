@@ -1,4 +1,4 @@
-"""bin/bench_outside_features.py: its Frechet distance against scipy's, and its table against
+"""tools/bench_outside_features.py: its Frechet distance against scipy's, and its table against
 samples drawn here through the public sampling API."""
 
 import importlib.util
@@ -13,7 +13,7 @@ from ddss_tf import sampling
 
 
 def _load_binary():
-    path = os.path.join(testing.ROOT, "bin", "bench_outside_features.py")
+    path = os.path.join(testing.ROOT, "tools", "bench_outside_features.py")
     spec = importlib.util.spec_from_file_location("bench_outside_features", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -49,7 +49,7 @@ def test_frechet_distance_with_a_constant_feature_is_that_of_the_others():
 
 def test_table_rows_equal_samples_scored_here(tmp_path):
     n, seed = 40, 1234
-    proc = testing.run_binary("bench_outside_features", "--num_steps=2", f"--num_samples={n}",
+    proc = testing.run_tool("bench_outside_features", "--num_steps=2", f"--num_samples={n}",
                               f"--seed={seed}", "--baselines=ddim,unipc:quadratic",
                               env=testing.binary_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -75,6 +75,6 @@ def test_table_rows_equal_samples_scored_here(tmp_path):
     (["--num_steps=2,x"], "--num_steps must be integers"),
 ])
 def test_bad_flags_fail_with_one_line(flags, message):
-    proc = testing.run_binary("bench_outside_features", *flags)
+    proc = testing.run_tool("bench_outside_features", *flags)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert message in proc.stderr

@@ -145,19 +145,12 @@ def test_seed_pairs_draw_what_the_integer_seed_draws(seed):
     np.testing.assert_array_equal(gn, want_noise)
 
 
-def test_old_spellings_still_work_and_say_what_replaced_them():
-    with pytest.warns(DeprecationWarning, match="noise.draw"):
-        x_T, z = export.draw_noise([0, 3], 2, 2, [4, 4, 1])
-    want = noise_lib.draw(3, 2, [2, 4, 4, 1])
-    np.testing.assert_array_equal(x_T, want[0])
-    np.testing.assert_array_equal(z, want[1])
+def test_the_removed_old_spellings_are_gone_and_the_fingerprint_alias_stays():
+    for module, name in ((export, "draw_noise"), (export, "image_shape_of"),
+                         (pretrained, "load_model")):
+        assert not hasattr(module, name), name
     net = helpers.tiny_net()
-    with pytest.warns(DeprecationWarning, match="models.image_shape"):
-        assert export.image_shape_of(net) == [8, 8, 1]
     assert export.model_fingerprint(net) == models.fingerprint(net)
-    with pytest.warns(DeprecationWarning, match="models.load"):
-        old, _ = pretrained.load_model("digits")
-    assert models.fingerprint(old) == models.fingerprint(models.load("digits")[0])
 
 
 def test_seed_pair_rejects_out_of_range_seeds():

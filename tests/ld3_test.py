@@ -144,7 +144,7 @@ def test_the_kid_teacher_loss_is_kid_plus_the_weighted_teacher_distance(tmp_path
     distance = np.mean(np.sum((gen - pairs.features[idx]) ** 2, axis=1))
     ignored_x_T = tf.zeros([4, 8, 8, 1])
     inputs = (trainer.loss.real, tf.constant(idx))
-    loss, norm, grads = trainer._grads_fn(ignored_x_T, noise, inputs)
+    loss, norm, grads = trainer.loss_and_gradients(ignored_x_T, noise, inputs)
     assert float(loss) == pytest.approx(kid + 0.5 * distance, rel=1e-4, abs=1e-4)
     assert float(norm) > 0 and all(np.all(np.isfinite(g)) for g in grads)
 

@@ -82,7 +82,7 @@ def test_keras_model_under_xla_and_baseline_reproduction(setup):
 def test_remat_saves_memory_in_graph_mode(jit_compile):
     """Remat must hold in tf.function / XLA too, where op scheduling is dataflow-driven.
 
-    (Peak from the CPU allocator; bin/bench_remat_memory.py measures the full picture.)
+    (Peak from the CPU allocator; tools/bench_remat_memory.py measures the full picture.)
     """
     den = denoisers.from_keras_model(toy_networks.conv_eps_model(), schedules.linear_beta(1000))
     k = 8

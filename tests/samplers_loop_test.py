@@ -94,7 +94,7 @@ def test_the_compiled_program_holds_the_network_once_whatever_k(den):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_the_looped_chain_keeps_remat_memory_flat(jit_compile):
-    """(Allocator peak; bin/bench_scale.py measures it at the paper's shapes.)"""
+    """(Allocator peak; tools/bench_scale.py measures it at the paper's shapes.)"""
     den = denoisers.from_keras_model(toy_networks.conv_eps_model(), schedules.linear_beta(1000))
     peaks = {}
     for k, remat in ((8, True), (16, True), (16, False)):

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["ROOT", "binary_command", "binary_env", "run", "run_binary"]
+__all__ = ["ROOT", "binary_command", "binary_env", "run", "run_binary", "run_tool"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A bound for a hung process, not an expected duration: the slowest runs (a tiny ddss_search
@@ -46,3 +46,9 @@ def run(args, env=None, timeout=TIMEOUT):
 def run_binary(name, *flags, env=None, timeout=TIMEOUT):
     """Run bin/<name>.py with `flags` (see run)."""
     return run(binary_command(name, *flags), env=env, timeout=timeout)
+
+
+def run_tool(name, *flags, env=None, timeout=TIMEOUT):
+    """Run tools/<name>.py (a measurement program, not installed) with `flags` (see run)."""
+    return run([sys.executable, os.path.join(ROOT, "tools", name + ".py"), *flags], env=env,
+               timeout=timeout)

@@ -44,17 +44,12 @@ columns the requested labels 0..C-1), written without matplotlib. The other PNGs
 matplotlib (`pip install "ddss_tf[plots]"`).
 """
 
-from ddss_tf import interrupt
 from ddss_tf.benchmark.cells import run
 from ddss_tf.benchmark.config import BenchmarkConfig
 from ddss_tf.benchmark.rows import WARM_TUNE, LearnedRow, Row, default_samplers, sampler_names
 from ddss_tf.benchmark.tables import (CONDITIONAL_KEYS, RECORD_KEYS, cost_table, metrics_table,
                                       paper_table)
 
-__all__ = ["BenchmarkConfig", "Interrupted", "sampler_names", "default_samplers", "run",
+__all__ = ["BenchmarkConfig", "sampler_names", "default_samplers", "run",
            "paper_table", "metrics_table", "cost_table", "RECORD_KEYS", "CONDITIONAL_KEYS", "Row",
            "LearnedRow", "WARM_TUNE"]
-
-# A search the benchmark started was stopped (SIGINT / SIGTERM); rerun to resume. The old
-# spelling of interrupt.Interrupted, which run_search raises.
-Interrupted = interrupt.Interrupted

@@ -91,7 +91,7 @@ class Trainer:
             # the entry computation only), which made whole-step compiled loops 4x slower.
             if cfg.xla and layer.looped:
                 self._compiling = layer.compiling_network
-            self._grads = tf.function(self._grads_fn,
+            self._grads = tf.function(self.loss_and_gradients,
                                       jit_compile=bool(cfg.xla) and not layer.looped)
             self._compute = tf.function(self._replica_step)
         else:
@@ -100,7 +100,7 @@ class Trainer:
             # fails, and XLA with two replicas on logical CPUs cannot read the variables
             # (docs/design.md, "Distribution"). (On TPU the whole replica function is compiled
             # anyway.)
-            self._grads = self._grads_fn
+            self._grads = self.loss_and_gradients
             self._compute = tf.function(
                 lambda step: strategy.run(self._replica_step, args=(step,)))
         self._apply = tf.function(self._apply_fn)
@@ -111,14 +111,18 @@ class Trainer:
         rather than the whole step: a looped chain with cfg.xla on one device, non-TPU."""
         return self._compiling is not contextlib.nullcontext
 
-    def _replica_step(self, step):
-        ctx = tf.distribute.get_replica_context()
+    def step_inputs(self, step, replica=0):
+        """(x_T, noise, inputs) of one replica at one step, as the step draws them: the
+        arguments of `loss_and_gradients`."""
         shape = [self.local_batch] + self.image_shape
-        x_T, z, key = noise.step_noise(self.cfg.seed, step, ctx.replica_id_in_sync_group,
-                                       self.layer.num_steps, shape)
-        return self._grads(x_T, z, self.loss.inputs(key, self.local_batch, step))
+        x_T, z, key = noise.step_noise(self.cfg.seed, step, replica, self.layer.num_steps, shape)
+        return x_T, z, self.loss.inputs(key, self.local_batch, step)
 
-    def _grads_fn(self, x_T, noise, inputs):
+    def _replica_step(self, step):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return self._grads(*self.step_inputs(step, replica))
+
+    def loss_and_gradients(self, x_T, noise, inputs):
         """(global loss, global grad norm, all-reduced grads) on one replica: the gradient of
         the loss at the step's x_T, noise and its other `inputs` (Loss.inputs)."""
         ctx = tf.distribute.get_replica_context()

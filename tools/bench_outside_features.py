@@ -1,6 +1,6 @@
 """Frechet distances of the bundled digits model's samplers in feature spaces the project never uses.
 
-    python bin/bench_outside_features.py \
+    PYTHONPATH=. python tools/bench_outside_features.py \
         --coefficients=docs/benchmark/searches/ggdm_pred_time_k5/coefficients.json
 
 Every search, score and selection in this package works in the bundled classifiers' feature

@@ -1,7 +1,7 @@
 """Performance of a search step and of the exported sampler, as ratios measured in one run.
 
-    python bin/bench_performance.py                      # the bundled digits model, K = 5, 10, 20
-    python bin/bench_performance.py --parts=sampling --num_steps=10
+    PYTHONPATH=. python tools/bench_performance.py                      # the bundled digits model, K = 5, 10, 20
+    PYTHONPATH=. python tools/bench_performance.py --parts=sampling --num_steps=10
 
 Three tables (docs/performance.md records them with the machine), from two parts:
   search    seconds per DDSS step (GGDM +PRED +TIME, global batch --batch_size, the trainer

@@ -1,7 +1,7 @@
 """The DDSS search step at the paper's shapes, measured: compile time, step time, memory, FLOPs.
 
-    python bin/bench_scale.py --out=docs/scale.json                 # every cell (hours on 2 cores)
-    python bin/bench_scale.py --shapes=cifar10 --num_steps=5,20 --chains=loop,unrolled --remat=on
+    PYTHONPATH=. python tools/bench_scale.py --out=docs/scale.json                 # every cell (hours on 2 cores)
+    PYTHONPATH=. python tools/bench_scale.py --shapes=cifar10 --num_steps=5,20 --chains=loop,unrolled --remat=on
 
 Stand-in networks with random weights (cost does not depend on the values), built as
 diffusion_tf architectures (ddss_tf.nets.diffusion_tf) so each is what a converted checkpoint
@@ -27,15 +27,16 @@ strategy, XLA) with a per-replica batch of --batch_size, then records
               allocator hands out whole chunks, so this reads up to 2x the need
   xla_temp_mib  XLA's own buffer assignment of the compiled gradient computation: its temporary
               buffers (activations kept for the backward pass, workspace), exact
-  gflop       XLA's own HloCostAnalysis of the gradient computation (the K-step chain, its
-              remat recomputation, the backward pass, InceptionV3 and the loss) as traced with
-              the chain unrolled, which computes what the loop does: the analysis counts a while
-              loop's body once, whatever its trip count. Read with the XLA bindings of jaxlib
-              (`pip install -e ".[bench]"`); null without them
+  gflop       TensorFlow's profiler count of the float operations of the gradient computation's
+              graph (the K-step chain, its remat recomputation, the backward pass, InceptionV3
+              and the loss) as traced with the chain unrolled, which computes what the loop
+              does: a graph's count takes a while loop's body once, whatever its trip count.
+              (docs/scale.md's GFLOP column was measured before with XLA's HloCostAnalysis
+              through jaxlib's private bindings, on the optimised program.)
 Results accumulate in --out (JSON, one record per cell; rerunning skips the cells it holds),
 and the table is printed as markdown. A benchmark, not a test: its numbers go into docs/scale.md.
 
-    python bin/bench_scale.py --standins=/tmp/standins
+    PYTHONPATH=. python tools/bench_scale.py --standins=/tmp/standins
 
 writes the inputs of an end-to-end `ddss_search` at the CIFAR-10 shape instead (docs/scale.md):
 a TF1 checkpoint of the CIFAR-10 architecture in diffusion_tf's variable names with random raw
@@ -70,7 +71,6 @@ flags.DEFINE_float("max_gib", 18.0, "Skip a cell whose memory, extrapolated from
 flags.DEFINE_string("standins", None, "Write the end-to-end rehearsal's inputs into this "
                     "directory and stop.")
 flags.DEFINE_string("cell", None, "Internal: run one cell (JSON) and print its record.")
-flags.DEFINE_string("hlo_cost", None, "Internal: print XLA's cost analysis of an HloModuleProto.")
 
 _DEVICE = "CPU:0"
 
@@ -166,16 +166,15 @@ def _cell(spec):
     import tensorflow as tf
     from tensorflow.compiler.xla.service import hlo_pb2  # XLA's HloProto, as TensorFlow ships it
 
-    from ddss_tf import denoisers, metrics, noise as noise_lib
+    from ddss_tf import denoisers, metrics
     from ddss_tf.search import SearchConfig, trainer as trainer_lib
+    from ddss_tf.search.objectives.kid import KIDLoss
 
     net, sched = _network(spec["shape"])
     image_shape = [int(d) for d in net.inputs[0].shape[1:]]
     extractor = metrics.load_inception(inception_standin(os.path.join(spec["workdir"],
                                                                       "inception_v3")))
     real = np.random.default_rng(1).standard_normal([256, 2048]).astype(np.float32)
-    x_T, noise, _ = noise_lib.step_noise(0, 0, 0, spec["k"], [spec["batch_size"]] + image_shape)
-
     def trainer_for(chain):
         cfg = SearchConfig(num_steps=spec["k"], batch_size=spec["batch_size"], xla=True,
                            remat=spec["remat"] == "on", loop=chain == "loop",
@@ -183,14 +182,14 @@ def _cell(spec):
         strategy = tf.distribute.get_strategy()
         with strategy.scope():
             layer = cfg.build_sampler(denoisers.from_keras_model(net, sched))
-        return trainer_lib.Trainer(layer, extractor, real, strategy, cfg, image_shape)
+        return trainer_lib.Trainer(layer, extractor, KIDLoss(real, cfg.kernel), strategy, cfg,
+                                   image_shape)
 
-    # FLOPs: XLA's HloCostAnalysis counts a while loop's body once, so a looped chain's own
-    # program would count one step of K; the unrolled chain computes the same (tested).
+    # FLOPs: a graph's float operations count a while loop's body once, so a looped chain's
+    # graph would count one step of K; the unrolled chain computes the same (tested).
     unrolled = trainer_for("unrolled")
-    hlo_of = tf.function(unrolled._grads_fn, jit_compile=True).experimental_get_compiler_ir
-    gflop = _xla_gflop(hlo_of(x_T, noise, unrolled.real)(
-        stage="hlo_serialized"), spec["workdir"])
+    inputs = unrolled.step_inputs(0)
+    gflop = _graph_gflop(tf.function(unrolled.loss_and_gradients).get_concrete_function(*inputs))
     trainer = unrolled if spec["chain"] == "unrolled" else trainer_for(spec["chain"])
 
     start = time.perf_counter()
@@ -210,10 +209,10 @@ def _cell(spec):
                   peak_mib=round(max(peaks) / 2 ** 20, 1))
     # The whole step as one XLA program, as a TPU compiles it (on this machine a looped chain
     # runs its loop as graph ops around a compiled network: search.trainer).
-    whole = tf.function(trainer._grads_fn, jit_compile=True)
+    whole = tf.function(trainer.loss_and_gradients, jit_compile=True)
     start = time.perf_counter()
     hlo = hlo_pb2.HloProto.FromString(whole.experimental_get_compiler_ir(
-        x_T, noise, trainer.real)(stage="optimized_hlo_proto_serialized"))
+        *trainer.step_inputs(0))(stage="optimized_hlo_proto_serialized"))
     record["xla_compile_s"] = round(time.perf_counter() - start, 1)
     temp = sum(a.size for a in hlo.buffer_assignment.buffer_allocations
                if not (a.is_entry_computation_parameter or a.is_constant or a.is_thread_local
@@ -223,27 +222,15 @@ def _cell(spec):
     return record
 
 
-def _xla_gflop(proto, workdir):
-    """XLA's HloCostAnalysis flops of a serialized HloModuleProto, in a process of its own
-    (jaxlib's XLA bindings), or None when jax is not installed."""
-    path = os.path.join(workdir, "module.hlo.pb")
-    with open(path, "wb") as f:
-        f.write(proto)
-    proc = subprocess.run([sys.executable, __file__, f"--hlo_cost={path}"], capture_output=True,
-                          text=True)
-    lines = proc.stdout.strip().splitlines()
-    return json.loads(lines[-1])["gflop"] if proc.returncode == 0 and lines else None
+def _graph_gflop(concrete):
+    """GFLOP of a traced function's graph, by TensorFlow's profiler (its float_operation count
+    of the ops it has statistics for: convolutions, matrix products and the elementwise ops)."""
+    import tensorflow as tf
 
-
-def _hlo_cost(path):
-    import jax
-    from jax._src.lib import xla_client
-    from jaxlib import _hlo  # jax 0.10's XLA bindings (private; the benchmark names the version)
-
-    with open(path, "rb") as f:
-        module = _hlo.HloModule.from_serialized_hlo_module_proto(f.read())
-    cost = xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
-    print(json.dumps({"gflop": round(float(cost["flops"]) / 1e9, 2)}))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=concrete.graph, options=options)
+    return round(profile.total_float_ops / 1e9, 2)
 
 
 def _key(spec):
@@ -278,8 +265,6 @@ def _predicted_gib(records, spec):
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    if FLAGS.hlo_cost:
-        return _hlo_cost(FLAGS.hlo_cost)
     if FLAGS.standins:
         return write_standins(FLAGS.standins)
     if FLAGS.cell:

@@ -1,6 +1,6 @@
 """Peak memory of one DDSS gradient through a K-step sampler, with and without remat.
 
-    python bin/bench_remat_memory.py --num_steps=20
+    PYTHONPATH=. python tools/bench_remat_memory.py --num_steps=20
 
 Builds a small convolutional eps-model (random weights: memory does not depend on
 them), a GGDM +PRED +TIME sampler over it, and measures the allocator's peak while
