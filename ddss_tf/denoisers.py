@@ -194,7 +194,7 @@ def from_fn(fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0
 
 
 def from_eps_fn(eps_fn, schedule, clip_x0=False, data_range=(-1.0, 1.0)):
-    """Wrap eps_fn(x_t [B, H, W, C] float32, t [B] float32) -> eps (DESIGN section 5)."""
+    """Wrap eps_fn(x_t [B, H, W, C] float32, t [B] float32) -> eps (docs/design.md, "Public interfaces")."""
     return Denoiser(eps_fn, schedule, "eps", clip_x0, data_range)
 
 

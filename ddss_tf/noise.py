@@ -1,6 +1,6 @@
 """Every random draw of a sampling chain, from one integer seed.
 
-Samplers are functions of their inputs (STYLE rule 3): all randomness comes in as
+Samplers are functions of their inputs (docs/design.md, "How the code reads"): all randomness comes in as
 x_T [B, H, W, C] and a noise tensor [K, B, H, W, C] whose slice i is the z drawn
 when leaving the i-th visited query time (slice 0 = the noisiest step).
 

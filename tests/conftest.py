@@ -1,8 +1,8 @@
 """Test-session setup shared by every test module.
 
 Split the physical CPU into 2 logical devices before TensorFlow initialises its
-runtime, so MirroredStrategy tests can run two replicas on one host (DESIGN
-section 7). Every other test sees "/cpu:0" as usual.
+runtime, so MirroredStrategy tests can run two replicas on one host (docs/design.md,
+"Facts about the environment"). Every other test sees "/cpu:0" as usual.
 
 Fixtures: `isolated_cache` (a test module applies it to all its tests with
 `pytestmark = pytest.mark.usefixtures("isolated_cache")`).

@@ -1,4 +1,4 @@
-"""The bundled models load as DESIGN section 5 spells it and reproduce their recorded numbers."""
+"""The bundled models load as docs/design.md ("Public interfaces") spells it and reproduce their recorded numbers."""
 
 import os
 import shutil

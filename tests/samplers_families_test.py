@@ -1,4 +1,4 @@
-"""One parameterised suite over every sampler family (the layer contract of DESIGN section 5)."""
+"""One parameterised suite over every sampler family (the layer contract of docs/design.md, "Public interfaces")."""
 
 import json
 

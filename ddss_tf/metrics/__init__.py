@@ -1,7 +1,7 @@
 """Sample-quality metrics and the feature networks behind them.
 
 Loss (differentiable TensorFlow, `mmd`):
-    kid_loss(gen_feats, real_feats, kernel="linear")      the DDSS loss (DESIGN section 4)
+    kid_loss(gen_feats, real_feats, kernel="linear")      the DDSS loss (docs/design.md)
     cross_replica_kid_loss(gen_feats, real_feats, ...)     the same over a strategy's global batch
     mmd2(gen_feats, real_feats, kernel)                    full unbiased squared MMD
 

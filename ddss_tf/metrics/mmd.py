@@ -9,7 +9,7 @@ al. 2018 with Inception features) is
             + 1/(m(m-1)) sum_{i != j} k(psi_i, psi_j)
             - 2/(n m)    sum_{i, j}   k(phi_i, psi_j).
 
-The DDSS loss (Watson et al. 2022, Sec. 3.1; DESIGN section 4) drops the middle
+The DDSS loss (Watson et al. 2022, Sec. 3.1; docs/design.md, "Objectives") drops the middle
 term, which does not depend on the sampler:
 
     L = 1/(n(n-1)) sum_{i != j} k(phi_i, phi_j) - 2/(n m) sum_{i, j} k(phi_i, psi_j).
@@ -141,7 +141,7 @@ def cross_replica_kid_loss(gen_feats, real_feats, kernel="linear", gather_real=F
 
     Gradients: the gradient of all_gather sums the upstream gradients of all
     replicas, so the caller must differentiate L / num_replicas_in_sync
-    (DESIGN section 4); the per-replica gradients then add up, in the optimizer's
+    (docs/design.md, "Objectives"); the per-replica gradients then add up, in the optimizer's
     cross-replica sum, to the gradient of the single-device global-batch L:
 
         ctx = tf.distribute.get_replica_context()

@@ -1,4 +1,4 @@
-"""K-step diffusion samplers as Keras layers (DESIGN sections 3 and 5).
+"""K-step diffusion samplers as Keras layers (docs/design.md: "Modules", "Public interfaces").
 
     layer = samplers.create("ddim", denoiser, num_steps=10, stride="quadratic", eta=0.0)
     x_T, noise = samplers.draw_noise(seed, layer.num_steps, [B, H, W, C])

@@ -2,7 +2,7 @@
 
 Every learnable degree of freedom of a sampler is a plain float32 variable passed
 through one of the maps below, so the coefficients are valid *by construction*
-(no clipping in the forward pass, STYLE rule 5; Watson et al. 2022, section 3:
+(no clipping in the forward pass, docs/design.md; Watson et al. 2022, section 3:
 "a simple transformation of trainable variables"). Each map has an inverse, used
 only at construction time (float64 numpy) to initialise a layer from a baseline.
 

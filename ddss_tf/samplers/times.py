@@ -1,7 +1,7 @@
 """Query times of a K-step sampler, the +TIME parametrisation, and the marginals there.
 
 A K-step sampler visits query times tau_K > ... > tau_1 (model time units, real
-valued) and its last step returns x0_hat (DESIGN section 2). Everything in
+valued) and its last step returns x0_hat (docs/design.md, "Notation"). Everything in
 `samplers` indexes steps in *visiting order*: index i = 0 is the noisiest query
 time tau_K, index K - 1 is tau_1; arrays of per-step values have K entries.
 
