@@ -63,7 +63,7 @@ def evaluate(model, images, labels, batch_size=512):
     return float(np.mean(np.argmax(logits, -1) == labels)), float(np.mean(loss))
 
 
-def train(cfg, out_dir):
+def train(cfg, out_dir, log=print):
     """Train, evaluate on the held-out split and write out_dir/{config.json, model.weights.h5}."""
     cfg.validate()
     files.writable_dir(out_dir, "the output directory")  # before the training, not after it
@@ -87,8 +87,8 @@ def train(cfg, out_dir):
                          shuffle=True)
         if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:
             acc, loss = evaluate(model, x_held, y_held)
-            print(f"epoch {epoch + 1}/{cfg.epochs} train_loss={hist.history['loss'][-1]:.4f} "
-                  f"heldout_accuracy={acc:.4f} heldout_loss={loss:.4f}", flush=True)
+            log(f"epoch {epoch + 1}/{cfg.epochs} train_loss={hist.history['loss'][-1]:.4f} "
+                f"heldout_accuracy={acc:.4f} heldout_loss={loss:.4f}")
     acc, loss = evaluate(model, x_held, y_held)
     os.makedirs(out_dir, exist_ok=True)
     model.save_weights(os.path.join(out_dir, "model.weights.h5"))

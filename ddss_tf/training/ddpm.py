@@ -156,17 +156,18 @@ def _check_resume_config(workdir, cfg):
                              "use a new --workdir or the same settings to resume")
     files.write_json(path, current, sort_keys=False)
 
-def train(cfg, workdir):
+def train(cfg, workdir, log=print):
     """Train (or resume) a DDPM in workdir; returns the path of the exported model directory.
-    Raises interrupt.Interrupted when a signal stopped it (checkpoint saved)."""
+    log: where the final held-out loss line goes. Raises interrupt.Interrupted when a signal
+    stopped it (checkpoint saved)."""
     cfg.validate()
     files.writable_dir(workdir, "the work directory")
     with files.WorkdirLock(workdir):  # a second run on this directory refuses
         _check_resume_config(workdir, cfg)  # under the lock: nothing written by a refused run
-        return _train(cfg, workdir)
+        return _train(cfg, workdir, log)
 
 
-def _train(cfg, workdir):
+def _train(cfg, workdir, log):
     images, labels = _training_data(cfg)
     sched = schedules.from_config(cfg.schedule)
     keras.utils.set_random_seed(cfg.seed)
@@ -196,7 +197,7 @@ def _train(cfg, workdir):
     held_images, held_labels = data.load_labeled(cfg.dataset, "heldout")
     held = heldout_loss(model, sched, held_images,
                         labels=held_labels if num_classes(cfg) else None)
-    print(f"held-out L_simple of the EMA weights: {held:.5f}")
+    log(f"held-out L_simple of the EMA weights: {held:.5f}")
     return export_model(model, cfg, os.path.join(workdir, "model"),
                         extra=dict(heldout_loss=held, heldout_loss_seed=0, heldout_loss_repeats=8))
 
