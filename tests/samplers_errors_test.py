@@ -25,7 +25,7 @@ def den():
     ({"num_steps": 2.5}, r"num_steps must be an integer in \[1, 100\]"),
     ({"eta": -0.1}, "eta must be a finite number >= 0"),
     ({"eta": 1.5, "time": True}, "accepted with time=True: 0 <= eta <= 1"),
-    ({"stride": "cubic"}, "accepted: linear, logsnr_uniform, quadratic, time_uniform, trailing"),
+    ({"stride": "cubic"}, "accepted: edm, linear, logsnr_uniform, quadratic, time_uniform, trailing"),
     ({"name": "ddpm", "variance": "medium"}, "accepted: small, large"),
     ({"name": "ddpm", "eta": 0.0}, "does not apply to the ddpm family; ddpm accepts: variance"),
     ({"name": "ddim", "pred": True}, "does not apply to the ddim family"),
