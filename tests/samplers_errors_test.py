@@ -19,7 +19,8 @@ def den():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"name": "ddjm"}, "accepted: ddim, ddim_sigma, ddpm, dpm_solver_pp_2m, ggdm, rddim, unipc, vars"),
+    ({"name": "ddjm"}, "accepted: ddim, ddim_sigma, ddpm, dpm_solver_pp_2m, dpm_solver_pp_3m, ggdm, "
+                       "ipndm, rddim, unipc, unipc_3, vars"),
     ({"num_steps": 0}, r"num_steps must be an integer in \[1, 100\]"),
     ({"num_steps": T + 1}, r"num_steps must be an integer in \[1, 100\]"),
     ({"num_steps": 2.5}, r"num_steps must be an integer in \[1, 100\]"),
@@ -33,6 +34,7 @@ def den():
     ({"name": "unipc", "init": "ddpm"}, "does not apply to the unipc family"),
     ({"name": "ggdm", "variance": "small"}, "does not apply to the ggdm family; ggdm accepts: init, pred"),
     ({"name": "ggdm", "init": "ddpn"}, "accepted: ddpm, ddim"),
+    ({"name": "ipndm", "init": "ddpm"}, "does not apply to the ipndm family; ipndm accepts: num_steps"),
     ({"name": "vars", "init": "ddim"}, "does not apply to the vars family; accepted: ddpm"),
     ({"name": "ggdm", "pred": 1}, "pred must be True or False"),
     ({"time": "yes"}, "time must be True or False"),

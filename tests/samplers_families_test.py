@@ -21,7 +21,13 @@ CASES = [
     ("ddim", {}),
     ("ddim", {"eta": 0.5, "time": True}),
     ("dpm_solver_pp_2m", {}),
+    ("dpm_solver_pp_3m", {}),
+    ("dpm_solver_pp_3m", {"stride": "edm", "time": True}),
     ("unipc", {"stride": "time_uniform"}),
+    ("unipc_3", {}),
+    ("unipc_3", {"time": True}),
+    ("ipndm", {}),
+    ("ipndm", {"stride": "logsnr_uniform", "time": True}),
     ("ddim_sigma", {}),
     ("vars", {"time": True}),
     ("rddim", {"init": "ddim"}),
@@ -54,7 +60,10 @@ def _perturb(layer, scale=0.3, seed=1):
 
 def test_names_lists_every_family():
     assert samplers.names() == sorted(
-        ["ddpm", "ddim", "ddim_sigma", "vars", "rddim", "ggdm", "dpm_solver_pp_2m", "unipc"])
+        ["ddpm", "ddim", "ddim_sigma", "vars", "rddim", "ggdm", "dpm_solver_pp_2m",
+         "dpm_solver_pp_3m", "unipc", "unipc_3", "ipndm"])
+    assert samplers.solver_names() == ["dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc",
+                                       "unipc_3", "ipndm"]
 
 
 @pytest.mark.parametrize("name, opts", CASES, ids=_ids(CASES))
@@ -143,7 +152,7 @@ def test_ggdm_from_the_solver_needs_pred(den):
         samplers.create("ggdm", den, num_steps=5, init="dpm_solver_pp_2m")
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp_2m", "unipc"])
+@pytest.mark.parametrize("name", ["ddim"] + samplers.solver_names())
 def test_deterministic_families_ignore_noise(den, name):
     layer = samplers.create(name, den, num_steps=K)
     x_T, noise = _inputs()
