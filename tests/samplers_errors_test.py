@@ -33,7 +33,9 @@ def den():
     ({"name": "rddim", "pred": True}, "does not apply to the rddim family; rddim accepts: init"),
     ({"name": "unipc", "init": "ddpm"}, "does not apply to the unipc family"),
     ({"name": "ggdm", "variance": "small"}, "does not apply to the ggdm family; ggdm accepts: init, pred"),
-    ({"name": "ggdm", "init": "ddpn"}, "accepted: ddpm, ddim"),
+    ({"name": "ggdm", "init": "ddpn"}, "accepted: ddpm, ddim, dpm_solver_pp_2m, dpm_solver_pp_3m, "
+                                       "unipc, unipc_3, ipndm$"),
+    ({"name": "ggdm", "init": "ipndm"}, "init 'ipndm' needs pred=True"),
     ({"name": "ipndm", "init": "ddpm"}, "does not apply to the ipndm family; ipndm accepts: num_steps"),
     ({"name": "vars", "init": "ddim"}, "does not apply to the vars family; accepted: ddpm"),
     ({"name": "ggdm", "pred": 1}, "pred must be True or False"),

@@ -1,8 +1,10 @@
 """The multistep ODE solvers against float64 numpy implementations of their published updates.
 
 Each reference below is written from its paper's update rule (not from the layers'
-coefficient code) and takes the data prediction as a callback predict(i, x) -> x0_hat;
-with the exact x0_hat of Gaussian data it is compared with the float32 layer.
+coefficient code) and takes the data prediction as a callback predict(i, x) -> x0_hat:
+with the exact x0_hat of Gaussian data it is compared with the float32 layer, and with an
+arbitrary prediction it checks the solver's GGDM form (`ggdm.solver_form`), whose step
+s_{i+1} = mu_x0[i+1] m_i + sum_l mu[i+1, l] s_l must hold whatever the predictions are.
 The `edm` stride is checked against Karras et al.'s closed form.
 """
 
@@ -14,6 +16,7 @@ import pytest
 
 from ddss_tf import samplers
 from ddss_tf import schedules
+from ddss_tf.samplers import ggdm
 from ddss_tf.samplers import times
 
 import samplers_gaussian as gauss
@@ -165,6 +168,34 @@ def test_solver_matches_its_reference(name, stride, k):
     np.testing.assert_allclose(layer(x_T).numpy(), expected, atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("k", [2, 3, 4, 7])
+@pytest.mark.parametrize("stride", ["quadratic", "logsnr_uniform"])
+def test_solver_form_steps_are_the_solver_steps(name, k, stride):
+    """With arbitrary predictions m_i at the states s_i the network sees, the reference
+    solver's next state is mu_x0[i+1] m_i + sum_l mu[i+1, l] s_l (float64, to rounding):
+    the GGDM form that `ggdm.solver_form` derives from the layer's own steps."""
+    sched = schedules.cosine(T)
+    layer = samplers.create(name, gauss.denoiser(sched), num_steps=k, stride=stride)
+    mu_x0, mu = ggdm.solver_form(layer)
+    states, preds = [], []
+
+    def predict(i, x):                 # any function of (i, x): the form holds for every one
+        states.append(x)
+        preds.append(np.sin(3.0 * x + i) + 0.1 * x * x)
+        return preds[-1]
+
+    x_T = np.random.default_rng(k).standard_normal(6)
+    REFERENCES[name](sched.alpha_bar(layer.query_times()), x_T, predict)
+    states = np.array(states)
+    for i in range(k - 1):
+        terms = np.concatenate([[mu_x0[i + 1] * preds[i]], mu[i + 1, :, None] * states])
+        # rounding: iPNDM's reference works in x / alpha, up to 1 / alpha(T - 1) = 2e4 times x
+        np.testing.assert_allclose(states[i + 1], terms.sum(0), rtol=0,
+                                   atol=1e-10 * max(1.0, np.abs(terms).max()), err_msg=f"step {i}")
+    assert not np.any(np.triu(mu)), "a state may only weigh earlier states"
+
+
 @pytest.mark.parametrize("sched", [schedules.linear_beta(T), schedules.cosine(T)],
                          ids=["linear_beta", "cosine"])
 @pytest.mark.parametrize("k", [1, 2, 5, 25])
@@ -188,3 +219,9 @@ def test_edm_is_a_stride_and_ipndm_default():
     assert "edm" in samplers.stride_names()
     assert samplers.default_stride("ipndm") == "edm"
     assert {samplers.default_stride(n) for n in ("dpm_solver_pp_3m", "unipc_3")} == {"logsnr_uniform"}
+
+
+def test_ggdm_starts_from_every_solver_of_the_registry():
+    """One list: the registry's solver column is GGDM's solver inits (and SOLVER_INITS)."""
+    assert ggdm.SOLVER_INITS == ggdm.solver_inits() == tuple(samplers.solver_names())
+    assert samplers.inits("ggdm") == ("ddpm", "ddim") + ggdm.SOLVER_INITS

@@ -8,7 +8,7 @@
     samplers.names()                # families create() accepts
     samplers.learnable_names()      # the families a search learns; samplers.options(name):
                                     # a family's own options; samplers.label(name): its table name
-    samplers.solver_names()         # the training-free multistep ODE solvers
+    samplers.solver_names()         # the training-free multistep solvers (GGDM's solver inits)
     samplers.from_config(layer.get_config(), denoiser)   # the denoiser is not config
 
 Training-free: "ddpm", "ddim", and the multistep ODE solvers "dpm_solver_pp_2m",

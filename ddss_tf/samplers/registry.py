@@ -34,7 +34,8 @@ __all__ = ["create", "names", "family", "from_config", "learnable_names", "solve
            "options", "inits", "loopable", "default_stride", "label", "COMMON_OPTIONS"]
 
 # name: (layer class, its own options, learnable, label in tables, solver). A solver is a
-# training-free multistep ODE solver, linear in the states and data predictions.
+# training-free multistep ODE solver, linear in the states and data predictions, that a GGDM
+# can be written from (init=<solver>, `ggdm.solver_form`).
 _FAMILIES = {
     "ddpm": (ddpm.DDPM, ("variance",), False, "DDPM", False),
     "ddim": (ddim.DDIM, ("eta",), False, "DDIM", False),
@@ -48,6 +49,7 @@ _FAMILIES = {
     "unipc_3": (unipc_3.UniPC3, (), False, "UniPC-3", True),
     "ipndm": (ipndm.IPNDM, (), False, "iPNDM", True),
 }
+ggdm.set_solvers({name: row[0] for name, row in _FAMILIES.items() if row[4]})
 # The options every family takes.
 COMMON_OPTIONS = ("num_steps", "stride", "time", "remat", "loop")
 
@@ -64,7 +66,8 @@ def learnable_names():
 
 
 def solver_names():
-    """The training-free multistep solvers, in registry order."""
+    """The training-free multistep solvers, in registry order: the families a GGDM can start
+    from (its init values beyond "ddpm" and "ddim")."""
     return [name for name, row in _FAMILIES.items() if row[4]]
 
 
