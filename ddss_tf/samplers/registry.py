@@ -8,7 +8,7 @@ Options that do not apply to a family raise ValueError rather than being ignored
   variance  "ddpm" only: "small" (beta_tilde, default) | "large" (beta')
   pred      "ggdm" only (+PRED)
   init      learnable families: "ddim_sigma", "rddim", "ggdm" take "ddpm" (default) |
-            "ddim"; "vars" takes "ddpm"
+            "ddim"; "vars" takes "ddpm"; "ggdm" with pred=True also any of `solver_names()`
   time      every family (+TIME: learn the query times)
   stride    every family; None = the family's default ("quadratic"; "logsnr_uniform" for
             "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3"; "edm" for "ipndm")
