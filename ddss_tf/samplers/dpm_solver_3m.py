@@ -14,7 +14,9 @@ Orders: first at step 0 (DDIM), second at step 1 (the DPM-Solver++(2M) update of
 `dpm_solver`, r = r_0), third from step 2 on. The last step goes to data at first order
 and returns m_{K-1}, the last x0_hat (same end-point convention as `dpm_solver`); the
 step into the last query time stays third order (diffusers' lower_order_final also
-lowers that one, to second order, below 15 steps).
+lowers that one, to second order, below 15 steps). This is the published rule, which
+diffusers runs: its D2 estimates h^2 x0''(l) / 2 where the Taylor term phi_3 multiplies
+needs h^2 x0'', and on Gaussian data it converges at order 2 (docs/solvers.md).
 
 Coefficients [K]: x_s = coef_xt x_t + coef_x0 m_i + coef_x0_prev m_{i-1}
 + coef_x0_prev2 m_{i-2}. With E = (phi_2 r_0 - phi_3) / (r_0 + r_1) the third-order step
