@@ -22,7 +22,8 @@ def den():
 @pytest.mark.parametrize("family,options", [
     ("ggdm", dict(pred=True, time=True)), ("ggdm", dict(init="ddim")), ("vars", {}),
     ("rddim", dict(time=True)), ("ddim_sigma", {}), ("ddpm", dict(variance="large")),
-    ("ddim", dict(eta=0.5, stride="linear")), ("unipc", {}),
+    ("ddim", dict(eta=0.5, stride="linear")), ("unipc", {}), ("ipndm", {}),
+    ("ggdm", dict(pred=True, init="unipc_3")),
 ])
 def test_json_round_trip_is_exact(den, tmp_path, family, options):
     layer = helpers.learned_layer(den, family, **options)

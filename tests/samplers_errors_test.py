@@ -19,20 +19,24 @@ def den():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"name": "ddjm"}, "accepted: ddim, ddim_sigma, ddpm, dpm_solver_pp_2m, ggdm, rddim, unipc, vars"),
+    ({"name": "ddjm"}, "accepted: ddim, ddim_sigma, ddpm, dpm_solver_pp_2m, dpm_solver_pp_3m, ggdm, "
+                       "ipndm, rddim, unipc, unipc_3, vars"),
     ({"num_steps": 0}, r"num_steps must be an integer in \[1, 100\]"),
     ({"num_steps": T + 1}, r"num_steps must be an integer in \[1, 100\]"),
     ({"num_steps": 2.5}, r"num_steps must be an integer in \[1, 100\]"),
     ({"eta": -0.1}, "eta must be a finite number >= 0"),
     ({"eta": 1.5, "time": True}, "accepted with time=True: 0 <= eta <= 1"),
-    ({"stride": "cubic"}, "accepted: linear, logsnr_uniform, quadratic, time_uniform, trailing"),
+    ({"stride": "cubic"}, "accepted: edm, linear, logsnr_uniform, quadratic, time_uniform, trailing"),
     ({"name": "ddpm", "variance": "medium"}, "accepted: small, large"),
     ({"name": "ddpm", "eta": 0.0}, "does not apply to the ddpm family; ddpm accepts: variance"),
     ({"name": "ddim", "pred": True}, "does not apply to the ddim family"),
     ({"name": "rddim", "pred": True}, "does not apply to the rddim family; rddim accepts: init"),
     ({"name": "unipc", "init": "ddpm"}, "does not apply to the unipc family"),
     ({"name": "ggdm", "variance": "small"}, "does not apply to the ggdm family; ggdm accepts: init, pred"),
-    ({"name": "ggdm", "init": "ddpn"}, "accepted: ddpm, ddim"),
+    ({"name": "ggdm", "init": "ddpn"}, "accepted: ddpm, ddim, dpm_solver_pp_2m, dpm_solver_pp_3m, "
+                                       "unipc, unipc_3, ipndm$"),
+    ({"name": "ggdm", "init": "ipndm"}, "init 'ipndm' needs pred=True"),
+    ({"name": "ipndm", "init": "ddpm"}, "does not apply to the ipndm family; ipndm accepts: num_steps"),
     ({"name": "vars", "init": "ddim"}, "does not apply to the vars family; accepted: ddpm"),
     ({"name": "ggdm", "pred": 1}, "pred must be True or False"),
     ({"time": "yes"}, "time must be True or False"),

@@ -21,7 +21,11 @@ CASES = [
     ("ddim", {}),
     ("ddim", {"eta": 0.5, "time": True}),
     ("dpm_solver_pp_2m", {}),
+    ("dpm_solver_pp_3m", {"stride": "edm", "time": True}),
     ("unipc", {"stride": "time_uniform"}),
+    ("unipc_3", {"time": True}),
+    ("ipndm", {}),
+    ("ipndm", {"stride": "logsnr_uniform", "time": True}),
     ("ddim_sigma", {}),
     ("vars", {"time": True}),
     ("rddim", {"init": "ddim"}),
@@ -29,6 +33,8 @@ CASES = [
     ("ggdm", {"pred": True, "time": True, "stride": "trailing"}),
     ("ggdm", {"pred": True, "init": "dpm_solver_pp_2m"}),
     ("ggdm", {"pred": True, "init": "unipc", "time": True}),
+    ("ggdm", {"pred": True, "init": "ipndm"}),
+    ("ggdm", {"pred": True, "init": "unipc_3", "time": True}),
 ]
 LEARNABLE = [c for c in CASES if c[0] in ("ddim_sigma", "vars", "rddim", "ggdm") or c[1].get("time")]
 
@@ -54,7 +60,11 @@ def _perturb(layer, scale=0.3, seed=1):
 
 def test_names_lists_every_family():
     assert samplers.names() == sorted(
-        ["ddpm", "ddim", "ddim_sigma", "vars", "rddim", "ggdm", "dpm_solver_pp_2m", "unipc"])
+        ["ddpm", "ddim", "ddim_sigma", "vars", "rddim", "ggdm", "dpm_solver_pp_2m",
+         "dpm_solver_pp_3m", "unipc", "unipc_3", "ipndm"])
+    assert samplers.solver_names() == ["dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc",
+                                       "unipc_3", "ipndm"]
+    assert samplers.inits("ggdm") == ("ddpm", "ddim", *samplers.solver_names())
 
 
 @pytest.mark.parametrize("name, opts", CASES, ids=_ids(CASES))
@@ -119,15 +129,14 @@ def test_untrained_learnable_family_reproduces_its_baseline(den, name, init, ext
     np.testing.assert_allclose(layer(x_T, noise).numpy(), baseline, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("solver_name", ["dpm_solver_pp_2m", "unipc"])
+@pytest.mark.parametrize("solver_name", samplers.solver_names())
 @pytest.mark.parametrize("k", [2, 3, 5, 20])
 @pytest.mark.parametrize("stride", ["quadratic", "logsnr_uniform"])
 @pytest.mark.parametrize("extra", [{}, {"time": True}, {"loop": True}])
 def test_untrained_ggdm_from_the_solver_is_the_solver(den, k, stride, extra, solver_name):
-    """init=dpm_solver_pp_2m / unipc: the solver's steps over states (all earlier states
-    weighed, weights outside the sigmoid's range) give DPM-Solver++(2M) / UniPC, themselves
-    checked against float64 numpy references of their papers' algorithms
-    (samplers_reference_test)."""
+    """init=<solver>: the solver's steps over states (all earlier states weighed, weights
+    outside the sigmoid's range) give the solver, itself checked against a float64 numpy
+    reference of its paper's algorithm (samplers_reference_test, samplers_solvers_test)."""
     x_T, noise = _inputs(seed=7, num_steps=k, shape=[16, 2, 2, 1])
     solver = samplers.create(solver_name, den, num_steps=k, stride=stride)(x_T).numpy()
     layer = samplers.create("ggdm", den, num_steps=k, stride=stride, pred=True,
@@ -143,7 +152,7 @@ def test_ggdm_from_the_solver_needs_pred(den):
         samplers.create("ggdm", den, num_steps=5, init="dpm_solver_pp_2m")
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp_2m", "unipc"])
+@pytest.mark.parametrize("name", ["ddim"] + samplers.solver_names())
 def test_deterministic_families_ignore_noise(den, name):
     layer = samplers.create(name, den, num_steps=K)
     x_T, noise = _inputs()

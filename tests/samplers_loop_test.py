@@ -111,7 +111,7 @@ def test_the_looped_chain_keeps_remat_memory_flat(jit_compile):
     assert peaks[16, True] < 1.5 * peaks[8, True], peaks  # not growing with K like activations
 
 
-@pytest.mark.parametrize("family", ["dpm_solver_pp_2m", "unipc"])
+@pytest.mark.parametrize("family", samplers.solver_names())
 def test_the_multistep_solvers_refuse_the_loop(den, family):
     with pytest.raises(ValueError, match=f"loop=True does not apply to the {family} family"):
         samplers.create(family, den, num_steps=3, loop=True)

@@ -8,9 +8,11 @@
     samplers.names()                # families create() accepts
     samplers.learnable_names()      # the families a search learns; samplers.options(name):
                                     # a family's own options; samplers.label(name): its table name
+    samplers.solver_names()         # the training-free multistep solvers (GGDM's solver inits)
     samplers.from_config(layer.get_config(), denoiser)   # the denoiser is not config
 
-Training-free: "ddpm", "ddim", "dpm_solver_pp_2m", "unipc". Learnable (DDSS,
+Training-free: "ddpm", "ddim", and the multistep ODE solvers "dpm_solver_pp_2m",
+"dpm_solver_pp_3m", "unipc", "unipc_3", "ipndm". Learnable (DDSS,
 Watson et al. 2022): "ddim_sigma", "vars", "rddim", "ggdm" (pred=True: +PRED); any
 family with time=True learns its query times (+TIME). Learnable layers hold only
 their own float32 variables (`layer.trainable_variables`); the network stays frozen
@@ -20,9 +22,10 @@ and untracked.
 from ddss_tf.noise import draw as draw_noise  # the noise a sampler call takes (ddss_tf.noise)
 from ddss_tf.samplers.base import Sampler
 from ddss_tf.samplers.registry import (create, default_stride, family, from_config, inits,
-                                       label, learnable_names, loopable, names, options)
+                                       label, learnable_names, loopable, names, options,
+                                       solver_names)
 from ddss_tf.samplers.times import stride_names
 
 __all__ = ["Sampler", "create", "default_stride", "draw_noise", "family", "from_config", "inits",
            "label",
-           "learnable_names", "loopable", "names", "options", "stride_names"]
+           "learnable_names", "loopable", "names", "options", "solver_names", "stride_names"]

@@ -40,9 +40,10 @@ x_t and x0_hat coefficients, the weights of earlier states 0), top
 marginal (alpha, sigma) of the schedule at tau_K; +PRED starts at (1 / alpha, sigma /
 alpha) of the schedule, which is what Theorem 1 gives at init.
 
-init="dpm_solver_pp_2m" or "unipc" (beyond the paper; +PRED only): DPM-Solver++(2M) or
-UniPC on the layer's initial times, written over states (`solver_form`, `unipc_form`). Its step weighs the previous data
-prediction, which is a combination of earlier states, so every weight of earlier states
+init=<solver>, any of `solver_inits()` ("dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc",
+"unipc_3", "ipndm"; beyond the paper; +PRED only): that training-free solver on the layer's
+initial times, written over states (`solver_form`). Its step weighs earlier data (or noise)
+predictions, each a combination of earlier states, so every weight of earlier states
 is used, and they leave the sigmoid's range (x0 weights above 1, negative Markov
 weights): with this init mu_x0 and the Markov weights are plain reals too (`free`). The
 noise scales start at 0, as with DDIM. +PRED's x0_hat at init is the solver's, which
@@ -53,13 +54,39 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf.samplers import constraints
-from ddss_tf.samplers import dpm_solver
 from ddss_tf.samplers import learnable
-from ddss_tf.samplers import unipc
+from ddss_tf.samplers import times as times_lib
+from ddss_tf.samplers.chain import Chain
 
-__all__ = ["GGDM", "theorem1", "skip_indices", "solver_form", "unipc_form"]
+__all__ = ["GGDM", "theorem1", "skip_indices", "solver_form", "solver_inits", "set_solvers"]
 
-SOLVER_INITS = ("dpm_solver_pp_2m", "unipc")
+_SOLVERS = {}  # name -> layer class of every training-free solver (`set_solvers`)
+
+
+def set_solvers(families):
+    """Called once by `registry` with its solver column ({name: layer class}): the solvers a
+    GGDM can be written from. The registry owns that list; this module reads it."""
+    _SOLVERS.clear()
+    _SOLVERS.update(families)
+
+
+def solver_inits():
+    """The solvers a GGDM can be written from (`samplers.solver_names()`), registry order."""
+    return tuple(_SOLVERS)
+
+
+def __getattr__(name):
+    """SOLVER_INITS: `solver_inits()`, derived, for the modules that read it by that name."""
+    if name == "SOLVER_INITS":
+        return solver_inits()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Inits:
+    """GGDM.inits: the learnable families' baselines, then every solver (`solver_inits()`)."""
+
+    def __get__(self, layer, cls):
+        return learnable.LearnableSampler.inits + solver_inits()
 
 
 def skip_indices(num_steps):
@@ -95,69 +122,68 @@ def theorem1(mu_x0, mu, sigma):
     return rows[:, 0], v
 
 
-def solver_form(coef_xt, coef_x0, coef_x0_prev):
-    """DPM-Solver++(2M)'s steps written as GGDM steps over states, float64 numpy.
+def solver_form(solver):
+    """A training-free solver's steps written as GGDM steps over states, float64 numpy.
 
-    The solver's x^(i+1) = A_i x^(i) + B_i m_i + C_i m_{i-1} (`dpm_solver.coefficients`,
-    [K] each; m_i the data prediction at state i) as x^(i+1) = mu_x0[i+1] m_i +
-    sum_{l<=i} mu[i+1, l] x^(l): mu_x0[i+1] = B_i, and m_{i-1}, read back from the step
-    that used it, is a combination r_{i-1} of states 0..i:
-        r_j = (e_{j+1} - A_j e_j - C_j r_{j-1}) / B_j,   r_{-1} = 0,
-    so row i+1 of mu is A_i e_i + C_i r_{i-1}.
+    Args:
+      solver: a solver layer (`samplers.solver_names()`) on the GGDM's initial times.
     Returns (mu_x0 [K] with mu_x0[0] = 0 (the top marginal is the caller's), mu [K, K]).
+
+    Every solver here is linear in its states and predictions, so its own `_correct` and
+    `_step` run on basis vectors over (states s_0..s_{K-1}, data predictions m_0..m_{K-1})
+    give its steps as coefficients: the GGDM states are the s_i the network is called at,
+    eps_i = (s_i - alpha_i m_i) / sigma_i (what the denoiser returns), and a step gives
+    s_{i+1} = row . s + p m_i once every earlier prediction m_j is replaced by its
+    expression over states r_j, read back from the step that introduced it:
+        mu_x0[i+1] = p,  mu[i+1] = row,  r_i = (e_{i+1} - row) / p,
+    substituted into the chain's vectors as soon as it is known (a corrected state holding
+    m_i becomes its row plus its m_i weight times r_i).
     """
-    a, b, c = (np.asarray(v, np.float64) for v in (coef_xt, coef_x0, coef_x0_prev))
-    k = a.shape[0]
+    k = solver.num_steps
+    marg = times_lib.marginals(solver.schedule, solver.initial_times, tf.float64)
+    coefs = {n: np.asarray(v, np.float64)
+             for n, v in solver._coefficients_from_marginals(marg).items()}
+    alpha, sigma = np.asarray(marg.alpha), np.asarray(marg.sigma)
+    basis = np.eye(2 * k)                           # s_0..s_{K-1}, then m_0..m_{K-1}
     mu_x0, mu = np.zeros([k]), np.zeros([k, k])
-    prev = np.zeros([k])                    # r_{i-1} over states; r_{-1} = 0
+    chain = Chain.start(basis[0])
     for i in range(k - 1):
-        mu_x0[i + 1] = b[i]
-        row = c[i] * prev
-        row[i] += a[i]
-        mu[i + 1] = row
-        step = -row                          # m_i = (x^(i+1) - row . x) / B_i
-        step[i + 1] += 1.0
-        prev = step / b[i]
+        m = basis[k + i]
+        chain = chain.with_predictions(m, (chain.xs[i] - alpha[i] * m) / sigma[i])
+        chain = chain.with_last_state(solver._correct(i, chain, coefs))
+        nxt = solver._step(i, chain, None, coefs)
+        if np.any(np.delete(nxt, list(range(i + 1)) + [k + i]) != 0) or nxt[k + i] == 0:
+            raise ValueError(f"the {solver.family} step {i} is not s_(i+1) = row . s + p m_i "
+                             "with p != 0: not a GGDM step")
+        mu_x0[i + 1], mu[i + 1] = nxt[k + i], nxt[:k]
+        known = -mu[i + 1]                          # m_i over states
+        known[i + 1] += 1.0
+        known /= mu_x0[i + 1]
+        chain = Chain(*(tuple(_substitute(v, k + i, known) for v in part) for part in chain))
+        chain = chain.with_next_state(basis[i + 1])
     return mu_x0, mu
 
 
-def unipc_form(c):
-    """UniPC's steps (`unipc.coefficients` c, [K] each) written as GGDM steps over states,
-    float64 numpy. The states are the predictor's outputs s_i, where the network is called;
-    the corrected state c_i = cs_i . s + cm_i m_i (over states, plus the current data
-    prediction) is carried in closed form, and earlier predictions are read back from the
-    steps that used them, as in `solver_form`:
-        s_{i+1} = pred_xt_i c_i + pred_x0_i m_i + pred_x0_prev_i m_{i-1},
-        c_{i+1} = pred_xt_i c_i + corr_x0_i m_i + corr_x0_prev_i m_{i-1} + corr_x0_next_i m_{i+1}.
-    The output is the last state's data prediction (UniPC does not correct there).
-    Returns (mu_x0 [K] with mu_x0[0] = 0, mu [K, K])."""
-    c = {n: np.asarray(v, np.float64) for n, v in c.items()}
-    k = c["pred_xt"].shape[0]
-    mu_x0, mu = np.zeros([k]), np.zeros([k, k])
-    cs, cm = np.eye(k)[0], 0.0              # c_0 = s_0 (x_T)
-    prev = np.zeros([k])                    # m_{i-1} over states; m_{-1} = 0
-    for i in range(k - 1):
-        mu_x0[i + 1] = c["pred_xt"][i] * cm + c["pred_x0"][i]
-        mu[i + 1] = c["pred_xt"][i] * cs + c["pred_x0_prev"][i] * prev
-        now = -mu[i + 1]                    # m_i = (s_{i+1} - row . s) / mu_x0[i+1]
-        now[i + 1] += 1.0
-        now /= mu_x0[i + 1]
-        cs = (c["pred_xt"][i] * (cs + cm * now) + c["corr_x0"][i] * now
-              + c["corr_x0_prev"][i] * prev)
-        cm, prev = c["corr_x0_next"][i], now
-    return mu_x0, mu
+def _substitute(v, index, known):
+    """v over (states, predictions) with prediction `index` replaced by `known` (states)."""
+    if v[index] == 0:
+        return v
+    w = v.copy()
+    w[:known.shape[0]] = v[:known.shape[0]] + v[index] * known
+    w[index] = 0.0
+    return w
 
 
 class GGDM(learnable.LearnableSampler):
     """Generalised Gaussian diffusion sampler, optionally with +PRED."""
 
     family = "ggdm"
-    inits = learnable.LearnableSampler.inits + SOLVER_INITS
+    inits = _Inits()
 
     def __init__(self, denoiser, num_steps=10, stride=None, pred=False, init="ddpm", **kwargs):
         if not isinstance(pred, (bool, np.bool_)):
             raise ValueError(f"pred must be True or False, got {pred!r}")
-        if init in SOLVER_INITS and not pred:
+        if init in solver_inits() and not pred:
             raise ValueError(f"init {init!r} needs pred=True (+PRED): without it x0_hat comes "
                              "from Theorem 1's marginals, which are not the solver's")
         self.pred = bool(pred)
@@ -166,7 +192,7 @@ class GGDM(learnable.LearnableSampler):
     @property
     def free(self):
         """mu_x0 and the Markov weights are plain reals (a solver's init), not sigmoids."""
-        return self.init in SOLVER_INITS
+        return self.init in solver_inits()
 
     def _family_config(self):
         return dict(super()._family_config(), pred=self.pred)
@@ -177,12 +203,9 @@ class GGDM(learnable.LearnableSampler):
         alpha, sigma = np.asarray(marg.alpha), np.asarray(marg.sigma)
         inv = constraints.unit_interval_inverse
         if self.free:
-            if self.init == "unipc":
-                mu_x0, mu = unipc_form(unipc.coefficients(marg))
-            else:
-                solver = dpm_solver.coefficients(marg)
-                mu_x0, mu = solver_form(*(solver[n]
-                                          for n in ("coef_xt", "coef_x0", "coef_x0_prev")))
+            solver = _SOLVERS[self.init](self.denoiser, num_steps=k, stride=self.stride,
+                                         remat=False)
+            mu_x0, mu = solver_form(solver)
             mu_x0[0] = alpha[0]
             markov = np.diagonal(mu, -1)
             skip = np.array([mu[i, l] for i, l in skip_indices(k)])

@@ -8,11 +8,11 @@ Options that do not apply to a family raise ValueError rather than being ignored
   variance  "ddpm" only: "small" (beta_tilde, default) | "large" (beta')
   pred      "ggdm" only (+PRED)
   init      learnable families: "ddim_sigma", "rddim", "ggdm" take "ddpm" (default) |
-            "ddim"; "vars" takes "ddpm"
+            "ddim"; "vars" takes "ddpm"; "ggdm" with pred=True also any of `solver_names()`
   time      every family (+TIME: learn the query times)
-  stride    every family; None = the family's default ("quadratic", or
-            "logsnr_uniform" for "dpm_solver_pp_2m" and "unipc")
-  loop      every family but the multistep solvers ("dpm_solver_pp_2m", "unipc"): run the
+  stride    every family; None = the family's default ("quadratic"; "logsnr_uniform" for
+            "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3"; "edm" for "ipndm")
+  loop      every family but the multistep solvers (`solver_names()`): run the
             chain as a tf.while_loop (XLA compiles the network once whatever K)
   guidance_scales  families with variables (learnable, or time=True): coefficients that
             depend on the guidance scale, interpolated between these anchors (samplers.base)
@@ -22,25 +22,34 @@ from ddss_tf.samplers import ddim
 from ddss_tf.samplers import ddim_sigma
 from ddss_tf.samplers import ddpm
 from ddss_tf.samplers import dpm_solver
+from ddss_tf.samplers import dpm_solver_3m
 from ddss_tf.samplers import ggdm
+from ddss_tf.samplers import ipndm
 from ddss_tf.samplers import rddim
 from ddss_tf.samplers import unipc
+from ddss_tf.samplers import unipc_3
 from ddss_tf.samplers import variances
 
-__all__ = ["create", "names", "family", "from_config", "learnable_names", "options", "inits",
-           "loopable", "default_stride", "label", "COMMON_OPTIONS"]
+__all__ = ["create", "names", "family", "from_config", "learnable_names", "solver_names",
+           "options", "inits", "loopable", "default_stride", "label", "COMMON_OPTIONS"]
 
-# name: (layer class, its own options, learnable, label in tables)
+# name: (layer class, its own options, learnable, label in tables, solver). A solver is a
+# training-free multistep ODE solver, linear in the states and data predictions, that a GGDM
+# can be written from (init=<solver>, `ggdm.solver_form`).
 _FAMILIES = {
-    "ddpm": (ddpm.DDPM, ("variance",), False, "DDPM"),
-    "ddim": (ddim.DDIM, ("eta",), False, "DDIM"),
-    "ddim_sigma": (ddim_sigma.DDIMSigma, ("init",), True, "DDIM-sigma"),
-    "vars": (variances.VARS, ("init",), True, "VARS"),
-    "rddim": (rddim.RDDIM, ("init",), True, "Relaxed DDIM"),
-    "ggdm": (ggdm.GGDM, ("init", "pred"), True, "GGDM"),
-    "dpm_solver_pp_2m": (dpm_solver.DPMSolverPP2M, (), False, "DPM-Solver++(2M)"),
-    "unipc": (unipc.UniPC, (), False, "UniPC"),
+    "ddpm": (ddpm.DDPM, ("variance",), False, "DDPM", False),
+    "ddim": (ddim.DDIM, ("eta",), False, "DDIM", False),
+    "ddim_sigma": (ddim_sigma.DDIMSigma, ("init",), True, "DDIM-sigma", False),
+    "vars": (variances.VARS, ("init",), True, "VARS", False),
+    "rddim": (rddim.RDDIM, ("init",), True, "Relaxed DDIM", False),
+    "ggdm": (ggdm.GGDM, ("init", "pred"), True, "GGDM", False),
+    "dpm_solver_pp_2m": (dpm_solver.DPMSolverPP2M, (), False, "DPM-Solver++(2M)", True),
+    "dpm_solver_pp_3m": (dpm_solver_3m.DPMSolverPP3M, (), False, "DPM-Solver++(3M)", True),
+    "unipc": (unipc.UniPC, (), False, "UniPC", True),
+    "unipc_3": (unipc_3.UniPC3, (), False, "UniPC-3", True),
+    "ipndm": (ipndm.IPNDM, (), False, "iPNDM", True),
 }
+ggdm.set_solvers({name: row[0] for name, row in _FAMILIES.items() if row[4]})
 # The options every family takes.
 COMMON_OPTIONS = ("num_steps", "stride", "time", "remat", "loop")
 
@@ -54,6 +63,12 @@ def learnable_names():
     """The families with coefficients to learn (a search's families); the others are
     training-free (though any family learns its query times with time=True)."""
     return [name for name in names() if _FAMILIES[name][2]]
+
+
+def solver_names():
+    """The training-free multistep solvers, in registry order: the families a GGDM can start
+    from (its init values beyond "ddpm" and "ddim")."""
+    return [name for name, row in _FAMILIES.items() if row[4]]
 
 
 def family(name):

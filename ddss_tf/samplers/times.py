@@ -11,8 +11,15 @@ Initial query times ("strides"):
   time_uniform                  K points evenly spaced in t from T - 1 down to 0
   logsnr_uniform                K points evenly spaced in log-SNR from lambda(T - 1)
                                 up to lambda(0) (DPM-Solver's "logSNR" steps)
-The two uniform grids put the first query at T - 1 and the last at 0 for every K,
-as DPM-Solver does with its end point t = 0 queried once more for x0_hat.
+  edm                           Karras et al. 2022 (eq. 5), rho = 7, in the variance-
+                                exploding noise level sigma_ve = sigma / alpha =
+                                exp(-lambda / 2): sigma_ve_i = (s_max^(1/rho) + i / (K - 1)
+                                (s_min^(1/rho) - s_max^(1/rho)))^rho from s_max =
+                                sigma_ve(T - 1) down to s_min = sigma_ve(0), mapped back to
+                                model time through lambda = -2 log sigma_ve
+                                (`schedule.t_from_log_snr`); k-diffusion's get_sigmas_karras
+These grids put the first query at T - 1 and the last at 0 for every K, as
+DPM-Solver does with its end point t = 0 queried once more for x0_hat.
 
 +TIME (Watson et al. 2022, section 3): the K query times are learned as
     tau (ascending) = (T - 1) * cumsum(softmax([w; 1]))[:K]
@@ -31,10 +38,11 @@ import tensorflow as tf
 from ddss_tf import schedules
 from ddss_tf.samplers import constraints
 
-__all__ = ["stride_names", "initial_times", "learned_times", "learned_times_inverse",
+__all__ = ["stride_names", "initial_times", "edm_sigmas", "learned_times", "learned_times_inverse",
            "Marginals", "marginals", "check_num_steps"]
 
-_UNIFORM = ("logsnr_uniform", "time_uniform")
+_CONTINUOUS = ("edm", "logsnr_uniform", "time_uniform")  # real-valued, from T - 1 down to 0
+EDM_RHO = 7.0  # Karras et al. 2022's rho
 
 Marginals = collections.namedtuple("Marginals", ["alpha", "sigma", "log_snr"])
 Marginals.__doc__ = """Schedule values at the K query times, visiting order.
@@ -45,7 +53,7 @@ each [K], float64 numpy or a tensor."""
 
 def stride_names():
     """Every stride name a sampler accepts."""
-    return sorted(tuple(schedules.stride_names()) + _UNIFORM)
+    return sorted(tuple(schedules.stride_names()) + _CONTINUOUS)
 
 
 def check_num_steps(num_steps, num_timesteps):
@@ -63,17 +71,28 @@ def initial_times(schedule, kind, num_steps):
         raise ValueError(f"unknown stride {kind!r}; accepted: {', '.join(stride_names())}")
     last = schedule.num_timesteps - 1
     check_num_steps(num_steps, schedule.num_timesteps)
-    if kind not in _UNIFORM:
+    if kind not in _CONTINUOUS:
         steps = schedules.stride(kind, schedule.num_timesteps, num_steps)
         return steps[::-1].astype(np.float64)
     if num_steps == 1:
         return np.array([float(last)])
     if kind == "time_uniform":
         return np.linspace(float(last), 0.0, num_steps)
-    lam = np.linspace(schedule.log_snr(float(last)), schedule.log_snr(0.0), num_steps)
+    lam_max, lam_min = schedule.log_snr(0.0), schedule.log_snr(float(last))
+    if kind == "logsnr_uniform":
+        lam = np.linspace(lam_min, lam_max, num_steps)
+    else:
+        lam = -2.0 * np.log(edm_sigmas(np.exp(-0.5 * lam_max), np.exp(-0.5 * lam_min), num_steps))
     times = np.asarray(schedule.t_from_log_snr(lam), np.float64)
     times[0], times[-1] = last, 0.0
     return times
+
+
+def edm_sigmas(sigma_min, sigma_max, num_steps, rho=EDM_RHO):
+    """Karras et al. 2022, eq. 5: K noise levels from sigma_max down to sigma_min, float64 [K]."""
+    ramp = np.linspace(0.0, 1.0, num_steps)
+    inv_max, inv_min = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (inv_max + ramp * (inv_min - inv_max)) ** rho
 
 
 def learned_times(logits, num_timesteps):
