@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import benchmark, denoisers, evaluation, export, files, pretrained, samplers
+from ddss_tf import noise as noise_lib
 from ddss_tf import schedules
 from ddss_tf.search import SearchConfig
 
@@ -42,7 +43,7 @@ def _accuracy(layer, cond, scale):
     """The held-out classifier's accuracy on the evaluation seeds' samples of `layer` guided at
     `scale`, sample i asking for label i mod 10, computed here."""
     labels = np.arange(_N) % 10
-    x_T, z = samplers.draw_noise(evaluation.EVAL_SEED, layer.num_steps, [_N, 8, 8, 1])
+    x_T, z = noise_lib.draw(evaluation.EVAL_SEED, layer.num_steps, [_N, 8, 8, 1])
     with layer.using_denoiser(cond.guided(labels, scale)):
         x0 = np.clip(layer(x_T, z if layer.stochastic else None).numpy(), -1, 1)
     logits = pretrained.digits_heldout_classifier()(x0)

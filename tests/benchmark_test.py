@@ -15,6 +15,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from ddss_tf import benchmark, data, evaluation, metrics, models, pretrained, samplers
+from ddss_tf import noise as noise_lib
 from ddss_tf.benchmark import rows as benchmark_rows  # where a missing search is run
 from ddss_tf.search import SearchConfig
 
@@ -52,7 +53,7 @@ def _fid64(a, b):
 
 
 def _eval_noise(k):
-    return samplers.draw_noise(evaluation.EVAL_SEED, k, [_N, 8, 8, 1])
+    return noise_lib.draw(evaluation.EVAL_SEED, k, [_N, 8, 8, 1])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import export_helpers as helpers
-from ddss_tf import denoisers, export, images, models, noise as noise_lib, pretrained, samplers
+from ddss_tf import denoisers, export, images, models, noise as noise_lib
 from ddss_tf import schedules
 from ddss_tf import files
 
@@ -36,7 +36,7 @@ def test_json_round_trip_is_exact(den, tmp_path, family, options):
     want = layer.coefficients()
     for key, value in rebuilt.coefficients().items():
         np.testing.assert_array_equal(value, want[key], err_msg=key)
-    x_T, noise = samplers.draw_noise(3, layer.num_steps, [2, 8, 8, 1])
+    x_T, noise = noise_lib.draw(3, layer.num_steps, [2, 8, 8, 1])
     np.testing.assert_array_equal(rebuilt(x_T, noise).numpy(), layer(x_T, noise).numpy())
     doc = json.load(open(path))
     assert doc["family"] == family and doc["num_steps"] == helpers.K
@@ -134,7 +134,7 @@ def test_seed_pairs_draw_what_the_integer_seed_draws(seed):
     """A graph's int32 pair [hi, lo] (the serving signature's seed) draws what its integer
     does, eagerly and in a tf.function with a batch known only at run time."""
     pair = export.seed_pair(seed)
-    want_x, want_noise = samplers.draw_noise(seed, 2, [3, 4, 4, 1])
+    want_x, want_noise = noise_lib.draw(seed, 2, [3, 4, 4, 1])
     x_T, noise = noise_lib.draw(pair, 2, [3, 4, 4, 1])
     np.testing.assert_array_equal(x_T, want_x)
     np.testing.assert_array_equal(noise, want_noise)
@@ -146,10 +146,7 @@ def test_seed_pairs_draw_what_the_integer_seed_draws(seed):
     np.testing.assert_array_equal(gn, want_noise)
 
 
-def test_the_removed_old_spellings_are_gone_and_the_fingerprint_alias_stays():
-    for module, name in ((export, "draw_noise"), (export, "image_shape_of"),
-                         (pretrained, "load_model")):
-        assert not hasattr(module, name), name
+def test_the_exports_model_fingerprint_is_the_models():
     net = helpers.tiny_net()
     assert export.model_fingerprint(net) == models.fingerprint(net)
 

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import benchmark, models, samplers
+from ddss_tf import noise as noise_lib
 from ddss_tf.search import SearchConfig, objectives, run_search, teacher
 from ddss_tf.search.objectives import ld3
 from ddss_tf.search.run import Run
@@ -54,12 +55,12 @@ def test_offsets_are_projected_into_the_ball_one_sample_at_a_time():
 @pytest.mark.parametrize("family", objectives.get("ld3").families())
 def test_an_untrained_ld3_layer_is_its_solver_on_the_solvers_grid(family):
     cfg = _cfg(family=family, num_steps=4)
-    assert cfg.stride == samplers.default_stride(family) == "logsnr_uniform"
+    assert cfg.stride == samplers.default_stride(family)
     assert cfg.loop is False and cfg.pred is False
     den, _ = models.load_denoiser("digits")
     layer, solver = cfg.build_sampler(den), samplers.create(family, den, num_steps=4)
     assert [_name(v) for v in layer.trainable_variables] == ["time_logits"]
-    x_T, noise = samplers.draw_noise(5, 4, [6, 8, 8, 1])
+    x_T, noise = noise_lib.draw(5, 4, [6, 8, 8, 1])
     # +TIME starts the grid's two end points 1e-6 model-time units inside (samplers.times),
     # and its times are float32.
     np.testing.assert_allclose(layer.query_times(), solver.query_times(), rtol=1e-6, atol=2e-6)
@@ -136,7 +137,7 @@ def test_the_kid_teacher_loss_is_kid_plus_the_weighted_teacher_distance(tmp_path
     trainer, pairs = run.trainer, run.trainer.loss.pairs
     assert trainer.loss.checkpointed() == {} and pairs.x_T.shape == (12, 8, 8, 1)
     idx = np.array([3, 0, 7, 11])
-    _, noise = samplers.draw_noise(7, 3, [4, 8, 8, 1])
+    _, noise = noise_lib.draw(7, 3, [4, 8, 8, 1])
     # The student from the pairs' own x_T (whatever x_T the step drew), in the loss's space.
     gen = run.evaluator.extractor(run.layer(pairs.x_T[idx], noise)).numpy().astype(np.float64)
     real = np.asarray(run.evaluator.reference.features, np.float64).mean(0)

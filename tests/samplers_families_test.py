@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import denoisers
+from ddss_tf import noise as noise_lib
 from ddss_tf import samplers
 from ddss_tf import schedules
 
@@ -49,7 +50,7 @@ def den():
 
 
 def _inputs(seed=0, num_steps=K, shape=SHAPE):
-    return samplers.draw_noise(seed, num_steps, shape)
+    return noise_lib.draw(seed, num_steps, shape)
 
 
 def _perturb(layer, scale=0.3, seed=1):

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import samplers
+from ddss_tf import noise as noise_lib
 from ddss_tf import schedules
 from ddss_tf.samplers import ggdm
 
@@ -16,7 +17,7 @@ def test_ddpm_with_all_steps_reproduces_data_moments(variance):
     t = 1000
     sched = schedules.linear_beta(t)
     n = 40000
-    x_T, noise = samplers.draw_noise(3, t, [n, 1, 1, 1])
+    x_T, noise = noise_lib.draw(3, t, [n, 1, 1, 1])
     layer = samplers.create("ddpm", gauss.denoiser(sched), num_steps=t, stride="linear",
                             variance=variance, remat=False)
     x0 = layer(x_T, noise).numpy().ravel().astype(np.float64)
@@ -30,7 +31,7 @@ def test_ddpm_with_all_steps_reproduces_data_moments(variance):
 def _ode_errors(name, stride, steps):
     sched = schedules.linear_beta(1000)
     den = gauss.denoiser(sched)
-    x_T, _ = samplers.draw_noise(0, 1, [64, 2, 2, 1])
+    x_T, _ = noise_lib.draw(0, 1, [64, 2, 2, 1])
     errors = []
     for k in steps:
         layer = samplers.create(name, den, num_steps=k, stride=stride, remat=False)

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import denoisers
+from ddss_tf import noise as noise_lib
 from ddss_tf import samplers
 from ddss_tf import schedules
 
@@ -38,7 +39,7 @@ def test_network_is_frozen_and_not_tracked(setup):
     assert set(tf.train.TrackableView(layer).children(layer)) == own
     network_ids = {id(v) for v in model.weights}
     assert not network_ids & {id(v) for v in layer.weights}
-    x_T, noise = samplers.draw_noise(0, K, SHAPE)
+    x_T, noise = noise_lib.draw(0, K, SHAPE)
     before = [w.copy() for w in model.get_weights()]
     optimizer = keras.optimizers.Adam(1e-2)
     for _ in range(2):
@@ -55,7 +56,7 @@ def test_network_is_frozen_and_not_tracked(setup):
 
 def test_keras_model_gradients_with_and_without_remat(setup):
     _, den = setup
-    x_T, noise = samplers.draw_noise(1, K, SHAPE)
+    x_T, noise = noise_lib.draw(1, K, SHAPE)
     grads = {}
     for remat in (True, False):
         layer = samplers.create("ddim_sigma", den, num_steps=K, time=True, remat=remat)
@@ -69,7 +70,7 @@ def test_keras_model_gradients_with_and_without_remat(setup):
 
 def test_keras_model_under_xla_and_baseline_reproduction(setup):
     _, den = setup
-    x_T, noise = samplers.draw_noise(2, K, SHAPE)
+    x_T, noise = noise_lib.draw(2, K, SHAPE)
     layer = samplers.create("rddim", den, num_steps=K)
     eager = layer(x_T, noise).numpy()
     xla = tf.function(lambda x, z: layer(x, z), jit_compile=True)(x_T, noise).numpy()
@@ -86,7 +87,7 @@ def test_remat_saves_memory_in_graph_mode(jit_compile):
     """
     den = denoisers.from_keras_model(toy_networks.conv_eps_model(), schedules.linear_beta(1000))
     k = 8
-    x_T, noise = samplers.draw_noise(0, k, [8, 16, 16, 1])
+    x_T, noise = noise_lib.draw(0, k, [8, 16, 16, 1])
     peaks = {}
     for remat in (True, False):
         layer = samplers.create("ggdm", den, num_steps=k, pred=True, remat=remat)

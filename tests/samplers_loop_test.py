@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from ddss_tf import denoisers, samplers, schedules
+from ddss_tf import noise as noise_lib
 from ddss_tf.metrics import features
 from ddss_tf.nets import unet
 from ddss_tf.search import SearchConfig, trainer as trainer_lib
@@ -45,7 +46,7 @@ _FAMILIES = [("ggdm", dict(pred=True, time=True, init="ddim")),
 @pytest.mark.parametrize("family,options", _FAMILIES)
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_the_looped_chain_has_the_unrolled_samples_and_gradients(den, family, options, k):
-    x_T, noise = samplers.draw_noise(7, k, SHAPE)
+    x_T, noise = noise_lib.draw(7, k, SHAPE)
     results = {}
     for loop in (False, True):
         layer = samplers.create(family, den, num_steps=k, loop=loop, **options)
@@ -65,7 +66,7 @@ def test_the_looped_chain_has_the_unrolled_samples_and_gradients(den, family, op
 
 def test_the_looped_chain_under_xla_matches_the_unrolled_one(den):
     k = 4
-    x_T, noise = samplers.draw_noise(8, k, SHAPE)
+    x_T, noise = noise_lib.draw(8, k, SHAPE)
     results = {}
     for loop in (False, True):
         layer = samplers.create("ggdm", den, num_steps=k, pred=True, time=True, loop=loop)
@@ -79,7 +80,7 @@ def test_the_looped_chain_under_xla_matches_the_unrolled_one(den):
 
 def _convolutions_in_hlo(den, k, loop):
     layer = samplers.create("ggdm", den, num_steps=k, pred=True, time=True, loop=loop)
-    x_T, noise = samplers.draw_noise(0, k, SHAPE)
+    x_T, noise = noise_lib.draw(0, k, SHAPE)
     fn = tf.function(lambda x, z: _loss_and_grads(layer, x, z), jit_compile=True)
     hlo = fn.experimental_get_compiler_ir(x_T, noise)(stage="hlo")
     return len(re.findall(r"= f32\[[^\]]*\][^ ]* convolution\(", hlo))
@@ -98,7 +99,7 @@ def test_the_looped_chain_keeps_remat_memory_flat(jit_compile):
     den = denoisers.from_keras_model(toy_networks.conv_eps_model(), schedules.linear_beta(1000))
     peaks = {}
     for k, remat in ((8, True), (16, True), (16, False)):
-        x_T, noise = samplers.draw_noise(0, k, [8, 16, 16, 1])
+        x_T, noise = noise_lib.draw(0, k, [8, 16, 16, 1])
         layer = samplers.create("ggdm", den, num_steps=k, pred=True, remat=remat, loop=True)
         fn = tf.function(lambda x, z, layer=layer: _loss_and_grads(layer, x, z)[1],
                          jit_compile=jit_compile)
@@ -148,7 +149,7 @@ def test_the_looped_unet_chain_compiles_under_xla_with_and_without_remat(remat):
         v.assign(0.2 * rng.standard_normal(v.shape).astype(np.float32))
     den = denoisers.from_keras_model(net, schedules.linear_beta(1000))
     k = 3
-    x_T, noise = samplers.draw_noise(4, k, SHAPE)
+    x_T, noise = noise_lib.draw(4, k, SHAPE)
     results = {}
     for loop in (False, True):
         layer = samplers.create("ggdm", den, num_steps=k, pred=True, time=True, loop=loop,

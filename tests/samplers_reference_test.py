@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ddss_tf import samplers
+from ddss_tf import noise as noise_lib
 from ddss_tf import schedules
 
 import samplers_gaussian as gauss
@@ -23,7 +24,7 @@ SHAPE = [8, 3, 3, 1]
 def _setup(stride, seed=0):
     sched = schedules.linear_beta(T)
     taus = schedules.stride(stride, T, K)[::-1]
-    x_T, noise = samplers.draw_noise(seed, K, SHAPE)
+    x_T, noise = noise_lib.draw(seed, K, SHAPE)
     x_T, noise = (a.numpy().astype(np.float64) for a in (x_T, noise))
     return sched, taus, sched.alpha_bars[taus], x_T, noise
 

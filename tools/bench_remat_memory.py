@@ -12,6 +12,7 @@ whose numbers go into the issue's closing note.
 """
 
 from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow loads)
+from ddss_tf import noise as noise_lib
 
 import keras
 import tensorflow as tf
@@ -72,7 +73,7 @@ def main(argv):
     sched = schedules.linear_beta(1000)
     den = denoisers.from_keras_model(conv_eps_model(FLAGS.image_size, FLAGS.channels, FLAGS.depth), sched)
     k = FLAGS.num_steps
-    x_T, noise = samplers.draw_noise(0, k, [FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3])
+    x_T, noise = noise_lib.draw(0, k, [FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3])
     print(f"GGDM +PRED +TIME, K={k}, batch {FLAGS.batch_size}x{FLAGS.image_size}x{FLAGS.image_size}x3, "
           f"{FLAGS.depth} conv layers x {FLAGS.channels} channels")
     for mode in FLAGS.modes:

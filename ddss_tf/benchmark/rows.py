@@ -11,7 +11,6 @@ import os
 
 from ddss_tf import evaluation, export, interrupt, samplers
 from ddss_tf.evaluation import records as records_lib
-from ddss_tf.samplers import ggdm
 from ddss_tf.search import objectives
 from ddss_tf.search.config import FEW_STEPS, SearchConfig
 from ddss_tf.search import workdir as workdir_lib
@@ -35,6 +34,9 @@ SOLVER_FINE_TUNE = dict(batch_size=256, learning_rate=3e-3, train_steps=200, eva
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch); a
 # conditional model's cells keep one per class (sample i asks for label i mod C).
 GRID_IMAGES = 6
+# The solvers whose LD3 rows the table holds (LD3 learns the times of any of
+# samplers.solver_names(); these two were measured at every K).
+LD3_ROWS = ("dpm_solver_pp_2m", "unipc")
 
 
 def _grid_images(bench):
@@ -262,12 +264,12 @@ class DataRow(Row):
 def _catalogue():
     rows = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
             for label, family, options in evaluation.BASELINES]
-    rows += [FixedRow(name, samplers.label(name), name, {}) for name in ggdm.SOLVER_INITS]
+    rows += [FixedRow(name, samplers.label(name), name, {}) for name in samplers.solver_names()]
     # The solvers on the DDIM quadratic grid too: at K <= 5 they are very sensitive to their
     # grid, and on the bundled model this one beats their logSNR-uniform default at every K
     # from 3 to 6 (docs/ddss_search.md, "Few steps").
     rows += [FixedRow(f"{name}_quadratic", f"{samplers.label(name)} quadratic", name,
-                      dict(stride="quadratic")) for name in ggdm.SOLVER_INITS]
+                      dict(stride="quadratic")) for name in samplers.solver_names()]
     per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
     # GGDM +PRED +TIME started from UniPC on the quadratic grid (the best solver at few steps)
@@ -282,7 +284,7 @@ def _catalogue():
     # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
     ld3 = objectives.get("ld3")
     rows += [LearnedRow(f"ld3_{name}", family=name, objective=ld3.name, time=True, stride="",
-                        select=ld3.default_select()) for name in ld3.families()]
+                        select=ld3.default_select()) for name in LD3_ROWS]
     rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True),
              WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
                                  family="ggdm", pred=True, time=True)]

@@ -1,7 +1,7 @@
 """K-step diffusion samplers as Keras layers (docs/design.md: "Modules", "Public interfaces").
 
     layer = samplers.create("ddim", denoiser, num_steps=10, stride="quadratic", eta=0.0)
-    x_T, noise = samplers.draw_noise(seed, layer.num_steps, [B, H, W, C])
+    x_T, noise = ddss_tf.noise.draw(seed, layer.num_steps, [B, H, W, C])
     x0 = layer(x_T, noise)          # noise [K, B, H, W, C]; optional when deterministic
     layer.query_times()             # descending float64 [K], model time units
     layer.coefficients()            # dict of float64 numpy arrays after the constraint maps
@@ -19,13 +19,12 @@ their own float32 variables (`layer.trainable_variables`); the network stays fro
 and untracked.
 """
 
-from ddss_tf.noise import draw as draw_noise  # the noise a sampler call takes (ddss_tf.noise)
 from ddss_tf.samplers.base import Sampler
 from ddss_tf.samplers.registry import (create, default_stride, family, from_config, inits,
                                        label, learnable_names, loopable, names, options,
                                        solver_names)
 from ddss_tf.samplers.times import stride_names
 
-__all__ = ["Sampler", "create", "default_stride", "draw_noise", "family", "from_config", "inits",
+__all__ = ["Sampler", "create", "default_stride", "family", "from_config", "inits",
            "label",
            "learnable_names", "loopable", "names", "options", "solver_names", "stride_names"]

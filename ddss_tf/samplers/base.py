@@ -446,7 +446,7 @@ class Sampler(keras.layers.Layer):
             if self.stochastic:
                 raise ValueError(
                     f"the {self.family} sampler draws noise: pass noise of shape "
-                    f"[num_steps={self.num_steps}, B, H, W, C] (see samplers.draw_noise)")
+                    f"[num_steps={self.num_steps}, B, H, W, C] (see ddss_tf.noise.draw)")
             return x_T, None
         noise = tf.convert_to_tensor(noise)
         expected = tf.TensorShape([self.num_steps]).concatenate(x_T.shape)

@@ -75,13 +75,6 @@ def solver_inits():
     return tuple(_SOLVERS)
 
 
-def __getattr__(name):
-    """SOLVER_INITS: `solver_inits()`, derived, for the modules that read it by that name."""
-    if name == "SOLVER_INITS":
-        return solver_inits()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class _Inits:
     """GGDM.inits: the learnable families' baselines, then every solver (`solver_inits()`)."""
 

@@ -14,7 +14,6 @@ from typing import List, Optional, Union
 from ddss_tf import data, models, noise, samplers, settings
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
-from ddss_tf.samplers import ggdm
 from ddss_tf.schedules import MAX_TIMESTEPS
 from ddss_tf.search import objectives, strategies
 from ddss_tf.search.objectives import FEW_STEPS
@@ -177,7 +176,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         if samplers.inits(self.family) and self.init not in samplers.inits(self.family):
             raise ValueError(f"init {self.init!r} does not apply to the {self.family} family; "
                              f"accepted: {', '.join(samplers.inits(self.family))}")
-        if self.init in ggdm.SOLVER_INITS and not self.pred:
+        if self.init in samplers.solver_names() and not self.pred:
             raise ValueError(f"init {self.init!r} needs pred (+PRED, --pred): without it x0_hat "
                              "comes from Theorem 1's marginals, which are not the solver's")
         if self.stride not in samplers.stride_names():
@@ -258,7 +257,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     def run_name(self):
         """The work directory name ddss_search gives this search:
         [<objective>_]<family>[_pred][_time][_<solver init>]_k<K>[_w<guidance scale>][_warm]
-        (no objective for kid; a solver init: ggdm.SOLVER_INITS; warm: start_from)."""
+        (no objective for kid; a solver init: samplers.solver_names(); warm: start_from)."""
         parts = ([self.objective] if objectives.get(self.objective).run_prefix else []) + \
             [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
@@ -270,7 +269,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     def _solver_init(self):
         """Whether the sampler starts from a training-free solver's coefficients (a GGDM init
         beyond the paper's DDPM / DDIM), which the run's name and label then say."""
-        return self.init in ggdm.SOLVER_INITS and self.init in samplers.inits(self.family)
+        return self.init in samplers.solver_names() and self.init in samplers.inits(self.family)
 
     def guidance_scales(self):
         """The guidance scales of the search as a tuple: (w,) or the anchors of a sampler

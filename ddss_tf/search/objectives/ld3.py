@@ -2,7 +2,7 @@
 many-step teacher from the same x_T.
 
 A learned-schedule competitor to DDSS. LD3 keeps a training-free solver (an ODE solver of
-`ggdm.SOLVER_INITS`) and learns where it queries the network: its K times (the +TIME
+`samplers.solver_names()`) and learns where it queries the network: its K times (the +TIME
 logits, `samplers.times`), by matching the teacher (search.teacher). Its "soft teacher"
 relaxation lets the student match the teacher's output for any x'_T in a small ball around
 x_T, so a few-step solver need not spend its steps on matching the teacher exactly:
@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from ddss_tf import samplers
-from ddss_tf.samplers import ggdm
 from ddss_tf.search import teacher as teacher_lib
 from ddss_tf.search.objectives import base, teacher_base
 
@@ -41,7 +40,7 @@ class LD3(teacher_base.TeacherObjective):
                "(ddss_tf.search.objectives.ld3)")
 
     def families(self):
-        return ggdm.SOLVER_INITS
+        return samplers.solver_names()
 
     def default_optimisation(self, num_steps):
         return 400, 1e-2
