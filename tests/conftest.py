@@ -8,8 +8,15 @@ Fixtures: `isolated_cache` (a test module applies it to all its tests with
 `pytestmark = pytest.mark.usefixtures("isolated_cache")`).
 """
 
-import pytest
-import tensorflow as tf
+import os
+
+# The CPU allocator's statistics (tf.config.experimental.get_memory_info, read by the memory
+# tests) exist only with TensorFlow's BFC allocator, which TensorFlow picks for the CPU on some
+# machines and not on others; ask for it before TensorFlow starts.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 _CPUS = tf.config.list_physical_devices("CPU")
 try:
