@@ -1,7 +1,8 @@
 """--select=best: the search keeps the coefficients with the lowest validation FID (the start
 included), never a NaN, resumes mid-evaluation as if uninterrupted, and reads old work
 directories as select=last. The kept step follows a scripted validation sequence; the real
-validation FID is recomputed independently on the validation seed."""
+validation FID is recomputed independently on the validation seed. --select=paired keeps the
+start unless a candidate beats it in the paired resamples (their fraction against scipy's FID)."""
 
 import json
 import os
@@ -9,12 +10,13 @@ import tempfile
 
 import numpy as np
 import pytest
+import scipy.linalg
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, interrupt
+from ddss_tf import evaluation, export, interrupt, metrics
 from ddss_tf.noise import VALIDATION_SEED
 from ddss_tf.search import SearchConfig, run_search
-from ddss_tf.search import run as run_lib
+from ddss_tf.search import select as select_lib
 from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import Run
 from search_helpers import QUIET, sigint_at, tiny_config, values
@@ -26,13 +28,13 @@ def _scripted_validation(monkeypatch, scripted):
     """Replace the validation FID of step s by scripted[s] (the real one is recorded, with
     the sampler's variables it was computed on): {step: (real fid, variables)}."""
     seen = {}
-    original = run_lib.BestCoefficients.consider
+    original = select_lib.Kept.consider
 
     def consider(self, layer, step, fid):
         seen[step] = (fid, values(layer.trainable_variables))
         return original(self, layer, step, scripted[step])
 
-    monkeypatch.setattr(run_lib.BestCoefficients, "consider", consider)
+    monkeypatch.setattr(select_lib.Kept, "consider", consider)
     return seen
 
 
@@ -92,19 +94,19 @@ def test_select_best_resumed_mid_evaluation_equals_uninterrupted(tmp_path, monke
     full = run_search(cfg, str(tmp_path / "full"), log=QUIET)
     assert full["selected"]["step"] == 2
 
-    original = run_lib.Run.validate
+    original = select_lib.Selection.validate
 
     def dies(self, step):
         if step == 2:
             raise RuntimeError("killed in the evaluation")
         return original(self, step)
 
-    monkeypatch.setattr(run_lib.Run, "validate", dies)
+    monkeypatch.setattr(select_lib.Selection, "validate", dies)
     with pytest.raises(RuntimeError, match="killed"):
         run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
     ckpt_dir = str(tmp_path / "resumed" / "checkpoints")
     assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-2")
-    monkeypatch.setattr(run_lib.Run, "validate", original)
+    monkeypatch.setattr(select_lib.Selection, "validate", original)
     resumed = run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
     assert resumed["selected"] == full["selected"]
     assert _coefficients(tmp_path / "resumed") == _coefficients(tmp_path / "full")
@@ -129,3 +131,64 @@ def test_select_defaults_and_work_directories_from_before_it(tmp_path):
     del old["select"]
     assert workdir_lib.differing_settings(old, SearchConfig(select="last")) == []
     assert workdir_lib.differing_settings(old, SearchConfig()) == ["select"]
+
+
+# ---- select=paired: a candidate must beat the start with confidence --------------------------
+
+def _scripted_pairs(monkeypatch, fids, confidences):
+    """Validation FIDs {step: fid} (the real features kept) and paired confidences {step: c}."""
+    original = select_lib.Selection._score
+    step_of = {}
+
+    def score(self, step):
+        step_of["now"] = step
+        _, features = original(self, step)
+        return fids[step], features
+
+    monkeypatch.setattr(select_lib.Selection, "_score", score)
+    monkeypatch.setattr(select_lib.Selection, "_confidence",
+                        staticmethod(lambda *a: confidences[step_of["now"]]))
+
+
+def test_select_paired_keeps_the_start_when_no_candidate_beats_it_with_confidence(
+        tmp_path, monkeypatch):
+    # Every later step has a lower validation FID than the start, but beats it only as often as
+    # a coin toss: the start is kept, its coefficients exactly.
+    cfg = tiny_config(train_steps=3, eval_every=1, select="paired", learning_rate=5e-2)
+    _scripted_pairs(monkeypatch, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0}, {1: 0.5, 2: 0.6, 3: 0.94})
+    results = run_search(cfg, str(tmp_path / "coin"), log=QUIET)
+    assert results["selected"]["step"] == 0
+    start = Run(cfg, tempfile.gettempdir(), QUIET).layer
+    got = export.load_coefficients(str(tmp_path / "coin" / "coefficients.json"),
+                                   start.denoiser, remat=False)
+    for a, b in zip(values(got.trainable_variables), values(start.trainable_variables)):
+        np.testing.assert_array_equal(a, b)
+    # With confidence, the lowest FID among the confident candidates is kept.
+    _scripted_pairs(monkeypatch, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0}, {1: 0.99, 2: 0.97, 3: 0.5})
+    results = run_search(cfg, str(tmp_path / "sure"), log=QUIET)
+    assert results["selected"]["step"] == 2
+
+
+def _fid64(a, mean, cov):
+    mu, c = a.mean(0), np.cov(a, rowvar=False)
+    root = scipy.linalg.sqrtm(c @ cov).real
+    return float(((mu - mean) ** 2).sum() + np.trace(c + cov - 2 * root))
+
+
+def test_paired_fid_confidence_is_the_fraction_of_paired_resamples_won():
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(3000, 6))
+    mean, cov = ref.mean(0), np.cov(ref, rowvar=False)
+    start = rng.normal(size=(400, 6)) + 0.15          # a little off the data
+    better = start - 0.1                               # the same samples, moved closer
+    worse = start + 0.3
+    want, draws = 0, np.random.default_rng(0)
+    for _ in range(50):  # the same resamples as the function's (seed 0), scipy's FID
+        rows = draws.integers(0, 400, 400)
+        want += _fid64(better[rows], mean, cov) < _fid64(start[rows], mean, cov)
+    got = metrics.paired_fid_confidence(better, start, mean, cov, resamples=50, seed=0)
+    assert got == want / 50 and got > 0.95
+    assert metrics.paired_fid_confidence(worse, start, mean, cov, resamples=50) < 0.05
+    assert metrics.paired_fid_confidence(start, start, mean, cov, resamples=50) == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.paired_fid_confidence(start[:10], start, mean, cov)

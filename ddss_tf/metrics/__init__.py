@@ -36,6 +36,7 @@ from ddss_tf.metrics.scores import (
     fid_from_statistics,
     inception_score,
     kid,
+    paired_fid_confidence,
 )
 
 __all__ = [
@@ -56,5 +57,6 @@ __all__ = [
     "kid_loss",
     "load_inception",
     "mmd2",
+    "paired_fid_confidence",
     "reference_statistics",
 ]

@@ -15,16 +15,14 @@ from ddss_tf import data, models, noise, samplers, settings
 from ddss_tf.metrics import mmd
 from ddss_tf.precision import PRECISIONS
 from ddss_tf.schedules import MAX_TIMESTEPS
-from ddss_tf.search import objectives, strategies
+from ddss_tf.search import objectives, start, strategies
+from ddss_tf.search.select import SELECTS
 from ddss_tf.search.objectives import FEW_STEPS
 
 __all__ = ["SearchConfig", "default_optimisation", "default_select", "FEW_STEPS", "LR_DECAYS",
            "SELECTS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
-# Which coefficients a search keeps: its last step's, or the best on validation samples
-# (SearchConfig.select).
-SELECTS = ("last", "best")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
 MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
 
@@ -52,7 +50,8 @@ def _searchable_families():
 
 
 def _inits():
-    return sorted({i for f in samplers.learnable_names() for i in samplers.inits(f)})
+    return sorted({i for f in samplers.learnable_names() for i in samplers.inits(f)}) + [
+        start.AUTO]
 
 
 _ = settings.setting  # every field below: (default, help, accepted values / bounds)
@@ -73,7 +72,9 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     time: bool = _(True, "+TIME: learn the query times.")
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
-    init: str = _("ddim", "Baseline the untrained sampler reproduces.", choices=_inits)
+    init: str = _("ddim", "Baseline the untrained sampler reproduces; auto: the best "
+                  "training-free sampler on validation samples over every grid (or --stride), "
+                  "screened at the start (search.start).", choices=_inits)
     start_from: List[str] = _(
         help="Start from learned coefficients instead of --init's: coefficients.json files of "
         "samplers of this family, K and settings (e.g. finished searches'). A search across "
@@ -113,8 +114,10 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     select: Optional[str] = _(
         None, "Coefficients kept: best: those of the start or of a periodic evaluation with "
         "the lowest FID on --eval_samples validation samples (noise.VALIDATION_SEED: x_T never "
-        "used by the final evaluation or the benchmark); last: the last step's (the paper's). "
-        "Default: the objective's.", choices=SELECTS)
+        "used by the final evaluation or the benchmark); paired: as best, kept only when it "
+        "beats the start in 95% of paired bootstrap resamples of those samples "
+        "(search.select); last: the last step's (the paper's). Default: the objective's.",
+        choices=SELECTS)
     grad_clip: float = _(1.0, "Global-norm gradient clipping; 0 disables.", lower=0)
     seed: int = _(0, "Seed of every training batch's noise.", lower=0, upper=MAX_SEED)
     xla: bool = _(True, "XLA-compile the search step.")
@@ -147,7 +150,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         # Likewise the looped chain, for the families whose steps cannot run in a loop.
         if self.family in samplers.names() and not samplers.loopable(self.family):
             self.loop = False
-        if not self.stride and self.family in samplers.names():
+        if not self.stride and self.family in samplers.names() and self.init != start.AUTO:
             self.stride = samplers.default_stride(self.family)
         steps, lr = default_optimisation(self.num_steps, self.objective)
         if self.train_steps is None:
@@ -173,13 +176,15 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         objective = objectives.get(self.objective)
         objective.validate(self)
         objective.check_family(self, objectives.all_objectives())
-        if samplers.inits(self.family) and self.init not in samplers.inits(self.family):
+        inits = samplers.inits(self.family)
+        if inits and self.init not in inits + (start.AUTO,):
             raise ValueError(f"init {self.init!r} does not apply to the {self.family} family; "
-                             f"accepted: {', '.join(samplers.inits(self.family))}")
+                             f"accepted: {', '.join(inits + (start.AUTO,))}")
         if self.init in samplers.solver_names() and not self.pred:
             raise ValueError(f"init {self.init!r} needs pred (+PRED, --pred): without it x0_hat "
                              "comes from Theorem 1's marginals, which are not the solver's")
-        if self.stride not in samplers.stride_names():
+        if self.stride not in samplers.stride_names() and not (
+                self.init == start.AUTO and not self.stride):
             raise ValueError(f"unknown stride {self.stride!r}; accepted: "
                              f"{', '.join(samplers.stride_names())}")
         if self.kernel not in mmd.kernel_names():
@@ -301,13 +306,15 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                 + (" (warm start)" if self.start_from else ""))
         return objectives.get(self.objective).label(self, ddss)
 
-    def build_sampler(self, denoiser):
-        """The learnable sampler layer this search learns, over `denoiser` (not yet trained)."""
-        init = self.init if samplers.inits(self.family) else None
+    def build_sampler(self, denoiser, start=None):
+        """The learnable sampler layer this search learns, over `denoiser` (not yet trained),
+        from its init and stride, or from those of `start` (a search.start.Start: where an
+        "auto" init starts)."""
+        init, stride = (self.init, self.stride) if start is None else (start.init, start.stride)
         return samplers.create(self.family, denoiser, num_steps=self.num_steps,
-                               stride=self.stride, remat=self.remat, loop=self.loop,
-                               time=self.time, init=init, pred=self.pred,
-                               guidance_scales=self.guidance_anchors())
+                               stride=stride, remat=self.remat, loop=self.loop, time=self.time,
+                               init=init if samplers.inits(self.family) else None,
+                               pred=self.pred, guidance_scales=self.guidance_anchors())
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

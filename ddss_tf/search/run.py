@@ -16,9 +16,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, files, guidance, images, models, noise, summaries
+from ddss_tf import evaluation, export, files, guidance, images, models, summaries
 from ddss_tf.evaluation import report
-from ddss_tf.search import objectives, strategies, workdir as workdir_lib
+from ddss_tf.search import (objectives, select as select_lib, start as start_lib, strategies,
+                            workdir as workdir_lib)
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
 
@@ -27,48 +28,13 @@ __all__ = ["run_search", "Run"]
 _now = time.monotonic  # the search clock (a test replaces it)
 
 
-class BestCoefficients(tf.Module):
-    """The sampler's variables at the periodic evaluation (or the start) with the lowest
-    validation FID so far (SearchConfig.select = "best"), checkpointed with the run so a
-    resumed search keeps them.
-
-    fid: the lowest validation FID (inf before any); step: its step (-1 before any);
-    considered: the last step evaluated (-1 before any); values: copies of the layer's
-    trainable variables at `step`.
-    """
-
-    def __init__(self, layer):
-        super().__init__(name="best")
-        self.fid = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="fid")
-        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="step")
-        self.considered = tf.Variable(-1, dtype=tf.int64, trainable=False, name="considered")
-        self.values = [tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"value_{i}")
-                       for i, v in enumerate(layer.trainable_variables)]
-
-    def consider(self, layer, step, fid):
-        """Keep the layer's variables if `fid` (finite) is the lowest so far; True if kept."""
-        self.considered.assign(step)
-        if not fid < float(self.fid):  # NaN is never kept
-            return False
-        self.fid.assign(fid)
-        self.step.assign(step)
-        for kept, v in zip(self.values, layer.trainable_variables):
-            kept.assign(tf.convert_to_tensor(v))
-        return True
-
-    def restore_into(self, layer):
-        """Set the layer's variables to the kept ones (a no-op before any was kept)."""
-        if int(self.step) >= 0:
-            for kept, v in zip(self.values, layer.trainable_variables):
-                v.assign(tf.convert_to_tensor(kept))
-
-
 class Run:
     """One search, resolved from its config once.
 
     Attributes: cfg, workdir, log, chief (whether this process writes), strategy,
-    evaluator (evaluation.Evaluator: model, data, feature networks, scorer), layer (the
-    learnable sampler, in the strategy's scope) and trainer (search.Trainer).
+    evaluator (evaluation.Evaluator: model, data, feature networks, scorer), start (the
+    search.start.Start the layer is built from), layer (the learnable sampler, in the
+    strategy's scope), objective and trainer (search.Trainer).
     """
 
     def __init__(self, cfg, workdir, log=print, chief=True):
@@ -78,20 +44,22 @@ class Run:
         self.objective = objectives.get(cfg.objective)
         ks = (cfg.num_steps,) + tuple(self.objective.extra_num_steps(cfg))
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
+        self.start = start_lib.resolve(cfg, ev, self.path(workdir_lib.START), self.log)
         with self.strategy.scope():
-            self.layer = cfg.build_sampler(ev.sampling_denoiser)
+            self.layer = cfg.build_sampler(ev.sampling_denoiser, self.start)
         if cfg.start_from:
             self._start_from(cfg.start_from)
         loss = self.objective.loss(cfg, ev, self.strategy.num_replicas_in_sync, self.log)
         self.trainer = Trainer(self.layer, ev.extractor, loss, self.strategy, cfg,
                                ev.image_shape)
-        self.best = BestCoefficients(self.layer) if cfg.select == "best" else None
         # A sampler across guidance scales is finally scored at every anchor ...
         anchors = cfg.guidance_anchors() or ()
         self.scale_evaluators = [ev.at_guidance_scale(w) for w in anchors]
         # ... and validated at the anchors and between them.
-        self.validation_evaluators = [ev.at_guidance_scale(w) for w in
-                                      guidance.validation_scales(anchors)] if anchors else []
+        validators = [ev.at_guidance_scale(w) for w in
+                      guidance.validation_scales(anchors)] if anchors else [ev]
+        self.selection = None if cfg.select == "last" else select_lib.Selection(
+            cfg, self.layer, validators, self.log)
 
     def _start_from(self, paths):
         """Start the layer from learned samplers' coefficients.json (SearchConfig.start_from):
@@ -124,8 +92,8 @@ class Run:
         cfg, trainer, strategy = self.cfg, self.trainer, self.strategy
         state = dict(step=trainer.step, sampler=self.layer, optimizer=trainer.optimizer,
                      **trainer.loss.checkpointed())  # the loss's own variables (LD3's offsets)
-        if self.best is not None:
-            state["best"] = self.best
+        if self.selection is not None:
+            state["best"] = self.selection.kept
         ckpt = tf.train.Checkpoint(**state)
         chief_dir = self.path(workdir_lib.CHECKPOINTS)
         # Every worker saves (the save is collective); only the chief's copy is kept. The others
@@ -147,9 +115,9 @@ class Run:
             # The untrained sampler is a candidate too (a search never keeps worse than its
             # start); and a checkpoint is saved before its step's evaluation: a run resumed
             # from one validates the restored coefficients, which are that step's.
-            if self.chief and self.best is not None and (step == 0 or evaluated(step)) and \
-                    int(self.best.considered) < step:
-                self.validate(step)
+            if self.chief and self.selection is not None and (step == 0 or evaluated(step)) \
+                    and int(self.selection.kept.considered) < step:
+                self.selection.validate(step)
 
         def after_step(step, metrics):
             summaries.scalar("train/loss", metrics["loss"], step)
@@ -162,8 +130,8 @@ class Run:
             for label, base in baselines.items():
                 summaries.scalar(f"eval/fid_{label.replace(' ', '_')}", base["fid"], step)
             shown = dict(fid=scores["fid"])
-            if self.best is not None:
-                shown["best"] = self.validate(step)
+            if self.selection is not None:
+                shown["best"] = self.selection.validate(step)
             return shown
 
         stopped = "stopped by {signal}" if self.chief else "stopped with the cluster ({signal})"
@@ -213,21 +181,6 @@ class Run:
         return (cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample
                 + self.objective.network_evaluations(cfg))
 
-    def validate(self, step):
-        """select = "best": FID of the sampler at `step` on cfg.eval_samples validation samples
-        (noise.VALIDATION_SEED), kept by self.best if the lowest so far (a sampler across
-        guidance scales: the mean FID over `guidance.validation_scales`). Returns the lowest."""
-        fids = []
-        for ev in self.validation_evaluators or [self.evaluator]:
-            imgs = ev.sample(self.layer, self.cfg.eval_samples, seed=noise.VALIDATION_SEED)
-            fids.append(float(ev.scorer(imgs)["fid"]) if np.all(np.isfinite(imgs)) else np.nan)
-            if self.validation_evaluators:
-                summaries.scalar(f"validation/fid_w{ev.guidance.scale:g}", fids[-1], step)
-        fid = float(np.mean(fids))
-        self.best.consider(self.layer, step, fid)
-        summaries.scalar("validation/fid", fid, step)
-        return float(self.best.fid)
-
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""
         imgs = self.evaluator.sample(self.layer, self.cfg.eval_samples)
@@ -238,23 +191,6 @@ class Run:
         summaries.image("samples", grid, step)
         images.write_png(self.path(workdir_lib.SAMPLES, f"step_{step:06d}.png"), grid)
         return scores
-
-    def select_best(self):
-        """select = "best": put the kept coefficients in the layer. Returns
-        {step, validation_fid, validation_samples} of the kept ones, or None (select = "last",
-        or no finite validation FID: the last step's are kept)."""
-        if self.best is None:
-            return None
-        step = int(self.best.step)
-        if step < 0:
-            self.log("select=best: no evaluation had a finite validation FID; keeping the last "
-                     "step's coefficients")
-            return None
-        self.best.restore_into(self.layer)
-        fid = float(self.best.fid)
-        self.log(f"select=best: keeping the coefficients of step {step} (validation FID "
-                 f"{fid:.4f} on {self.cfg.eval_samples} samples)")
-        return dict(step=step, validation_fid=fid, validation_samples=self.cfg.eval_samples)
 
     def redraw_command(self, batch):
         """The ddss_sample command that draws the evaluation's first batch of `batch` samples
@@ -274,7 +210,7 @@ class Run:
         """Final evaluation on cfg.final_samples, then coefficients, export and results (last:
         results.json marks the search finished)."""
         cfg, ev, n, k = self.cfg, self.evaluator, self.cfg.final_samples, self.cfg.num_steps
-        selected = self.select_best()
+        selected = None if self.selection is None else self.selection.restore()
         if self.scale_evaluators:  # coefficients.json's coefficients and query_times: at w_max
             self.layer.set_guidance_scale(cfg.evaluation_scale())
         base_scores, base_images = ev.baselines(k, n, cache=self.baselines_file("final", n),
@@ -378,6 +314,7 @@ def run_search(cfg, workdir, log=print):
             return _finished(workdir, finished, log)
         workdir_lib.retire_results(workdir)
         workdir_lib.write_config(workdir, cfg)
+        run.start.save(run.path(workdir_lib.START))
         log(f"{cfg.family} pred={cfg.pred} time={cfg.time} K={cfg.num_steps} on {cfg.model}; "
             f"{run.strategy.num_replicas_in_sync} replica(s); {cfg.train_steps} steps of batch "
             f"{cfg.batch_size}")

@@ -9,6 +9,7 @@ Work directory (the names below are the only spelling of them):
   coefficients.json    the learned sampler (export.write_coefficients)
   export/<version>/    SavedModel (export.export_sampler)
   search_cost.json     the training loop's wall time over every session
+  start.json           an "auto" start's screen of the training-free samplers (search.start)
   baselines_*.json     cached scores of the baselines
   results.json / .md   written last: results.json marks a finished run
 
@@ -23,7 +24,7 @@ from ddss_tf import checkpoints, files
 from ddss_tf.search.config import SearchConfig
 
 __all__ = ["CONFIG", "CHECKPOINTS", "TENSORBOARD", "SAMPLES", "COMPARE", "COEFFICIENTS",
-           "EXPORT", "SEARCH_COST", "RESULTS", "REPORT", "baselines_file", "differing_settings",
+           "EXPORT", "SEARCH_COST", "START", "RESULTS", "REPORT", "baselines_file", "differing_settings",
            "check_saved_config", "write_config", "read_results", "finished_results",
            "finished_search", "retire_results"]
 
@@ -37,6 +38,7 @@ EXPORT = "export"
 # The training loop's wall time summed over every session of a run (written with each
 # checkpoint and when a session ends, so a resumed run adds to it).
 SEARCH_COST = "search_cost.json"
+START = "start.json"
 RESULTS = "results.json"
 REPORT = "results.md"
 
@@ -71,7 +73,7 @@ def differing_settings(saved, cfg, resume=False):
     sees it (with a constant learning rate, more train_steps continue the same run)."""
     saved = _with_defaults(saved) or {}
     ignore = set(_BOOKKEEPING)
-    if cfg.select == "best":  # the periodic evaluation chooses the coefficients kept
+    if cfg.select != "last":  # the periodic evaluation chooses the coefficients kept
         ignore -= {"eval_every", "eval_samples"}
     if resume and cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
         ignore.add("train_steps")

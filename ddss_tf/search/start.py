@@ -1,0 +1,116 @@
+"""Where a search starts: with init "auto", the best training-free sampler this model has at the
+search's K, chosen on validation samples, which the learnable family is then written from.
+
+Which solver and which grid are best depends on the model's schedule and on K (on a cosine-
+schedule digits model DPM-Solver++(2M)'s logSNR-uniform grid scored 6 to 19 times worse than the
+linear one; on the bundled linear-schedule model the quadratic grid wins at K <= 5), so nothing
+fixed can pick it. The screen scores every deterministic baseline the family can start from
+(`samplers.inits`, less the stochastic DDPM) on every grid (`samplers.stride_names()`, or the one
+the search names) in two rounds on the validation seed (noise.VALIDATION_SEED: never the
+evaluation's x_T):
+
+    round 1: every candidate on SCREEN_SAMPLES samples (FID in the loss's feature space)
+    round 2: the FINALISTS best on `eval_samples` samples (the first round's are a prefix)
+
+and starts from the lowest FID of round 2. An untrained layer built from the result reproduces
+that sampler (to float rounding), so the search starts no worse than the best training-free
+sampler the project has at that K. Each candidate costs K network evaluations per sample,
+forward only: at K = 10 with 6 families on 6 grids, about 260,000, a fraction of a training run's.
+The result is cached in the work directory (`workdir.START`), so a resumed search reuses it.
+"""
+
+import os
+
+import numpy as np
+
+from ddss_tf import evaluation, files, noise, samplers
+
+__all__ = ["AUTO", "SCREEN_SAMPLES", "FINALISTS", "Start", "candidates", "resolve"]
+
+AUTO = "auto"
+SCREEN_SAMPLES = 500
+FINALISTS = 4
+
+
+def candidates(family, pred, stride=""):
+    """[(init, stride)] a search of `family` with init "auto" screens: every deterministic init
+    of the family (a solver init only with +PRED) on `stride`, or on every grid when it is ""."""
+    inits = [i for i in samplers.inits(family) if i != "ddpm"]
+    if not pred:
+        inits = [i for i in inits if i in ("ddim",)]
+    strides = [stride] if stride else samplers.stride_names()
+    return [(i, s) for i in inits for s in strides]
+
+
+def _fid(ev, init, stride, num_steps, num_samples):
+    layer = ev.baseline_layer(init, num_steps, stride=stride)
+    images = ev.sample(layer, num_samples, seed=noise.VALIDATION_SEED)
+    if not np.all(np.isfinite(images)):
+        return float("inf")
+    return float(ev.scorer(images)["fid"])
+
+
+class Start:
+    """Where a search starts: `init` and `stride` (the family's options the layer is built with),
+    and for an "auto" start the screen's record (`record`: written by `save`)."""
+
+    def __init__(self, init, stride, record=None):
+        self.init, self.stride, self.record = init, stride, record
+
+    def describe(self):
+        return _describe(self.init, self.stride)
+
+    def save(self, path):
+        """Write the screen's record (nothing for a start the config names): the search's own
+        cache, so a resumed search does not screen again. Called under the work directory's
+        lock."""
+        if self.record is not None and not os.path.exists(path):
+            files.write_json(path, self.record)
+
+
+def resolve(cfg, ev, path, log):
+    """The `Start` of the search `cfg` on evaluator `ev`: cfg's init and stride unless its init is
+    "auto", else the screen's choice (read from `path` when a run with the same key wrote it;
+    nothing is written here: `Start.save`)."""
+    if cfg.init != AUTO:
+        return Start(cfg.init, cfg.stride)
+    pairs = candidates(cfg.family, cfg.pred, cfg.stride)
+    key = _jsonable(dict(num_steps=cfg.num_steps, candidates=pairs, screen=SCREEN_SAMPLES,
+                         finalists=FINALISTS, samples=cfg.eval_samples, model=ev.model_fingerprint,
+                         inputs=ev.inputs_fingerprint))
+    cached = evaluation.read_cache(path, log)
+    if cached and cached.get("key") == key:
+        start = Start(cached["init"], cached["stride"])
+        log(f"start: {start.describe()} (screened before: {path})")
+        return start
+    first = min(SCREEN_SAMPLES, cfg.eval_samples)
+    log(f"start: screening {len(pairs)} training-free samplers at K={cfg.num_steps} on {first} "
+        f"validation samples, the best {FINALISTS} on {cfg.eval_samples} ...")
+    round1 = {p: _fid(ev, *p, cfg.num_steps, first) for p in pairs}
+    finalists = sorted(round1, key=round1.get)[:FINALISTS]
+    round2 = {p: _fid(ev, *p, cfg.num_steps, cfg.eval_samples) if cfg.eval_samples > first
+              else round1[p] for p in finalists}
+    init, stride = min(round2, key=round2.get)
+    for p in finalists:
+        log(f"  {_describe(*p):<44} FID {round2[p]:.4f} on {cfg.eval_samples}")
+    record = dict(key=key, init=init, stride=stride,
+                  round1=[dict(init=i, stride=s, fid=_finite(f)) for (i, s), f in round1.items()],
+                  round2=[dict(init=i, stride=s, fid=_finite(f)) for (i, s), f in round2.items()])
+    start = Start(init, stride, record)
+    log(f"start: {start.describe()}")
+    return start
+
+
+def _describe(init, stride):
+    return f"{samplers.label(init)} on the {stride} grid"
+
+
+def _finite(value):
+    return value if np.isfinite(value) else None
+
+
+def _jsonable(value):
+    """value as it reads back from JSON (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(value))
