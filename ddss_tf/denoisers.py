@@ -8,6 +8,11 @@ here, so samplers never branch on the parametrisation:
   x-prediction:   eps_hat = (x_t - alpha(t) x0_hat) / sigma(t)
   v-prediction:   x0_hat = alpha(t) x_t - sigma(t) v,  eps_hat = sigma(t) x_t + alpha(t) v
                   (Salimans & Ho 2022, with alpha^2 + sigma^2 = 1)
+  flow (velocity) prediction, on a rectified-flow schedule (`schedules.RectifiedFlow`): the
+                  network sees the flow state x_flow = c(t) x_t at its own time
+                  `schedule.network_time(t)` (time_scale * s) and returns v = eps - x0, so
+                  x0_hat = x_flow - s v,  eps_hat = x_flow + (1 - s) v
+                  (x_flow = (1 - s) x0 + s eps; s = `schedule.flow_sigma(t)`)
 
 With clip_x0=True, x0_hat is clipped to the data range and eps_hat is
 recomputed from the clipped x0_hat so the pair stays consistent with x_t.
@@ -24,10 +29,12 @@ outputs equals combining eps (or x0): the weights sum to 1 and the conversions a
 
 import tensorflow as tf
 
-__all__ = ["ConditionalDenoiser", "Denoiser", "from_eps_fn", "from_fn", "from_keras_model",
-           "predictions"]
+from ddss_tf import schedules
 
-_PREDICTIONS = ("eps", "x", "v")
+__all__ = ["ConditionalDenoiser", "Denoiser", "from_eps_fn", "from_fn", "from_keras_model",
+           "network_inputs", "predictions"]
+
+_PREDICTIONS = ("eps", "x", "v", "flow")
 
 
 def predictions():
@@ -49,7 +56,8 @@ class Denoiser:
     Args:
       fn: callable (x_t float32 [B, H, W, C], t float32 [B]) -> prediction [B, H, W, C].
       schedule: a `schedules.Schedule` (answers alpha, sigma at real t).
-      prediction: "eps", "x" or "v": what `fn` returns.
+      prediction: "eps", "x", "v" or "flow" (the velocity eps - x0 of a rectified-flow model,
+        on a `schedules.RectifiedFlow` only, which a flow model needs): what `fn` returns.
       clip_x0: clip x0_hat to `data_range` (and recompute eps_hat from it).
       data_range: (low, high) of the data, default (-1, 1).
       network: the underlying Keras model when there is one (for export and
@@ -68,6 +76,7 @@ class Denoiser:
                 f"unknown prediction {prediction!r}; accepted: {', '.join(_PREDICTIONS)}")
         if not callable(fn):
             raise ValueError(f"the model must be callable (x_t, t) -> prediction, got {type(fn)}")
+        _check_flow(prediction, schedule)
         low, high = (float(v) for v in data_range)
         if not low < high:
             raise ValueError(f"data_range must be (low, high) with low < high, got {data_range}")
@@ -87,11 +96,17 @@ class Denoiser:
         t = tf.cast(tf.convert_to_tensor(t), x_t.dtype)
         if t.shape.rank == 0:
             t = tf.fill(tf.shape(x_t)[:1], t)
-        out = tf.cast(self.fn(x_t, t), x_t.dtype)
+        out = tf.cast(self.fn(*self.network_inputs(x_t, t)), x_t.dtype)
         return self.from_prediction(out, x_t, t)
+
+    def network_inputs(self, x_t, t):
+        """(state, time) the network is called with at (x_t, t) (`network_inputs`)."""
+        return network_inputs(self.schedule, self.prediction, x_t, t)
 
     def from_prediction(self, out, x_t, t):
         """Convert a raw network output at (x_t, t) into (x0_hat, eps_hat)."""
+        if self.prediction == "flow":
+            return self._from_velocity(out, x_t, t)
         alpha = append_dims(self.schedule.alpha(t), x_t)
         sigma = append_dims(self.schedule.sigma(t), x_t)
         if self.prediction == "eps":
@@ -100,6 +115,18 @@ class Denoiser:
             x0, eps = out, (x_t - alpha * out) / sigma
         else:
             x0, eps = alpha * x_t - sigma * out, sigma * x_t + alpha * out
+        return self._clipped(x0, eps, x_t, alpha, sigma)
+
+    def _from_velocity(self, v, x_t, t):
+        """x0_hat = x_flow - s v, eps_hat = x_flow + (1 - s) v, x_flow = c x_t."""
+        s = append_dims(self.schedule.flow_sigma(t), x_t)
+        x_flow = x_t * append_dims(self.schedule.flow_scale(t), x_t)
+        x0, eps = x_flow - s * v, x_flow + (1.0 - s) * v
+        alpha = append_dims(self.schedule.alpha(t), x_t)
+        return self._clipped(x0, eps, x_t, alpha, append_dims(self.schedule.sigma(t), x_t))
+
+    def _clipped(self, x0, eps, x_t, alpha, sigma):
+        """With clip_x0: x0 clipped to the data range, eps recomputed from it and x_t."""
         if self.clip_x0:
             x0 = tf.clip_by_value(x0, *self.data_range)
             eps = (x_t - alpha * x0) / sigma
@@ -186,6 +213,27 @@ class ConditionalDenoiser:
                             network=self.network)
         denoiser.guidance_scale = guidance_scale
         return denoiser
+
+
+def network_inputs(schedule, prediction, x_t, t):
+    """(state, time) a network predicting `prediction` is called with at (x_t [B, H, W, C], t [B]):
+    x_t and t themselves, or for a flow model the flow state c(t) x_t and
+    `schedule.network_time(t)` (what `ddss_train_model` trains it on)."""
+    if prediction != "flow":
+        return x_t, t
+    return x_t * append_dims(schedule.flow_scale(t), x_t), schedule.network_time(t)
+
+
+def _check_flow(prediction, schedule):
+    """A flow model runs on a rectified-flow schedule, and such a schedule serves flow models."""
+    if (prediction == "flow") == schedules.is_flow(schedule):
+        return
+    if prediction == "flow":
+        raise ValueError(f"prediction flow (a rectified-flow velocity) needs a rectified_flow "
+                         f"schedule, got {schedule.get_config().get('kind')}; accepted with it: "
+                         f"{', '.join(p for p in _PREDICTIONS if p != 'flow')}")
+    raise ValueError(f"a rectified_flow schedule is for flow models (the network is called on "
+                     f"the flow state at its flow time): prediction flow, not {prediction}")
 
 
 def from_fn(fn, schedule, prediction="eps", clip_x0=False, data_range=(-1.0, 1.0)):

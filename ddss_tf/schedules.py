@@ -14,6 +14,12 @@ else in the package computes sqrt(1 - alpha_bar) by hand.
 
 Every query accepts a numpy array / Python scalar (answered in float64 numpy)
 or a tf.Tensor (answered in the tensor's dtype, differentiable in t).
+
+`RectifiedFlow` (`rectified_flow`) is the same interface over a rectified-flow path
+(flow matching: Liu et al. 2023; Esser et al. 2024, SD3), answered in closed form:
+the flow state x = (1 - s) x0 + s eps is the variance-preserving state scaled by
+c = sqrt((1 - s)^2 + s^2), with alpha = (1 - s) / c, sigma = s / c and
+lambda = 2 log((1 - s) / s). Its class docstring has the time map.
 """
 
 import math
@@ -23,10 +29,14 @@ import tensorflow as tf
 
 __all__ = [
         "Schedule",
+        "RectifiedFlow",
         "linear_beta",
+        "rectified_flow",
         "cosine",
         "from_config",
+        "is_flow",
         "names",
+        "same",
         "stride",
         "stride_names",
 ]
@@ -141,6 +151,130 @@ def _np_sigmoid(x):
     return np.exp(-np.logaddexp(0.0, -x))
 
 
+def _backend(t):
+    """(t as float64 numpy or a float tensor, the module answering it: np or tf's math ops)."""
+    if _is_tensor(t):
+        t = tf.convert_to_tensor(t)
+        return tf.cast(t, t.dtype if t.dtype.is_floating else tf.float32), _TF
+    return np.asarray(t, np.float64), _NP
+
+
+class _Ops:
+    def __init__(self, clip, log, log1p, sqrt, sigmoid):
+        self.clip, self.log, self.log1p, self.sqrt, self.sigmoid = clip, log, log1p, sqrt, sigmoid
+
+
+_NP = _Ops(np.clip, np.log, np.log1p, np.sqrt, _np_sigmoid)
+_TF = _Ops(tf.clip_by_value, tf.math.log, tf.math.log1p, tf.sqrt, tf.sigmoid)
+
+
+class RectifiedFlow(Schedule):
+    """A rectified-flow path (flow matching) as a schedule, in closed form.
+
+    Flow time u in (0, 1); the flow state x = (1 - s) x0 + s eps has noise level
+    s = k u / (1 + (k - 1) u), SD3's time shift k (Esser et al. 2024, section 5.3.2; k = 1 is
+    plain rectified flow, s = u). Project model time t in [0, T - 1] (what samplers query,
+    +TIME learns and strides are made of) is
+
+        u = (t + 1) / (T + 1):
+
+    the T integer times are u = 1/(T+1) .. T/(T+1), evenly spaced strictly inside (0, 1), so
+    the log-SNR is finite at both ends (2 log(T / k) at t = 0, -2 log(k T) at t = T - 1) and
+    x0 = (x - sigma eps) / alpha stays defined at the noisiest time (GGDM's predictions need
+    alpha > 0 there, as every variance-preserving schedule has). A grid point at pure noise
+    (u = 1, FlowMatchEulerDiscreteScheduler's first) is taken at t = T - 1
+    (`samplers.times`).
+
+    In variance-preserving terms, with c = sqrt((1 - s)^2 + s^2) = 1 / (alpha + sigma):
+        alpha = (1 - s) / c,   sigma = s / c,
+        lambda = 2 log((1 - s) / s) = 2 (log(1 - u) - log(u) - log(k)),
+    and back: u = sigmoid(-lambda / 2 - log(k)), t = (T + 1) u - 1; alpha and sigma come from
+    lambda as for every schedule (alpha^2 = sigmoid(lambda)).
+
+    A flow model's network ("flow" prediction, `denoisers`) takes the flow state c x_vp and
+    `network_time(t)` = time_scale * s: s itself (time_scale 1) or the SD3 timestep of
+    KerasHub and diffusers, s * 1000 (time_scale 1000).
+
+    Args:
+      num_timesteps: T >= 2, the number of integer project times.
+      shift: k > 0.
+      time_scale: > 0, the network's time per unit of s.
+    """
+
+    def __init__(self, num_timesteps=1000, shift=1.0, time_scale=1.0):
+        _check_num_timesteps(num_timesteps)
+        for name, value in (("shift", shift), ("time_scale", time_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        self._num_timesteps = int(num_timesteps)
+        self._shift, self._time_scale = float(shift), float(time_scale)
+        self._config = dict(kind="rectified_flow", num_timesteps=self._num_timesteps,
+                            shift=self._shift, time_scale=self._time_scale)
+        self._log_snrs = self.log_snr(np.arange(self._num_timesteps, dtype=np.float64))
+        log_ab = -np.logaddexp(0.0, -self._log_snrs)
+        self._alpha_bars = np.exp(log_ab)
+        self._betas = -np.expm1(np.diff(log_ab, prepend=0.0))
+
+    @property
+    def num_timesteps(self):
+        return self._num_timesteps
+
+    @property
+    def shift(self):
+        return self._shift
+
+    @property
+    def time_scale(self):
+        return self._time_scale
+
+    def flow_time(self, t):
+        """u = (t + 1) / (T + 1), the unshifted flow time; t is clipped to [0, T - 1]."""
+        t, ops = _backend(t)
+        return (ops.clip(t, 0.0, self._num_timesteps - 1.0) + 1.0) / (self._num_timesteps + 1.0)
+
+    def _noise_levels(self, t):
+        """(s, 1 - s, ops), each computed without cancellation."""
+        u = self.flow_time(t)
+        _, ops = _backend(u)
+        k = self._shift
+        denominator = 1.0 + (k - 1.0) * u
+        return k * u / denominator, (1.0 - u) / denominator, ops
+
+    def flow_sigma(self, t):
+        """s, the noise level of the flow state (1 - s) x0 + s eps (diffusers' flow sigma)."""
+        return self._noise_levels(t)[0]
+
+    def flow_scale(self, t):
+        """c = sqrt((1 - s)^2 + s^2): the flow state is c times the variance-preserving one."""
+        s, one_minus_s, ops = self._noise_levels(t)
+        return ops.sqrt(s * s + one_minus_s * one_minus_s)
+
+    def network_time(self, t):
+        """What the network is called with at project time t: time_scale * s."""
+        return self._time_scale * self.flow_sigma(t)
+
+    def t_from_flow_sigma(self, s):
+        """Inverse of `flow_sigma`: t = (T + 1) u - 1 with u = s / (k - (k - 1) s), clipped to
+        [0, T - 1]. s in [0, 1]."""
+        s, ops = _backend(s)
+        u = s / (self._shift - (self._shift - 1.0) * s)
+        return ops.clip((self._num_timesteps + 1.0) * u - 1.0, 0.0, self._num_timesteps - 1.0)
+
+    def log_snr(self, t):
+        """lambda(t) = 2 (log(1 - u) - log(u) - log(k)), u = (t + 1) / (T + 1)."""
+        u = self.flow_time(t)
+        _, ops = _backend(u)
+        return 2.0 * (ops.log1p(-u) - ops.log(u) - math.log(self._shift))
+
+    def t_from_log_snr(self, lam):
+        """Inverse of `log_snr`: t = (T + 1) sigmoid(-lambda / 2 - log(k)) - 1, clipped to
+        [0, T - 1]."""
+        lam, ops = _backend(lam)
+        u = ops.sigmoid(-0.5 * lam - math.log(self._shift))
+        return ops.clip((self._num_timesteps + 1.0) * u - 1.0, 0.0, self._num_timesteps - 1.0)
+
+
 # ---- constructors ----
 def linear_beta(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
     """Ho et al.'s linear beta schedule (T=1000, 1e-4..0.02 by default)."""
@@ -168,12 +302,32 @@ def cosine(num_timesteps=1000, s=0.008, max_beta=0.999):
                                                                                 s=float(s), max_beta=float(max_beta)))
 
 
-_SCHEDULES = {"linear_beta": linear_beta, "cosine": cosine}
+def rectified_flow(num_timesteps=1000, shift=1.0, time_scale=1.0):
+    """A rectified-flow path with SD3's time shift (`RectifiedFlow`; shift 1: plain rectified
+    flow; SD3 / SD3.5 use 3.0); the network takes time_scale * s (1000: KerasHub's and
+    diffusers' SD3 timestep)."""
+    return RectifiedFlow(num_timesteps, shift, time_scale)
+
+
+_SCHEDULES = {"linear_beta": linear_beta, "cosine": cosine, "rectified_flow": rectified_flow}
 
 
 def names():
     """Names accepted by `from_config` (the "kind" key)."""
     return sorted(_SCHEDULES)
+
+
+def is_flow(schedule):
+    """Whether `schedule` is a rectified-flow path (a `RectifiedFlow`)."""
+    return isinstance(schedule, RectifiedFlow)
+
+
+def same(a, b):
+    """Whether two schedules answer the same: a rectified flow's config (its time convention
+    included), a discrete schedule's T and betas (to 1e-9, as read back from JSON)."""
+    if is_flow(a) or is_flow(b):
+        return is_flow(a) and is_flow(b) and a.get_config() == b.get_config()
+    return a.num_timesteps == b.num_timesteps and np.allclose(a.betas, b.betas, rtol=1e-9, atol=0)
 
 
 def from_config(config):

@@ -389,7 +389,8 @@ class Sampler(keras.layers.Layer):
         """(x [B,H,W,C], t scalar) -> (x0_hat, eps_hat), frozen, rematerialised if remat.
 
         Only the network call fn(x_t, t) -> prediction is rematerialised; the cheap
-        conversion to (x0_hat, eps_hat) (`Denoiser.from_prediction`) stays outside.
+        conversions around it (`Denoiser.network_inputs`, `Denoiser.from_prediction`) stay
+        outside.
         This matters in graph mode and under XLA: tf.recompute_grad delays the
         recomputation until the gradient of its *first* output arrives, and a
         (x0_hat, eps_hat) pair whose x0_hat is unused (GGDM, VARS) would receive a
@@ -413,7 +414,7 @@ class Sampler(keras.layers.Layer):
 
         def denoise(x, t):
             t = tf.fill(tf.shape(x)[:1], tf.cast(t, x.dtype))
-            return den.from_prediction(predict(x, t), x, t)
+            return den.from_prediction(predict(*den.network_inputs(x, t)), x, t)
 
         return denoise
 

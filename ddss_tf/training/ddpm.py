@@ -1,6 +1,14 @@
-"""Train a base DDPM with L_simple (Ho et al. 2020, Algorithm 1).
+"""Train a base DDPM with L_simple (Ho et al. 2020, Algorithm 1), or a rectified-flow model.
 
 loss = E_{x_0, t ~ U{0..T-1}, eps ~ N(0, I)} || eps - eps_theta(alpha_t x_0 + sigma_t eps, t) ||^2
+
+On a rectified-flow schedule (`schedules.RectifiedFlow`, "flow" prediction) the objective is
+conditional flow matching (Lipman et al. 2023; Liu et al. 2023; Esser et al. 2024): with real
+t ~ U[0, T - 1] (flow time u = (t + 1) / (T + 1) uniform, then SD3's shift: s = flow_sigma(t)),
+
+loss = E || (eps - x_0) - v_theta((1 - s) x_0 + s eps, time_scale s) ||^2,
+
+the network called as every flow model is (`denoisers.network_inputs`).
 
 Adam with linear warm-up then cosine decay, global-norm gradient clipping, an
 exponential moving average (EMA) of the weights (the EMA weights are what gets
@@ -25,11 +33,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import data, files, schedules, summaries
+from ddss_tf import data, denoisers, files, schedules, summaries
 from ddss_tf.nets import unet
 from ddss_tf.training import loop
 
-__all__ = ["TrainConfig", "train", "export_model", "heldout_loss", "num_classes"]
+__all__ = ["TrainConfig", "train", "export_model", "heldout_loss", "num_classes", "prediction",
+           "training_pair"]
 
 
 @dataclasses.dataclass
@@ -82,6 +91,30 @@ def _make_optimizer(cfg):
     return keras.optimizers.Adam(lr, global_clipnorm=cfg.grad_clip)
 
 
+def prediction(sched):
+    """What a network trained on `sched` predicts: the velocity ("flow") on a rectified flow,
+    else eps."""
+    return "flow" if schedules.is_flow(sched) else "eps"
+
+
+def _sample_times(key, n, sched):
+    """Training times [n]: t ~ U{0..T-1} (Ho et al.), or a rectified flow's real t ~ U[0, T-1]."""
+    if schedules.is_flow(sched):
+        return tf.random.stateless_uniform([n], key, 0.0, sched.num_timesteps - 1.0)
+    return tf.cast(tf.random.stateless_uniform([n], key, 0, sched.num_timesteps, tf.int32),
+                   tf.float32)
+
+
+def training_pair(sched, x0, eps, t):
+    """(network inputs [x, t], regression target) for data x0, noise eps and times t [B]: the
+    noisy x_t = alpha x0 + sigma eps as the network sees it and eps, or for a flow model
+    its flow state and time and the velocity eps - x0."""
+    x_t = sched.alpha(t)[:, None, None, None] * x0 + sched.sigma(t)[:, None, None, None] * eps
+    kind = prediction(sched)
+    target = eps - x0 if kind == "flow" else eps
+    return list(denoisers.network_inputs(sched, kind, x_t, t)), target
+
+
 def num_classes(cfg):
     """N of a class-conditional network (labels 0..N-1, null label N); 0: unconditional."""
     return int(cfg.net.get("num_classes", 0))
@@ -111,7 +144,6 @@ def batch_labels(key, labels, dropout, null):
 def _make_train_step(cfg, model, optimizer, ema, images, sched, labels=None):
     n = images.shape[0]
     images = tf.constant(images)
-    num_t = sched.num_timesteps
     null = num_classes(cfg)
 
     @tf.function(jit_compile=cfg.xla)
@@ -120,17 +152,15 @@ def _make_train_step(cfg, model, optimizer, ema, images, sched, labels=None):
         k_idx, k_t, k_eps = tf.unstack(tf.random.experimental.stateless_split(key, 3))
         idx = tf.random.stateless_uniform([cfg.batch_size], k_idx, 0, n, tf.int32)
         x0 = tf.gather(images, idx)
-        t = tf.cast(tf.random.stateless_uniform([cfg.batch_size], k_t, 0, num_t, tf.int32),
-                    tf.float32)
+        t = _sample_times(k_t, cfg.batch_size, sched)
         eps = tf.random.stateless_normal(tf.shape(x0), k_eps)
-        x_t = sched.alpha(t)[:, None, None, None] * x0 + sched.sigma(t)[:, None, None, None] * eps
-        inputs = [x_t, t]
+        inputs, target = training_pair(sched, x0, eps, t)
         if labels is not None:  # its own key: the unconditional sequence stays as it was
             inputs.append(batch_labels(tf.random.experimental.stateless_fold_in(key, 1),
                                        tf.gather(labels, idx), cfg.label_dropout, null))
         with tf.GradientTape() as tape:
             pred = model(inputs, training=True)
-            loss = tf.reduce_mean(tf.square(pred - eps))
+            loss = tf.reduce_mean(tf.square(pred - target))
         grads = tape.gradient(loss, model.trainable_variables)
         grad_norm = tf.linalg.global_norm(grads)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -197,7 +227,8 @@ def _train(cfg, workdir, log):
     held_images, held_labels = data.load_labeled(cfg.dataset, "heldout")
     held = heldout_loss(model, sched, held_images,
                         labels=held_labels if num_classes(cfg) else None)
-    log(f"held-out L_simple of the EMA weights: {held:.5f}")
+    log(f"held-out {'velocity MSE' if prediction(sched) == 'flow' else 'L_simple'} of the EMA "
+        f"weights: {held:.5f}")
     return export_model(model, cfg, os.path.join(workdir, "model"),
                         extra=dict(heldout_loss=held, heldout_loss_seed=0, heldout_loss_repeats=8))
 
@@ -222,8 +253,9 @@ def _summaries(cfg, optimizer):
 
 
 def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512, labels=None):
-    """L_simple on images with fixed t and eps (stateless RNG from seed), averaged over repeats;
-    given their labels, a class-conditional model's conditional L_simple.
+    """L_simple (a flow model's velocity MSE) on images with fixed t and eps (stateless RNG from
+    seed, t drawn as in training), averaged over repeats; given their labels, a
+    class-conditional model's conditional loss.
 
     Deterministic for a given model, so it is recorded at export and re-checked by the tests.
     """
@@ -232,16 +264,15 @@ def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512, labels
     total = 0.0
     for r in range(repeats):
         k_t, k_eps = tf.unstack(tf.random.experimental.stateless_split([seed, r], 2))
-        t = tf.cast(tf.random.stateless_uniform([n], k_t, 0, sched.num_timesteps, tf.int32),
-                    tf.float32)
+        t = _sample_times(k_t, n, sched)
         eps = tf.random.stateless_normal(tf.shape(images), k_eps)
-        x_t = sched.alpha(t)[:, None, None, None] * images + sched.sigma(t)[:, None, None, None] * eps
+        (x_in, t_in), target = training_pair(sched, images, eps, t)
         for i in range(0, n, batch_size):
-            inputs = [x_t[i:i + batch_size], t[i:i + batch_size]]
+            inputs = [x_in[i:i + batch_size], t_in[i:i + batch_size]]
             if labels is not None:
                 inputs.append(tf.constant(labels[i:i + batch_size], tf.int32))
             pred = model(inputs, training=False)
-            total += float(tf.reduce_sum(tf.square(pred - eps[i:i + batch_size])))
+            total += float(tf.reduce_sum(tf.square(pred - target[i:i + batch_size])))
     return total / (repeats * int(tf.size(images)))
 
 
@@ -249,7 +280,8 @@ def export_model(model, cfg, out_dir, extra=None):
     """Write out_dir/config.json + out_dir/model.weights.h5 (what `pretrained` loads)."""
     os.makedirs(out_dir, exist_ok=True)
     model.save_weights(os.path.join(out_dir, "model.weights.h5"))
-    meta = dict(kind="ddpm", prediction="eps", net=dict(cfg.net, image_shape=list(model.input_shape[0][1:])),
+    meta = dict(kind="ddpm", prediction=prediction(schedules.from_config(cfg.schedule)),
+                net=dict(cfg.net, image_shape=list(model.input_shape[0][1:])),
                 schedule=cfg.schedule, dataset=cfg.dataset, train_config=dataclasses.asdict(cfg),
                 data_range=[-1.0, 1.0], exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     meta.update(extra or {})
