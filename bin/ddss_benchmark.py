@@ -29,7 +29,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "ddss_runs/benchmark", "Where the cells cache and the outputs go.")
 flags.DEFINE_list("samplers", list(_B.samplers), "Rows to evaluate; accepted: "
                   + ", ".join(benchmark.sampler_names()) + ". Default with --guidance_scale: "
-                  + ",".join(benchmark.default_samplers(conditional=True)) + ".")
+                  + ",".join(benchmark.default_samplers(conditional=True)) + "; a rectified-flow model "
+                  "(prediction flow) adds its rows " + ",".join(benchmark.FLOW_ROWS) + ".")
 flags.DEFINE_list("num_steps", [str(k) for k in _B.num_steps], "Columns: K values.")
 flags.DEFINE_integer("num_samples", _B.num_samples, "Samples per cell (FID's bias shrinks as it "
                      "grows; the row training_data shows the bias at this count).", lower_bound=2)
@@ -68,7 +69,7 @@ def _config():
                                  **cli.flag_settings(SearchConfig, _TEMPLATE),
                                  guidance_scale=FLAGS.guidance_scale)
     rows = FLAGS.samplers if FLAGS["samplers"].present else benchmark.default_samplers(
-        conditional=FLAGS.guidance_scale is not None)
+        conditional=FLAGS.guidance_scale is not None, flow=search.prediction == "flow")
     return benchmark.BenchmarkConfig(samplers=tuple(rows), num_steps=ks, guidance_anchors=anchors,
                                      num_samples=FLAGS.num_samples, searches=FLAGS.searches,
                                      only_searched=FLAGS.only_searched,

@@ -23,7 +23,10 @@ The contract of a network brought from outside: x_t float32 [B, H, W, C] (H, W, 
 fixed, data range [-1, 1] before noising), t float32 [B] real-valued model time in
 [0, T - 1], output [B, H, W, C] that is eps, x0 or v (`prediction`; converted once by
 `ddss_tf.denoisers`), or [B, H, W, 2C] for eps with a learned variance (iDDPM / ADM
-"learn_sigma": eps first; the denoiser uses those C channels). A TF1 checkpoint records
+"learn_sigma": eps first; the denoiser uses those C channels). A rectified-flow model
+(prediction "flow", with a rectified_flow schedule) is called instead on the flow state
+(1 - s) x0 + s eps at time time_scale * s (the schedule's; `schedules.RectifiedFlow`) and
+returns the velocity eps - x0. A TF1 checkpoint records
 no image size: `image_size` (S, for S x S images), or a `model_preset` naming a
 released model, which also carries its schedule. Such a file carries no schedule, so
 `schedule` is required:
@@ -48,6 +51,7 @@ from ddss_tf.nets import diffusion_tf, saved_model_net
 from ddss_tf.nets import unet  # noqa: F401  (registers the UNet layers a .keras file may use)
 
 __all__ = ["ModelSpec", "OPTIONS", "DEFAULTS", "ACCEPTED", "options", "flags", "kind",
+           "own_prediction",
            "carries_schedule", "load_schedule", "load", "load_denoiser", "image_shape",
            "fingerprint", "describe"]
 
@@ -69,7 +73,10 @@ class ModelSpec:
     num_timesteps: int = settings.setting(
         1000, "T of a --schedule given by name.", lower=2, upper=schedules.MAX_TIMESTEPS)
     prediction: str = settings.setting(
-        "eps", "What the model returns: eps, x (= x0) or v.", choices=denoisers.predictions)
+        "", "What the model returns: eps, x (= x0), v, or flow (a rectified-flow model's "
+        "velocity eps - x0, with a rectified_flow schedule). Empty: the model's own (digits "
+        "models and ddss_train_model directories carry theirs), eps for a file.",
+        choices=denoisers.predictions)
     model_preset: str = settings.setting(
         "", "A released diffusion_tf model (Ho et al.) for a TF1 checkpoint --model: fixes its "
         "image size and schedule (cifar10: 32x32, linear betas 1e-4..0.02, T = 1000; the others "
@@ -93,6 +100,22 @@ _KINDS = dict(digits="a bundled digits DDPM", model_dir="a ddss_train_model dire
               tf1_checkpoint="a TF1 checkpoint")
 
 
+def own_prediction(model):
+    """What `model` predicts when no prediction is given: a bundled model's or a
+    ddss_train_model directory's own (its config.json's), eps for any other (a file carries
+    none, nor does a model that does not load: `load` says why)."""
+    try:
+        which = kind(model)
+        if which == "digits":
+            return pretrained.load_config(pretrained.asset_dir(
+                pretrained.BUNDLED_DDPMS[model])).get("prediction", "eps")
+        if which == "model_dir":
+            return pretrained.load_config(model).get("prediction", "eps")
+    except (OSError, ValueError):
+        pass
+    return "eps"
+
+
 def options(cfg):
     """{name: value} of the OPTIONS an object (e.g. a SearchConfig) has, defaults for the rest."""
     return {k: getattr(cfg, k, DEFAULTS[k]) for k in OPTIONS}
@@ -101,7 +124,10 @@ def options(cfg):
 def flags(cfg):
     """The binaries' flags (`--name=value`) that load the model `cfg` names: its OPTIONS
     other than the defaults, so a command printed for a search names the same model."""
-    return [f"--{k}={v}" for k, v in options(cfg).items() if v != DEFAULTS[k]]
+    given = options(cfg)
+    if given["prediction"] == own_prediction(given["model"]):
+        given["prediction"] = DEFAULTS["prediction"]
+    return [f"--{k}={v}" for k, v in given.items() if v != DEFAULTS[k]]
 
 
 def kind(model):
@@ -283,7 +309,7 @@ def load(model="digits", **options):
     raw weights).
     """
     spec = _spec(model, options)
-    model, schedule, prediction = spec.model, spec.schedule, spec.prediction
+    model, schedule, prediction = spec.model, spec.schedule, _prediction(spec)
     model_preset, image_size, ema = spec.model_preset, spec.image_size, spec.ema
     if prediction not in denoisers.predictions():
         raise ValueError(f"unknown prediction {prediction!r}; accepted: "
@@ -296,7 +322,7 @@ def load(model="digits", **options):
         raise ValueError(f"{', '.join(given)}: for TF1 checkpoints (diffusion_tf) only, and "
                          f"{model!r} is {_KINDS[which]}")
     if which in ("digits", "model_dir"):
-        own = "eps" if which == "digits" else pretrained.load_config(model).get("prediction", "eps")
+        own = own_prediction(model)
         if schedule:
             raise ValueError(f"model {model!r} carries its own schedule; a schedule "
                              f"({schedule!r}) applies to Keras files, SavedModels and TF1 "
@@ -324,13 +350,31 @@ def load(model="digits", **options):
     else:
         net, source = diffusion_tf.load(model, image_size, ema=ema), f"the TF1 checkpoint {model}"
     _check_network(net, source, prediction)
+    _check_flow(sched, prediction)
     net.trainable = False
     return net, sched
+
+
+def _prediction(spec):
+    """The spec's prediction, or the model's own when it gives none."""
+    return spec.prediction or own_prediction(spec.model)
+
+
+def _check_flow(sched, prediction):
+    """A flow model (prediction flow) comes with a rectified_flow schedule, and such a schedule
+    with a flow model (`denoisers`: the network is called on the flow state)."""
+    if (prediction == "flow") != schedules.is_flow(sched):
+        kind = sched.get_config().get("kind")
+        raise ValueError(
+            f"prediction {prediction} with a {kind} schedule: a flow model (--prediction=flow) "
+            "runs on a rectified_flow schedule (--schedule=rectified_flow or a .json file "
+            "{\"kind\": \"rectified_flow\", \"shift\": 3.0, \"time_scale\": 1000}), and a "
+            "rectified_flow schedule serves flow models only")
 
 
 def load_denoiser(model="digits", clip_x0=False, **options):
     """(denoisers.Denoiser, Keras network) for `load`'s arguments."""
     spec = _spec(model, options)
     net, sched = load(spec)
-    return denoisers.from_keras_model(net, sched, prediction=spec.prediction,
+    return denoisers.from_keras_model(net, sched, prediction=_prediction(spec),
                                       clip_x0=clip_x0), net

@@ -160,12 +160,12 @@ def _backend(t):
 
 
 class _Ops:
-    def __init__(self, clip, log, log1p, sqrt, sigmoid):
-        self.clip, self.log, self.log1p, self.sqrt, self.sigmoid = clip, log, log1p, sqrt, sigmoid
+    def __init__(self, clip, log, sqrt, sigmoid):
+        self.clip, self.log, self.sqrt, self.sigmoid = clip, log, sqrt, sigmoid
 
 
-_NP = _Ops(np.clip, np.log, np.log1p, np.sqrt, _np_sigmoid)
-_TF = _Ops(tf.clip_by_value, tf.math.log, tf.math.log1p, tf.sqrt, tf.sigmoid)
+_NP = _Ops(np.clip, np.log, np.sqrt, _np_sigmoid)
+_TF = _Ops(tf.clip_by_value, tf.math.log, tf.sqrt, tf.sigmoid)
 
 
 class RectifiedFlow(Schedule):
@@ -230,16 +230,30 @@ class RectifiedFlow(Schedule):
 
     def flow_time(self, t):
         """u = (t + 1) / (T + 1), the unshifted flow time; t is clipped to [0, T - 1]."""
+        return self._flow_times(t)[0]
+
+    def _flow_times(self, t):
+        """(u, 1 - u, ops): 1 - u = (T - t) / (T + 1) without cancellation near u = 1."""
         t, ops = _backend(t)
-        return (ops.clip(t, 0.0, self._num_timesteps - 1.0) + 1.0) / (self._num_timesteps + 1.0)
+        t = ops.clip(t, 0.0, self._num_timesteps - 1.0)
+        n = self._num_timesteps + 1.0
+        return (t + 1.0) / n, (self._num_timesteps - t) / n, ops
+
+    def t_from_flow_time(self, u):
+        """Inverse of `flow_time`: t = (T + 1) u - 1, clipped to [0, T - 1]."""
+        u, ops = _backend(u)
+        return ops.clip((self._num_timesteps + 1.0) * u - 1.0, 0.0, self._num_timesteps - 1.0)
+
+    def shifted(self, u):
+        """SD3's time shift of a flow time u in [0, 1]: k u / (1 + (k - 1) u)."""
+        u, _ = _backend(u)
+        return self._shift * u / (1.0 + (self._shift - 1.0) * u)
 
     def _noise_levels(self, t):
         """(s, 1 - s, ops), each computed without cancellation."""
-        u = self.flow_time(t)
-        _, ops = _backend(u)
-        k = self._shift
-        denominator = 1.0 + (k - 1.0) * u
-        return k * u / denominator, (1.0 - u) / denominator, ops
+        u, one_minus_u, ops = self._flow_times(t)
+        denominator = 1.0 + (self._shift - 1.0) * u
+        return self._shift * u / denominator, one_minus_u / denominator, ops
 
     def flow_sigma(self, t):
         """s, the noise level of the flow state (1 - s) x0 + s eps (diffusers' flow sigma)."""
@@ -257,22 +271,19 @@ class RectifiedFlow(Schedule):
     def t_from_flow_sigma(self, s):
         """Inverse of `flow_sigma`: t = (T + 1) u - 1 with u = s / (k - (k - 1) s), clipped to
         [0, T - 1]. s in [0, 1]."""
-        s, ops = _backend(s)
-        u = s / (self._shift - (self._shift - 1.0) * s)
-        return ops.clip((self._num_timesteps + 1.0) * u - 1.0, 0.0, self._num_timesteps - 1.0)
+        s, _ = _backend(s)
+        return self.t_from_flow_time(s / (self._shift - (self._shift - 1.0) * s))
 
     def log_snr(self, t):
-        """lambda(t) = 2 (log(1 - u) - log(u) - log(k)), u = (t + 1) / (T + 1)."""
-        u = self.flow_time(t)
-        _, ops = _backend(u)
-        return 2.0 * (ops.log1p(-u) - ops.log(u) - math.log(self._shift))
+        """lambda(t) = 2 (log(1 - u) - log(u) - log(k)) = 2 log((T - t) / (k (t + 1)))."""
+        u, one_minus_u, ops = self._flow_times(t)
+        return 2.0 * (ops.log(one_minus_u) - ops.log(u) - math.log(self._shift))
 
     def t_from_log_snr(self, lam):
         """Inverse of `log_snr`: t = (T + 1) sigmoid(-lambda / 2 - log(k)) - 1, clipped to
         [0, T - 1]."""
         lam, ops = _backend(lam)
-        u = ops.sigmoid(-0.5 * lam - math.log(self._shift))
-        return ops.clip((self._num_timesteps + 1.0) * u - 1.0, 0.0, self._num_timesteps - 1.0)
+        return self.t_from_flow_time(ops.sigmoid(-0.5 * lam - math.log(self._shift)))
 
 
 # ---- constructors ----

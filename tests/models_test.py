@@ -174,8 +174,8 @@ def test_the_binary_reports_a_bad_model_in_one_line(byo, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert lines == [f"ddss_sample: error: model {byo['keras']!r} carries no noise schedule: give "
-                     "one (accepted: cosine, linear_beta with num_timesteps, or a schedule .json "
-                     "file)"], proc.stderr[-2000:]
+                     "one (accepted: cosine, linear_beta, rectified_flow with num_timesteps, or a "
+                     "schedule .json file)"], proc.stderr[-2000:]
 
 
 def _bad_saved_model(root, name, fn, signature):
@@ -243,9 +243,9 @@ def bad(tmp_path_factory):
     ("two_outputs", {}, "must return one output, returns ['a', 'b']"),
     ("no_signature", {}, "no serving_default signature (it has: other)"),
     ("keras", dict(schedule=""), "carries no noise schedule: give one (accepted: cosine, "
-     "linear_beta with num_timesteps, or a schedule .json file)"),
+     "linear_beta, rectified_flow with num_timesteps, or a schedule .json file)"),
     ("keras", dict(schedule="linear"), "unknown schedule 'linear' (not a name, no such file); "
-     "accepted: cosine, linear_beta (with num_timesteps) or a .json file"),
+     "accepted: cosine, linear_beta, rectified_flow (with num_timesteps) or a .json file"),
     ("keras", dict(schedule="bad_json"), "is invalid (unknown schedule None"),
     ("keras", dict(prediction="score"), "unknown prediction 'score'; accepted: eps, x, v"),
     ("digits", dict(schedule="cosine"), "model 'digits' carries its own schedule"),

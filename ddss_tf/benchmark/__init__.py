@@ -46,10 +46,11 @@ matplotlib (`pip install "ddss_tf[plots]"`).
 
 from ddss_tf.benchmark.cells import run
 from ddss_tf.benchmark.config import BenchmarkConfig
-from ddss_tf.benchmark.rows import WARM_TUNE, LearnedRow, Row, default_samplers, sampler_names
+from ddss_tf.benchmark.rows import (FLOW_ROWS, WARM_TUNE, LearnedRow, Row, default_samplers,
+                                    sampler_names)
 from ddss_tf.benchmark.tables import (CONDITIONAL_KEYS, RECORD_KEYS, cost_table, metrics_table,
                                       paper_table)
 
-__all__ = ["BenchmarkConfig", "sampler_names", "default_samplers", "run",
+__all__ = ["BenchmarkConfig", "sampler_names", "default_samplers", "FLOW_ROWS", "run",
            "paper_table", "metrics_table", "cost_table", "RECORD_KEYS", "CONDITIONAL_KEYS", "Row",
            "LearnedRow", "WARM_TUNE"]

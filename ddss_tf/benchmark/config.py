@@ -49,6 +49,10 @@ class BenchmarkConfig:
             raise ValueError(f"num_samples must be >= 2 (KID needs two samples), got "
                              f"{self.num_samples}")
         self.search.validate()
+        flow_rows = [s for s in self.samplers if getattr(ROWS[s], "flow_only", False)]
+        if flow_rows and self.search.prediction != "flow":
+            raise ValueError(f"rows {', '.join(flow_rows)} are a rectified-flow model's "
+                             f"(prediction flow); this model predicts {self.search.prediction}")
         scale = self.search.guidance_scale
         if isinstance(scale, (list, tuple)):
             raise ValueError(f"a benchmark runs at one guidance scale, got {list(scale)}; the row "

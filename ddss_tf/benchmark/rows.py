@@ -17,7 +17,8 @@ from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import run_search
 
 __all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScalesRow",
-           "AllStepsRow", "DataRow", "ROWS", "WARM_TUNE", "sampler_names", "default_samplers"]
+           "AllStepsRow", "DataRow", "ROWS", "FLOW_ROWS", "WARM_TUNE", "sampler_names",
+           "default_samplers"]
 
 # The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
 # the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
@@ -263,6 +264,11 @@ class DataRow(Row):
         return scores, imgs[:_grid_images(bench)]
 
 
+# The names of the rows of evaluation.FLOW_BASELINES (rectified-flow models only).
+FLOW_ROWS = ("ddpm_flow_euler", "euler_flow_euler", "dpm_solver_pp_2m_flow_sigmas",
+             "unipc_flow_sigmas")
+
+
 def _catalogue():
     rows = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
             for label, family, options in evaluation.BASELINES]
@@ -275,6 +281,11 @@ def _catalogue():
         rows += [FixedRow(name, samplers.label(name), name, {})]
         rows += [FixedRow(f"{name}_{grid}", f"{samplers.label(name)} {grid}", name,
                           dict(stride=grid)) for grid in SOLVER_GRIDS]
+    # A rectified-flow model's training-free rows (evaluation.FLOW_BASELINES): Euler on
+    # KerasHub's / FlowMatchEulerDiscreteScheduler's grid, the solvers on diffusers' flow sigmas.
+    for name, (label, family, options) in zip(FLOW_ROWS, evaluation.FLOW_BASELINES):
+        rows.append(FixedRow(name, label, family, options))
+        rows[-1].flow_only = True
     per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
     # GGDM +PRED +TIME started from UniPC on the quadratic grid (the best solver at few steps)
@@ -310,9 +321,11 @@ def sampler_names():
     return list(ROWS)
 
 
-def default_samplers(conditional=False):
+def default_samplers(conditional=False, flow=False):
     """The rows a benchmark evaluates when none are named: every row of an unconditional
-    model's table, or a conditional model's (the solvers and the learned samplers)."""
+    model's table, or a conditional model's (the solvers and the learned samplers); the
+    rectified-flow rows (FLOW_ROWS) for a flow model only."""
     if conditional:
-        return CONDITIONAL_DEFAULT
-    return tuple(n for n in sampler_names() if not getattr(ROWS[n], "conditional_only", False))
+        return CONDITIONAL_DEFAULT + (FLOW_ROWS if flow else ())
+    return tuple(n for n in sampler_names() if not getattr(ROWS[n], "conditional_only", False)
+                 and (flow or not getattr(ROWS[n], "flow_only", False)))

@@ -9,10 +9,10 @@ import os
 import numpy as np
 
 from ddss_tf import (data, denoisers, files, guidance as guidance_lib, metrics, models,
-                     pretrained, samplers)
+                     pretrained, samplers, schedules)
 from ddss_tf.evaluation import draws, records, scoring
 
-__all__ = ["Evaluator", "BASELINES", "read_cache"]
+__all__ = ["Evaluator", "BASELINES", "FLOW_BASELINES", "baselines_for", "read_cache"]
 
 # The training-free samplers a learned one is compared with at the same K, as in the
 # paper's tables: (label, family, options).
@@ -22,6 +22,22 @@ BASELINES = (
     ("DDIM linear", "ddim", dict(stride="linear", eta=0.0)),
     ("DDIM quadratic", "ddim", dict(stride="quadratic", eta=0.0)),
 )
+# A rectified-flow model's: the samplers flow users have (Euler on KerasHub's / diffusers'
+# FlowMatchEulerDiscreteScheduler grid, the multistep solvers on diffusers' flow sigmas) and
+# DDPM on the Euler grid. The DDIM code's strides start the chain far from noise on a flow
+# (samplers.times).
+FLOW_BASELINES = (
+    ("DDPM flow_euler", "ddpm", dict(stride="flow_euler")),
+    ("Euler flow_euler", "ddim", dict(stride="flow_euler", eta=0.0)),
+    ("DPM-Solver++(2M) flow_sigmas", "dpm_solver_pp_2m", dict(stride="flow_sigmas")),
+    ("UniPC flow_sigmas", "unipc", dict(stride="flow_sigmas")),
+)
+
+
+def baselines_for(schedule):
+    """The training-free samplers a learned one on a model with `schedule` is compared with:
+    FLOW_BASELINES on a rectified flow, else BASELINES."""
+    return FLOW_BASELINES if schedules.is_flow(schedule) else BASELINES
 
 
 def read_cache(path, log):
@@ -161,14 +177,15 @@ class Evaluator:
                                **options)
 
     def baselines(self, num_steps, num_samples, cache=None, keep_images=False):
-        """{label: scores} of the BASELINES at K = num_steps; with keep_images, (scores,
-        {label: images}). Cached in the file `cache` (without images)."""
+        """{label: scores} of the baselines (`baselines_for` the model's schedule) at
+        K = num_steps; with keep_images, (scores, {label: images}). Cached in the file `cache`
+        (without images)."""
         cached = None if keep_images or cache is None else read_cache(cache, self.log)
         if cached is not None:
             return cached
         self.log(f"baselines at K={num_steps} on {num_samples} samples:")
         scores, images = {}, {}
-        for label, family, options in BASELINES:
+        for label, family, options in baselines_for(self.denoiser.schedule):
             layer = self.baseline_layer(family, num_steps, **options)
             scores[label], images[label] = self.sample_and_score(layer, num_samples, label)
         if cache is not None:

@@ -58,6 +58,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from ddss_tf import schedules
 from ddss_tf.samplers import frozen
 from ddss_tf.samplers import scales
 from ddss_tf.samplers import times as times_lib
@@ -82,7 +83,7 @@ class Sampler(keras.layers.Layer):
       denoiser: a `denoisers.Denoiser` (x_t, t) -> (x0_hat, eps_hat).
       num_steps: K, number of network evaluations, in [1, T].
       stride: initial query times, one of `times.stride_names()`; None picks the
-        family's default.
+        family's default (`flow_stride` on a rectified-flow schedule).
       time: learn the query times (+TIME).
       remat: wrap every network call in tf.recompute_grad.
       loop: run the chain as a tf.while_loop (families with `loopable`; see module doc).
@@ -93,6 +94,9 @@ class Sampler(keras.layers.Layer):
 
     family = None
     default_stride = "quadratic"
+    # On a rectified-flow schedule (whose quadratic grid would start the chain from noise at
+    # s = 0.8, far from it): KerasHub's Euler grid; the multistep solvers take diffusers'.
+    flow_stride = "flow_euler"
     loopable = True  # whether the chain can run as a tf.while_loop (a tensor step index)
 
     def __init__(self, denoiser, num_steps=10, stride=None, time=False, remat=True, loop=False,
@@ -109,7 +113,9 @@ class Sampler(keras.layers.Layer):
         self.schedule = denoiser.schedule
         times_lib.check_num_steps(num_steps, self.schedule.num_timesteps)
         self.num_steps = int(num_steps)
-        self.stride = self.default_stride if stride is None else stride
+        if stride is None:
+            stride = self.flow_stride if schedules.is_flow(self.schedule) else self.default_stride
+        self.stride = stride
         self.initial_times = times_lib.initial_times(self.schedule, self.stride, self.num_steps)
         self.time = _check_bool("time", time)
         self.remat = _check_bool("remat", remat)

@@ -48,6 +48,7 @@ class DPMSolverPP2M(base.Sampler):
 
     family = "dpm_solver_pp_2m"
     default_stride = "logsnr_uniform"
+    flow_stride = "flow_sigmas"
     loopable = False  # steps read earlier data predictions (m_{i-1}) by a Python index
 
     @property

@@ -75,6 +75,7 @@ class DPMSolverPP3M(base.Sampler):
 
     family = "dpm_solver_pp_3m"
     default_stride = "logsnr_uniform"
+    flow_stride = "flow_sigmas"
     loopable = False  # steps read earlier data predictions (m_{i-1}, m_{i-2}) by a Python index
 
     @property

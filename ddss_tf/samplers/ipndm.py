@@ -69,6 +69,7 @@ class IPNDM(base.Sampler):
 
     family = "ipndm"
     default_stride = "edm"
+    flow_stride = "edm"
     loopable = False  # steps read earlier noise predictions (eps_{i-j}) by a Python index
 
     @property

@@ -11,7 +11,9 @@ Options that do not apply to a family raise ValueError rather than being ignored
             "ddim"; "vars" takes "ddpm"; "ggdm" with pred=True also any of `solver_names()`
   time      every family (+TIME: learn the query times)
   stride    every family; None = the family's default ("quadratic"; "logsnr_uniform" for
-            "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3"; "edm" for "ipndm")
+            "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3"; "edm" for "ipndm"); on
+            a rectified-flow schedule "flow_euler", the solvers' "flow_sigmas", "edm" for
+            "ipndm" (`times`)
   loop      every family but the multistep solvers (`solver_names()`): run the
             chain as a tf.while_loop (XLA compiles the network once whatever K)
   guidance_scales  families with variables (learnable, or time=True): coefficients that
@@ -81,9 +83,11 @@ def options(name):
     return _FAMILIES[_known(name)][1]
 
 
-def default_stride(name):
-    """The family's initial query times when none are given (`create`'s stride=None)."""
-    return family(name).default_stride
+def default_stride(name, flow=False):
+    """The family's initial query times when none are given (`create`'s stride=None); flow:
+    on a rectified-flow schedule."""
+    cls = family(name)
+    return cls.flow_stride if flow else cls.default_stride
 
 
 def loopable(name):

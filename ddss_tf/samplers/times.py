@@ -21,6 +21,17 @@ Initial query times ("strides"):
 These grids put the first query at T - 1 and the last at 0 for every K, as
 DPM-Solver does with its end point t = 0 queried once more for x0_hat.
 
+Rectified-flow grids (a `schedules.RectifiedFlow` only: they are made in its flow time u,
+then shifted by the schedule, s = k u / (1 + (k - 1) u), and mapped to model time
+t = (T + 1) u - 1; u = 1, pure noise, is taken at the schedule's noisiest time T - 1):
+  flow_euler                    FlowMatchEulerDiscreteScheduler's (diffusers) and KerasHub's
+                                SD3 grid: u_i = linspace(1, shift(1 / T), K) (its last
+                                point shifted twice, as both compute it); Euler on it is
+                                DDIM(eta = 0)
+  flow_sigmas                   DPMSolverMultistepScheduler's and UniPCMultistepScheduler's
+                                use_flow_sigmas grid: u_i = (1 - 1 / T) (K - i) / K,
+                                i = 0 .. K - 1 (their last step goes to data)
+
 +TIME (Watson et al. 2022, section 3): the K query times are learned as
     tau (ascending) = (T - 1) * cumsum(softmax([w; 1]))[:K]
 with K logits w (`constraints.increasing`): the appended logit gives a free last
@@ -38,10 +49,11 @@ import tensorflow as tf
 from ddss_tf import schedules
 from ddss_tf.samplers import constraints
 
-__all__ = ["stride_names", "initial_times", "edm_sigmas", "learned_times", "learned_times_inverse",
+__all__ = ["stride_names", "initial_times", "flow_grid", "edm_sigmas", "learned_times", "learned_times_inverse",
            "Marginals", "marginals", "check_num_steps"]
 
 _CONTINUOUS = ("edm", "logsnr_uniform", "time_uniform")  # real-valued, from T - 1 down to 0
+_FLOW = ("flow_euler", "flow_sigmas")  # real-valued, on rectified-flow schedules only
 EDM_RHO = 7.0  # Karras et al. 2022's rho
 
 Marginals = collections.namedtuple("Marginals", ["alpha", "sigma", "log_snr"])
@@ -51,9 +63,13 @@ alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), log_snr = log(alpha^2 / si
 each [K], float64 numpy or a tensor."""
 
 
-def stride_names():
-    """Every stride name a sampler accepts."""
-    return sorted(tuple(schedules.stride_names()) + _CONTINUOUS)
+def stride_names(schedule=None):
+    """Every stride name a sampler accepts; given a schedule, those that apply to it (the
+    rectified-flow grids need a rectified-flow schedule)."""
+    names = tuple(schedules.stride_names()) + _CONTINUOUS
+    if schedule is None or schedules.is_flow(schedule):
+        names += _FLOW
+    return sorted(names)
 
 
 def check_num_steps(num_steps, num_timesteps):
@@ -68,9 +84,12 @@ def check_num_steps(num_steps, num_timesteps):
 def initial_times(schedule, kind, num_steps):
     """The K query times of a stride, descending, float64 numpy [K]."""
     if kind not in stride_names():
-        raise ValueError(f"unknown stride {kind!r}; accepted: {', '.join(stride_names())}")
+        raise ValueError(f"unknown stride {kind!r}; accepted: "
+                         f"{', '.join(stride_names(schedule))}")
     last = schedule.num_timesteps - 1
     check_num_steps(num_steps, schedule.num_timesteps)
+    if kind in _FLOW:
+        return flow_grid(schedule, kind, num_steps)
     if kind not in _CONTINUOUS:
         steps = schedules.stride(kind, schedule.num_timesteps, num_steps)
         return steps[::-1].astype(np.float64)
@@ -85,6 +104,24 @@ def initial_times(schedule, kind, num_steps):
         lam = -2.0 * np.log(edm_sigmas(np.exp(-0.5 * lam_max), np.exp(-0.5 * lam_min), num_steps))
     times = np.asarray(schedule.t_from_log_snr(lam), np.float64)
     times[0], times[-1] = last, 0.0
+    return times
+
+
+def flow_grid(schedule, kind, num_steps):
+    """The K query times of a rectified-flow grid (module doc), descending, float64 [K]."""
+    if not schedules.is_flow(schedule):
+        raise ValueError(f"the {kind} stride is a rectified-flow grid: it needs a rectified_flow "
+                         f"schedule, not {schedule.get_config().get('kind')}; accepted here: "
+                         f"{', '.join(stride_names(schedule))}")
+    t = schedule.num_timesteps
+    if kind == "flow_euler":
+        u = np.linspace(1.0, schedule.shifted(1.0 / t), num_steps)
+    else:
+        u = (1.0 - 1.0 / t) * np.arange(num_steps, 0, -1) / num_steps
+    times = np.asarray(schedule.t_from_flow_time(u), np.float64)
+    if np.any(np.diff(times) >= 0):
+        raise ValueError(f"the {kind} grid repeats query times at num_steps={num_steps} with "
+                         f"T={t} (its ends are clipped to [0, T - 1]); use fewer steps")
     return times
 
 

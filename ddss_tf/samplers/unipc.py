@@ -73,6 +73,7 @@ class UniPC(base.Sampler):
 
     family = "unipc"
     default_stride = "logsnr_uniform"
+    flow_stride = "flow_sigmas"
     loopable = False  # steps read earlier data predictions (m_{i-1}) by a Python index
 
     @property

@@ -150,8 +150,11 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         # Likewise the looped chain, for the families whose steps cannot run in a loop.
         if self.family in samplers.names() and not samplers.loopable(self.family):
             self.loop = False
+        # The model's own prediction when none is given (a flow model's is "flow").
+        if not self.prediction:
+            self.prediction = models.own_prediction(self.model)
         if not self.stride and self.family in samplers.names() and self.init != start.AUTO:
-            self.stride = samplers.default_stride(self.family)
+            self.stride = samplers.default_stride(self.family, flow=self.prediction == "flow")
         steps, lr = default_optimisation(self.num_steps, self.objective)
         if self.train_steps is None:
             self.train_steps = steps

@@ -5,8 +5,8 @@ Which solver and which grid are best depends on the model's schedule and on K (o
 schedule digits model DPM-Solver++(2M)'s logSNR-uniform grid scored 6 to 19 times worse than the
 linear one; on the bundled linear-schedule model the quadratic grid wins at K <= 5), so nothing
 fixed can pick it. The screen scores every deterministic baseline the family can start from
-(`samplers.inits`, less the stochastic DDPM) on every grid (`samplers.stride_names()`, or the one
-the search names) in two rounds on the validation seed (noise.VALIDATION_SEED: never the
+(`samplers.inits`, less the stochastic DDPM) on every grid of the model's schedule
+(`samplers.stride_names(schedule)`, or the one the search names) in two rounds on the validation seed (noise.VALIDATION_SEED: never the
 evaluation's x_T):
 
     round 1: every candidate on SCREEN_SAMPLES samples (FID in the loss's feature space)
@@ -32,13 +32,14 @@ SCREEN_SAMPLES = 500
 FINALISTS = 4
 
 
-def candidates(family, pred, stride=""):
+def candidates(family, pred, stride="", schedule=None):
     """[(init, stride)] a search of `family` with init "auto" screens: every deterministic init
-    of the family (a solver init only with +PRED) on `stride`, or on every grid when it is ""."""
+    of the family (a solver init only with +PRED) on `stride`, or when it is "" on every grid
+    (of `schedule`'s: the rectified-flow grids only on a rectified flow)."""
     inits = [i for i in samplers.inits(family) if i != "ddpm"]
     if not pred:
         inits = [i for i in inits if i in ("ddim",)]
-    strides = [stride] if stride else samplers.stride_names()
+    strides = [stride] if stride else samplers.stride_names(schedule)
     return [(i, s) for i in inits for s in strides]
 
 
@@ -74,7 +75,7 @@ def resolve(cfg, ev, path, log):
     nothing is written here: `Start.save`)."""
     if cfg.init != AUTO:
         return Start(cfg.init, cfg.stride)
-    pairs = candidates(cfg.family, cfg.pred, cfg.stride)
+    pairs = candidates(cfg.family, cfg.pred, cfg.stride, ev.denoiser.schedule)
     key = _jsonable(dict(num_steps=cfg.num_steps, candidates=pairs, screen=SCREEN_SAMPLES,
                          finalists=FINALISTS, samples=cfg.eval_samples, model=ev.model_fingerprint,
                          inputs=ev.inputs_fingerprint))
