@@ -88,7 +88,8 @@ def _schedule():
     if FLAGS.schedule == "rectified_flow":
         config.update(shift=FLAGS.shift, time_scale=FLAGS.time_scale)
     elif flow_only:
-        raise cli.UsageError(f"{' and '.join(flow_only)} apply to --schedule=rectified_flow only")
+        raise cli.UsageError(f"--shift and --time_scale are for --schedule=rectified_flow only "
+                             f"(got {' '.join(flow_only)} with --schedule={FLAGS.schedule})")
     try:
         return schedules.from_config(config)
     except ValueError as e:

@@ -154,9 +154,7 @@ def _model_mismatches(doc, denoiser, check_fingerprint):
         if want.rsplit(":", 1)[-1] != have.rsplit(":", 1)[-1]:
             out.append(f"weights fingerprint {want} != {have} (learned for another model)")
     try:
-        sched = schedules.from_config(doc["schedule"])
-        same = sched.num_timesteps == denoiser.schedule.num_timesteps and np.allclose(
-            sched.betas, denoiser.schedule.betas, rtol=1e-9, atol=0)
+        same = schedules.same(schedules.from_config(doc["schedule"]), denoiser.schedule)
     except (TypeError, ValueError) as e:
         raise ValueError(f"the schedule in the coefficients file is invalid ({e})") from e
     if not same:

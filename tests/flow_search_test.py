@@ -1,0 +1,110 @@
+"""ddss_search, the export and ddss_sample on rectified-flow models, end to end: a Keras file
+predicting a velocity with a schedule .json (SD3's shift, KerasHub's time convention), and a
+class-conditional one searched with classifier-free guidance."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import search_helpers
+import testing
+import toy_networks
+from ddss_tf import denoisers, evaluation, export, models, noise, sampling
+from ddss_tf.search import SearchConfig, run_search
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+SCHEDULE = {"kind": "rectified_flow", "num_timesteps": 1000, "shift": 3.0, "time_scale": 1000.0}
+W = 1.5
+
+
+def _files(tmp_path, network):
+    """(model path, schedule path): a toy network (output x + 0.1 f(x, t): a velocity near the
+    flow state, as at pure noise) saved as a flow model with SCHEDULE."""
+    path, schedule = str(tmp_path / "flow.keras"), str(tmp_path / "rf.json")
+    network.save(path)
+    with open(schedule, "w") as f:
+        json.dump(SCHEDULE, f)
+    return path, schedule
+
+
+def test_a_search_on_a_flow_keras_file_exports_and_samples(tmp_path):
+    path, schedule = _files(tmp_path, toy_networks.search_eps_model())
+    cfg = search_helpers.tiny_config(model=path, schedule=schedule, prediction="flow",
+                                     num_steps=3, train_steps=2)
+    assert cfg.stride == "flow_euler"              # GGDM's default grid on a flow model
+    results = run_search(cfg, str(tmp_path / "run"), log=search_helpers.QUIET)
+    baselines = [r["sampler"] for r in results["records"] if r["role"] == "baseline"]
+    assert baselines == [label for label, _, _ in evaluation.FLOW_BASELINES]
+    coefficients = str(tmp_path / "run" / "coefficients.json")
+    doc = json.loads(open(coefficients).read())
+    assert doc["schedule"] == SCHEDULE and doc["model"]["prediction"] == "flow"
+    den, _ = models.load_denoiser(path, schedule=schedule, prediction="flow")
+    learned = export.load_coefficients(coefficients, den, remat=False)
+    x_T, z = noise.draw(4, 3, [5, 8, 8, 1])
+    got, _ = export.load_sampler(results["export"]).from_noise(x_T.numpy(), z.numpy())
+    np.testing.assert_allclose(got, np.clip(learned(x_T, z).numpy(), -1, 1), rtol=1e-4,
+                               atol=1e-5)
+    # ddss_sample: the export, and the coefficients on the model (the file's schedule and
+    # prediction being the defaults), give the same images.
+    want, _ = sampling.draw(sampling.from_export(results["export"]), 4, seed=3, batch_size=4)
+    rebuilt = sampling.from_coefficients(coefficients, model=path)
+    np.testing.assert_allclose(sampling.draw(rebuilt, 4, seed=3, batch_size=4)[0], want,
+                               rtol=1e-4, atol=1e-5)
+    out = str(tmp_path / "s.npz")
+    proc = testing.run_binary("ddss_sample", f"--sampler={results['export']}", "--num_samples=4",
+                              "--seed=3", "--batch_size=4", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(out)["images"], want, rtol=0, atol=1e-6)
+    # The same network read with another shift is another model for these coefficients.
+    other = dict(SCHEDULE, shift=1.0)
+    den_1, _ = models.load_denoiser(path, schedule=other, prediction="flow")
+    with pytest.raises(ValueError, match="does not match the model: schedule"):
+        export.load_coefficients(coefficients, den_1)
+
+
+def test_a_flow_model_needs_its_schedule_and_prediction_together(tmp_path):
+    path, schedule = _files(tmp_path, toy_networks.search_eps_model())
+    with pytest.raises(ValueError, match="prediction flow with a linear_beta schedule: a flow "
+                                         "model .* runs on a rectified_flow schedule"):
+        models.load(path, schedule="linear_beta", prediction="flow")
+    with pytest.raises(ValueError, match="prediction eps with a rectified_flow schedule"):
+        models.load(path, schedule=schedule)
+    proc = testing.run_binary("ddss_sample", "--family=ddim", "--num_steps=2", f"--model={path}",
+                              f"--schedule={schedule}", f"--out={tmp_path}/x.npz")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if "error:" in ln][0].startswith(
+        "ddss_sample: error: prediction eps with a rectified_flow schedule")
+    with open(tmp_path / "bad.json", "w") as f:
+        json.dump(dict(SCHEDULE, shift=-1), f)
+    with pytest.raises(ValueError, match="shift must be a finite number > 0, got -1"):
+        models.load(path, schedule=str(tmp_path / "bad.json"), prediction="flow")
+
+
+def test_a_guided_search_on_a_conditional_flow_model(tmp_path):
+    """Classifier-free guidance through the existing machinery: the search at a scale, the
+    export taking labels and the scale, equal to the learned sampler on the guided model."""
+    network = toy_networks.conditional_eps_model()
+    path, schedule = _files(tmp_path, network)
+    cfg = SearchConfig(model=path, schedule=schedule, prediction="flow", guidance_scale=W,
+                       num_steps=2, batch_size=8, train_steps=2, xla=False, checkpoint_every=1,
+                       eval_every=1000, eval_samples=20, final_samples=20, reference_steps=10)
+    results = run_search(cfg, str(tmp_path / "run"), log=search_helpers.QUIET)
+    learned = [r for r in results["records"] if r["role"] == "learned"][0]
+    assert np.isfinite(learned["fid"]) and np.isfinite(learned["class_fid"])
+    cond, _ = models.load_denoiser(path, schedule=schedule, prediction="flow")
+    assert isinstance(cond, denoisers.ConditionalDenoiser) and cond.prediction == "flow"
+    coefficients = str(tmp_path / "run" / "coefficients.json")
+    labels = np.array([3, 1, 4], np.int32)
+    x_T, z = noise.draw(7, 2, [3, 8, 8, 1])
+    sampler = export.load_sampler(results["export"])
+    got, _ = sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=W)
+    direct = export.load_coefficients(coefficients, cond.guided(labels, tf.constant(W)),
+                                      remat=False)
+    np.testing.assert_allclose(got, np.clip(direct(x_T, z).numpy(), -1, 1), rtol=1e-4, atol=1e-5)
+    plain = export.load_coefficients(coefficients, cond.guided(labels, 0.0), remat=False)
+    assert np.abs(np.clip(plain(x_T, z).numpy(), -1, 1) - got).max() > 1e-4   # w matters
+    with pytest.raises(ValueError, match=r"guidance_scale must be in \[1.5, 1.5\]"):
+        sampler.from_noise(x_T.numpy(), z.numpy(), labels=labels, guidance_scale=0.0)
