@@ -67,7 +67,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                     "their times with --objective=ld3.", choices=_searchable_families)
     num_steps: int = _(10, "K, network evaluations per sample.", lower=1)
     stride: str = _("", "Initial query times; default: the family's "
-                    "(samplers.default_stride).", choices=samplers.stride_names)
+                    "(samplers.default_stride; on a flow model its flow grid, docs/flow.md).",
+                    choices=samplers.stride_names)
     pred: bool = _(True, "+PRED: learn the x0-prediction coefficients (GGDM).")
     time: bool = _(True, "+TIME: learn the query times.")
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
