@@ -4,7 +4,8 @@ References in float64 numpy, written in flow coordinates (x = (1 - s) x0 + s eps
 network predicting v = eps - x0) from the schedulers flow users have, never through the
 project's variance-preserving algebra:
   Euler: FlowMatchEulerDiscreteScheduler (diffusers) / KerasHub's SD3 scheduler: its grid
-    (set_timesteps) and its step x <- x + (sigma_next - sigma) v(x, sigma * 1000);
+    (set_timesteps; KerasHub's call(step, K), the same for K >= 3) and its step
+    x <- x + (sigma_next - sigma) v(x, sigma * 1000);
   DPM-Solver++(2M) and UniPC-2 (bh2) with diffusers' use_flow_sigmas grid, data prediction
     x0 = x - sigma v, alpha_t = 1 - sigma, sigma_t = sigma, lambda = log(alpha_t / sigma_t),
     lower order at the first step and at the last (to sigma = 0).
@@ -42,6 +43,17 @@ def flow_match_euler_sigmas(k, shift=SHIFT):
     train = _shift(np.linspace(1, T, T)[::-1] / T, shift)     # __init__: sigma_max, sigma_min
     timesteps = np.linspace(train[0] * T, train[-1] * T, k)
     return np.append(_shift(timesteps / T, shift), 0.0)
+
+
+def keras_hub_sigmas(k, shift=SHIFT):
+    """KerasHub's SD3 FlowMatchEulerDiscreteScheduler(T, shift)(step, K) at steps 0..K (its
+    denoise_step takes sigma at `step` and next_sigma at `step + 1`): max(shift(timestep / T), 0)
+    on timesteps from sigma_max T to sigma_min T."""
+    sigma_min = _shift(1.0 / T, shift)
+    start, end = T * 1.0, T * sigma_min
+    timestep = start + np.arange(k + 1) * (end - start) / (k - 1)
+    u = timestep / T
+    return np.maximum(shift * u / (1 + (shift - 1) * u), 0.0)
 
 
 def flow_sigmas(k, shift=SHIFT):
@@ -128,11 +140,17 @@ def _x_T(k, seed=0):
     return noise_lib.draw(seed, k, SHAPE)[0].numpy().astype(np.float64)
 
 
+@pytest.mark.parametrize("k", [3, 5, 10, 28])
+def test_keras_hub_and_diffusers_build_the_same_euler_grid(k):
+    np.testing.assert_allclose(keras_hub_sigmas(k), flow_match_euler_sigmas(k), rtol=1e-12,
+                               atol=1e-15)
+
+
 @pytest.mark.parametrize("k", [1, 2, 5, 10, 28])
 def test_euler_is_flow_match_euler_on_its_grid(k):
-    """DDIM (eta = 0) on the flow_euler grid is FlowMatchEulerDiscreteScheduler's Euler: its
-    sigmas but the first (1, pure noise: here the schedule's noisiest time), its step, its
-    timesteps sigma * 1000."""
+    """DDIM (eta = 0) on the flow_euler grid is FlowMatchEulerDiscreteScheduler's Euler (and
+    KerasHub SD3's euler_step): its sigmas but the first (1, pure noise: here the schedule's
+    noisiest time), its step, its timesteps sigma * 1000."""
     sched = _sched()
     seen = []
     net = fg.network(1000.0)
