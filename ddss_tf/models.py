@@ -10,6 +10,8 @@
   "digits"                    the bundled DDPM (8x8x1; carries its schedule; predicts eps)
   "digits_cond"               the bundled class-conditional DDPM (as "digits", conditioned on
                               the digit 0..9; label 10 is the null label of guidance)
+  "digits_flow"               the bundled rectified-flow model (carries its schedule; predicts
+                              the velocity, "flow")
   a ddss_train_model dir      config.json + model.weights.h5 (carries its schedule; eps)
   a Keras file .keras / .h5   model([x_t, t]) -> prediction, a functional model
   a SavedModel directory      serving_default (x_t, t) -> prediction (nets.saved_model_net)
@@ -62,7 +64,7 @@ class ModelSpec:
     contract)."""
     model: str = settings.setting(
         "digits", "'digits' (the bundled DDPM), 'digits_cond' (the bundled class-conditional "
-        "one), a ddss_train_model directory, a Keras file (.keras / .h5), a SavedModel "
+        "one), 'digits_flow' (the bundled rectified flow), a ddss_train_model directory, a Keras file (.keras / .h5), a SavedModel "
         "directory: model([x_t [B,H,W,C], t [B]]) -> eps | x | v (README: the model contract), "
         "or a TF1 checkpoint of Ho et al.'s diffusion_tf UNet (prefix .../model.ckpt-N or its "
         "directory; with --image_size or --model_preset).")
@@ -91,9 +93,10 @@ class ModelSpec:
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(ModelSpec))
 DEFAULTS = settings.defaults(ModelSpec)
-ACCEPTED = ("digits or digits_cond (the bundled DDPMs), a ddss_train_model directory, a Keras model file "
-            "(.keras / .h5), a SavedModel directory (serving_default (x_t, t) -> eps | x | v) "
-            "or a TF1 checkpoint of Ho et al.'s diffusion_tf UNet (prefix or directory)")
+ACCEPTED = ("digits, digits_cond or digits_flow (the bundled models), a ddss_train_model "
+            "directory, a Keras model file (.keras / .h5), a SavedModel directory "
+            "(serving_default (x_t, t) -> eps | x | v | flow) or a TF1 checkpoint of Ho et al.'s "
+            "diffusion_tf UNet (prefix or directory)")
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 _KINDS = dict(digits="a bundled digits DDPM", model_dir="a ddss_train_model directory",
               keras="a Keras model file", saved_model="a SavedModel",
@@ -131,8 +134,8 @@ def flags(cfg):
 
 
 def kind(model):
-    """"digits" (a bundled model: digits, digits_cond), "model_dir", "keras", "saved_model" or
-    "tf1_checkpoint"; ValueError naming what is accepted."""
+    """"digits" (a bundled model: digits, digits_cond, digits_flow), "model_dir", "keras",
+    "saved_model" or "tf1_checkpoint"; ValueError naming what is accepted."""
     if model in pretrained.BUNDLED_DDPMS:
         return "digits"
     model = str(model)

@@ -1,6 +1,8 @@
-"""The bundled models: a digits DDPM and two digits classifiers, shipped in ddss_tf/assets/.
+"""The bundled models: digits DDPMs, a digits flow model and two digits classifiers, shipped in
+ddss_tf/assets/.
 
     model, sched = pretrained.digits_ddpm()       # Keras eps-model [x_t, t] -> eps, and its schedule
+    model, sched = pretrained.digits_flow()       # rectified flow [x, 1000 s] -> eps - x0, schedule
     classifier = pretrained.digits_classifier()   # images [B, 8, 8, 1] in [-1, 1] -> logits [B, 10]
     features = pretrained.digits_features()       # images -> penultimate features [B, 128]
 
@@ -24,12 +26,14 @@ from ddss_tf.nets import unet
 
 __all__ = [
     "asset_dir", "load_config", "load_ddpm", "load_classifier",
-    "BUNDLED_DDPMS", "digits_ddpm", "digits_cond_ddpm", "digits_classifier", "digits_features",
+    "BUNDLED_DDPMS", "digits_ddpm", "digits_cond_ddpm", "digits_flow", "digits_classifier",
+    "digits_features",
     "digits_heldout_classifier", "digits_heldout_features",
 ]
 
 # --model names of the bundled diffusion models -> their asset directories.
-BUNDLED_DDPMS = {"digits": "digits_ddpm", "digits_cond": "digits_cond_ddpm"}
+BUNDLED_DDPMS = {"digits": "digits_ddpm", "digits_cond": "digits_cond_ddpm",
+                 "digits_flow": "digits_flow"}
 
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 
@@ -66,7 +70,9 @@ def _load_weights(model, path):
 
 
 def load_ddpm(path):
-    """(Keras model [x_t, t] -> eps, Schedule) from a directory written by ddss_train_model."""
+    """(Keras model, Schedule) from a directory written by ddss_train_model: [x_t, t] -> eps, or
+    on a rectified-flow schedule [x, time_scale * s] -> eps - x0 (its config.json's
+    "prediction": "flow")."""
     cfg = load_config(path)
     if cfg.get("kind") != "ddpm":
         raise ValueError(f"{path} does not hold a diffusion model (kind={cfg.get('kind')!r})")
@@ -95,6 +101,12 @@ def digits_cond_ddpm():
     """The bundled class-conditional digits eps-model [x_t, t, c] -> eps (labels 0..9, label 10
     the null label of classifier-free guidance) and its schedule (linear betas, T = 1000)."""
     return load_ddpm(asset_dir("digits_cond_ddpm"))
+
+
+def digits_flow():
+    """The bundled rectified-flow digits model [x, 1000 s] -> eps - x0 (flow matching, shift 1,
+    the digits DDPM's UNet) and its schedule, rectified_flow(T = 1000, time_scale 1000)."""
+    return load_ddpm(asset_dir("digits_flow"))
 
 
 def digits_classifier():

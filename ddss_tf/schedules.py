@@ -22,6 +22,7 @@ c = sqrt((1 - s)^2 + s^2), with alpha = (1 - s) / c, sigma = s / c and
 lambda = 2 log((1 - s) / s). Its class docstring has the time map.
 """
 
+import collections
 import math
 
 import numpy as np
@@ -159,11 +160,7 @@ def _backend(t):
     return np.asarray(t, np.float64), _NP
 
 
-class _Ops:
-    def __init__(self, clip, log, sqrt, sigmoid):
-        self.clip, self.log, self.sqrt, self.sigmoid = clip, log, sqrt, sigmoid
-
-
+_Ops = collections.namedtuple("_Ops", ["clip", "log", "sqrt", "sigmoid"])
 _NP = _Ops(np.clip, np.log, np.sqrt, _np_sigmoid)
 _TF = _Ops(tf.clip_by_value, tf.math.log, tf.sqrt, tf.sigmoid)
 

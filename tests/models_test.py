@@ -223,8 +223,8 @@ def bad(tmp_path_factory):
 
 @pytest.mark.parametrize("case,kwargs,message", [
     ("/no/such/model.keras", {}, "unknown model '/no/such/model.keras': no such file or directory; "
-     "accepted: digits or digits_cond (the bundled DDPMs), a ddss_train_model directory, "
-     "a Keras model file"),
+     "accepted: digits, digits_cond or digits_flow (the bundled models), a ddss_train_model "
+     "directory, a Keras model file"),
     ("txt", {}, "not a Keras file (.keras / .h5)"),
     ("empty_dir", {}, "holds neither config.json (ddss_train_model), saved_model.pb nor a "
      "`checkpoint` file"),

@@ -61,6 +61,22 @@ def test_digits_cond_ddpm_loads_conditional_and_reproduces_recorded_heldout_loss
     assert models.describe(den).startswith("conditional on labels 0..9")
 
 
+def test_digits_flow_loads_as_a_flow_model_and_reproduces_recorded_heldout_loss():
+    """The bundled rectified flow (--model=digits_flow): its own schedule and prediction, the
+    held-out velocity MSE as recorded and far below a zero network's E|eps - x0|^2."""
+    model, sched = pretrained.digits_flow()
+    assert schedules.is_flow(sched) and sched.get_config() == {
+        "kind": "rectified_flow", "num_timesteps": 1000, "shift": 1.0, "time_scale": 1000.0}
+    meta = pretrained.load_config(pretrained.asset_dir("digits_flow"))
+    images = data.load("digits", "heldout")
+    loss = ddpm.heldout_loss(model, sched, images, seed=meta["heldout_loss_seed"],
+                             repeats=meta["heldout_loss_repeats"])
+    assert loss == pytest.approx(meta["heldout_loss"], rel=1e-4)
+    assert loss < 0.5 * (1.0 + float(np.mean(images ** 2)))
+    den, _ = models.load_denoiser("digits_flow")
+    assert den.prediction == "flow" and models.own_prediction("digits_flow") == "flow"
+
+
 def test_missing_and_corrupt_files_give_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.weights.h5 in"):
         pretrained.load_classifier(str(tmp_path))
