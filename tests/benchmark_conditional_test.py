@@ -31,11 +31,13 @@ def model(tmp_path_factory):
 
 
 def _cfg(path, scale, **kw):
-    search = SearchConfig(model=path, schedule="linear_beta", guidance_scale=scale, batch_size=8,
-                          xla=False, checkpoint_every=1, eval_every=1000, eval_samples=16,
-                          final_samples=16, reference_steps=10)
+    search = SearchConfig(model=path, schedule="linear_beta", guidance_scale=scale,
+                          xla=False, checkpoint_every=1, final_samples=16, reference_steps=10)
     return benchmark.BenchmarkConfig(**dict(dict(samplers=_ROWS, num_steps=(2,), num_samples=_N,
-                                                 train_steps=2, guidance_anchors=(0.0, 2.0),
+                                                 train_steps=2, batch_size=8,
+                                                 row_settings=dict(eval_every=1000,
+                                                                   eval_samples=16),
+                                                 guidance_anchors=(0.0, 2.0),
                                                  search=search), **kw))
 
 

@@ -29,11 +29,11 @@ _N = 24
 
 
 def _cfg(**kw):
-    search = SearchConfig(model=toy_model(), schedule="linear_beta", batch_size=8, xla=False,
-                          checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
-                          reference_steps=10)
+    search = SearchConfig(model=toy_model(), schedule="linear_beta", xla=False,
+                          checkpoint_every=1, final_samples=16, reference_steps=10)
     base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
-                num_samples=_N, train_steps=2, search=search)
+                num_samples=_N, train_steps=2, batch_size=8, search=search,
+                row_settings=dict(eval_every=1000, eval_samples=16))
     base.update(kw)
     return benchmark.BenchmarkConfig(**base)
 

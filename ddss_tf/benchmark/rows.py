@@ -12,7 +12,7 @@ import os
 from ddss_tf import evaluation, export, interrupt, samplers
 from ddss_tf.evaluation import records as records_lib
 from ddss_tf.search import objectives
-from ddss_tf.search.config import FEW_STEPS, SearchConfig
+from ddss_tf.search.config import FEW_STEPS, RECIPE_FIELDS, SearchConfig
 from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import run_search
 
@@ -104,10 +104,16 @@ class LearnedRow(Row):
     def search_config(self, cfg, k, searches=""):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
         (`searches`: the benchmark's searches directory, for rows that start from others)."""
-        tune = _unless_set(cfg, self.many_steps if int(k) > FEW_STEPS else {})
-        optimisation = dict(train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
-        return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
-                                   **{**optimisation, **tune})
+        tune = self.many_steps if int(k) > FEW_STEPS else {}
+        # Every setting of the recipe resolves at the row's K (None) unless the row sets it;
+        # what the BenchmarkConfig sets for every row wins.
+        given = {key: v for key, v in dict(train_steps=cfg.train_steps,
+                                           learning_rate=cfg.learning_rate,
+                                           batch_size=cfg.batch_size).items() if v is not None}
+        given.update(cfg.row_settings)
+        return dataclasses.replace(
+            cfg.search, **{**dict.fromkeys(RECIPE_FIELDS), **self.settings, **tune, **given},
+            num_steps=int(k))
 
     def directory(self, bench, k):
         """Its search work directory at K = k (named as ddss_search names it)."""
@@ -146,7 +152,7 @@ class LearnedRow(Row):
 
 def _unless_set(cfg, tune):
     """The settings of a row's `tune` (SearchConfig fields) that the BenchmarkConfig `cfg` does
-    not set itself: its train_steps and learning_rate, when given, win."""
+    not set itself: its train_steps, learning_rate and batch_size, when given, win."""
     return {key: v for key, v in tune.items() if getattr(cfg, key, None) is None}
 
 

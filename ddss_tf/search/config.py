@@ -19,12 +19,18 @@ from ddss_tf.search import objectives, start, strategies
 from ddss_tf.search.select import SELECTS
 from ddss_tf.search.objectives import FEW_STEPS
 
-__all__ = ["SearchConfig", "default_optimisation", "default_select", "FEW_STEPS", "LR_DECAYS",
+__all__ = ["SearchConfig", "default_settings", "RECIPE_FIELDS", "FEW_STEPS", "LR_DECAYS",
            "SELECTS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
 MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
+
+
+# The settings a search resolves from its K and objective when it leaves them unset (None):
+# the objective's recipe (`objectives.Objective.recipe`), printed at the start of a search.
+RECIPE_FIELDS = ("init", "batch_size", "train_steps", "learning_rate", "select", "eval_every",
+                 "eval_samples")
 
 
 def _objective(name):
@@ -33,15 +39,10 @@ def _objective(name):
     return objectives.find(name) or objectives.Objective()
 
 
-def default_optimisation(num_steps, objective="kid"):
-    """(train_steps, learning_rate) of a search that gives neither, at K = num_steps
-    (`objectives.Objective.default_optimisation`)."""
-    return _objective(objective).default_optimisation(num_steps)
-
-
-def default_select(objective="kid"):
-    """The coefficients a search that does not say keeps (`Objective.default_select`)."""
-    return _objective(objective).default_select()
+def default_settings(num_steps, objective="kid"):
+    """{field: value} of RECIPE_FIELDS for a search at K = num_steps with `objective` that
+    sets none of them (`Objective.recipe`)."""
+    return dict(_objective(objective).recipe(num_steps))
 
 
 def _searchable_families():
@@ -72,9 +73,10 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     time: bool = _(True, "+TIME: learn the query times.")
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
-    init: str = _("ddim", "Baseline the untrained sampler reproduces; auto: the best "
-                  "training-free sampler on validation samples over every grid (or --stride), "
-                  "screened at the start (search.start).", choices=_inits)
+    init: Optional[str] = _(
+        None, "Baseline the untrained sampler reproduces; auto: the best training-free sampler "
+        "on validation samples over every grid (or --stride), screened at the start "
+        "(search.start). Default: the objective's recipe at this K.", choices=_inits)
     start_from: List[str] = _(
         help="Start from learned coefficients instead of --init's: coefficients.json files of "
         "samplers of this family, K and settings (e.g. finished searches'). A search across "
@@ -104,11 +106,12 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                               "trained against).")
     # Optimisation (paper: Adam 5e-4, default betas, batch 512, 50K steps). 400 steps cannot
     # move sigmoid logits far at 5e-4, so the default takes larger steps and decays them.
-    batch_size: int = _(128, "Global batch size.", lower=2)
-    train_steps: Optional[int] = _(None, "Optimiser steps; default: the objective's at this K "
-                                   "(search.objectives; printed at start).", lower=1)
+    batch_size: Optional[int] = _(None, "Global batch size; default: the objective's recipe at "
+                                  "this K.", lower=2)
+    train_steps: Optional[int] = _(None, "Optimiser steps; default: the objective's recipe at "
+                                   "this K (search.objectives; printed at the start).", lower=1)
     learning_rate: Optional[float] = _(None, "Peak Adam learning rate; default: the "
-                                       "objective's at this K (printed at start).", lower=0)
+                                       "objective's recipe at this K.", lower=0)
     lr_decay: str = _("cosine", "Learning-rate schedule over train_steps: cosine to 0, or "
                       "constant (the paper's).", choices=LR_DECAYS)
     select: Optional[str] = _(
@@ -116,7 +119,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         "the lowest FID on --eval_samples validation samples (noise.VALIDATION_SEED: x_T never "
         "used by the final evaluation or the benchmark); paired: as best, kept only when it "
         "beats the start in 95% of paired bootstrap resamples of those samples "
-        "(search.select); last: the last step's (the paper's). Default: the objective's.",
+        "(search.select); last: the last step's (the paper's). Default: the objective's "
+        "recipe at this K.",
         choices=SELECTS)
     grad_clip: float = _(1.0, "Global-norm gradient clipping; 0 disables.", lower=0)
     seed: int = _(0, "Seed of every training batch's noise.", lower=0, upper=MAX_SEED)
@@ -136,8 +140,11 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                             "the others wait: reference statistics and baselines before "
                             "training, and each periodic evaluation.", lower=0)
     checkpoint_every: int = _(50, "Steps between checkpoints.", lower=1)
-    eval_every: int = _(100, "Steps between FID / KID evaluations.", lower=1)
-    eval_samples: int = _(512, "Samples per periodic evaluation.", lower=MIN_EVAL_SAMPLES)
+    eval_every: Optional[int] = _(None, "Steps between FID / KID evaluations; default: the "
+                                  "objective's recipe at this K.", lower=1)
+    eval_samples: Optional[int] = _(None, "Samples per periodic evaluation (and validation); "
+                                    "default: the objective's recipe at this K.",
+                                    lower=MIN_EVAL_SAMPLES)
     final_samples: int = _(2000, "Samples of the final comparison.", lower=MIN_EVAL_SAMPLES)
     reference_steps: int = _(1000, "Steps of the DDPM reference row of the final comparison "
                              "(capped at the model's T; computed once per model).", lower=1)
@@ -150,15 +157,22 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         # Likewise the looped chain, for the families whose steps cannot run in a loop.
         if self.family in samplers.names() and not samplers.loopable(self.family):
             self.loop = False
+        # The recipe of the objective at this K fills what the search leaves unset; which
+        # settings it filled is kept (`resolved`) for the log (not a field: config.json holds
+        # the values).
+        recipe = default_settings(self.num_steps, self.objective)
+        unset = [name for name in RECIPE_FIELDS if getattr(self, name) is None]
+        for name in unset:
+            setattr(self, name, recipe[name])
+        if unset and not getattr(self, "_resolved", None):
+            self._resolved = tuple(unset)
         if not self.stride and self.family in samplers.names() and self.init != start.AUTO:
             self.stride = samplers.default_stride(self.family)
-        steps, lr = default_optimisation(self.num_steps, self.objective)
-        if self.train_steps is None:
-            self.train_steps = steps
-        if self.learning_rate is None:
-            self.learning_rate = lr
-        if self.select is None:
-            self.select = default_select(self.objective)
+
+    def resolved(self):
+        """{name: value} of the settings this config took from its objective's recipe (those
+        it was given as None), for the log."""
+        return {name: getattr(self, name) for name in getattr(self, "_resolved", ())}
 
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted (before any model is

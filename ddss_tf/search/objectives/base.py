@@ -48,9 +48,14 @@ class Objective:
         """The sampler families it learns."""
         return samplers.learnable_names()
 
-    def default_optimisation(self, num_steps):
-        """(train_steps, learning_rate) of a search that gives neither, at K = num_steps."""
-        return (800, 2e-2) if num_steps <= FEW_STEPS else (400, 1e-2)
+    def recipe(self, num_steps):
+        """{setting: value} of a search with this objective at K = num_steps that leaves them
+        unset (None): its start (init), batch_size, train_steps, learning_rate, which
+        coefficients it keeps (select) and how it validates them (eval_every, eval_samples).
+        SearchConfig resolves its RECIPE_FIELDS from here and prints them at the start."""
+        steps, lr = (800, 2e-2) if num_steps <= FEW_STEPS else (400, 1e-2)
+        return dict(init="ddim", batch_size=128, train_steps=steps, learning_rate=lr,
+                    select=self.default_select(), eval_every=100, eval_samples=512)
 
     def default_select(self):
         """Which coefficients a search that does not say keeps (SearchConfig.select): the best
