@@ -146,7 +146,8 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
     assert os.listdir(tmp_path / "full" / "tensorboard")
     labels = [r["sampler"] for r in full["records"]]
     assert labels[:4] == [s[0] for s in evaluation.BASELINES]
-    assert labels[4].startswith("DDSS GGDM") and labels[5] == "DDPM 10 steps"
+    assert labels[4].startswith("DDSS GGDM")
+    assert labels[5] == "ODE reference (DPM-Solver++(2M), 10 steps)"
     assert [r["role"] for r in full["records"]] == ["baseline"] * 4 + ["learned", "reference"]
     floor = full["training_data_resampled"]  # the metrics' floor (benchmark_test checks its FID)
     assert floor["num_samples"] == cfg.final_samples and floor["fid"] > 0

@@ -243,7 +243,8 @@ class AllStepsRow(Row):
 
     def score(self, bench, k):
         ev = bench.evaluator
-        scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True)
+        scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True,
+                                           kind="ddpm")
         evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
         # Cached scores come without images: draw just the grid's.
         count = _grid_images(bench)

@@ -146,8 +146,13 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                                     "default: the objective's recipe at this K.",
                                     lower=MIN_EVAL_SAMPLES)
     final_samples: int = _(2000, "Samples of the final comparison.", lower=MIN_EVAL_SAMPLES)
-    reference_steps: int = _(1000, "Steps of the DDPM reference row of the final comparison "
-                             "(capped at the model's T; computed once per model).", lower=1)
+    reference: str = _("ode", "The reference row of the final comparison, the quality a fast "
+                       "sampler aims for (computed once per model): ode, DPM-Solver++(2M) with "
+                       "--reference_steps (the probability-flow ODE's solution); ddpm, ancestral "
+                       "DDPM with --reference_steps (capped at the model's T; the papers' "
+                       "reference, ten times the cost).", choices=("ode", "ddpm"))
+    reference_steps: Optional[int] = _(None, "Steps of the reference; default: 100 for ode, the "
+                                       "model's T (1000) for ddpm.", lower=1)
 
     def __post_init__(self):
         # +PRED is an option of the families that take it (samplers.options): elsewhere it is
@@ -166,6 +171,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
             setattr(self, name, recipe[name])
         if unset and not getattr(self, "_resolved", None):
             self._resolved = tuple(unset)
+        if self.reference_steps is None:
+            self.reference_steps = 100 if self.reference == "ode" else 1000
         if not self.stride and self.family in samplers.names() and self.init != start.AUTO:
             self.stride = samplers.default_stride(self.family)
 
@@ -208,6 +215,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                 f"unknown strategy {self.strategy!r}; accepted: {', '.join(strategies.names())}")
         positive = ("num_steps", "batch_size", "train_steps", "checkpoint_every", "eval_every",
                     "eval_samples", "final_samples", "reference_steps")
+        if self.reference not in ("ode", "ddpm"):
+            raise ValueError(f"unknown reference {self.reference!r}; accepted: ode, ddpm")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

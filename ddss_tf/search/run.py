@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from ddss_tf import evaluation, export, files, guidance, images, models, summaries
 from ddss_tf.evaluation import report
-from ddss_tf.search import (objectives, select as select_lib, start as start_lib, strategies,
-                            workdir as workdir_lib)
+from ddss_tf.search import (objectives, plan, select as select_lib, start as start_lib,
+                            strategies, workdir as workdir_lib)
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
 
@@ -44,6 +44,8 @@ class Run:
         self.objective = objectives.get(cfg.objective)
         ks = (cfg.num_steps,) + tuple(self.objective.extra_num_steps(cfg))
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
+        if chief:
+            self.log_plan()
         self.start = start_lib.resolve(cfg, ev, self.path(workdir_lib.START), self.log)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser, self.start)
@@ -60,6 +62,18 @@ class Run:
                       guidance.validation_scales(anchors)] if anchors else [ev]
         self.selection = None if cfg.select == "last" else select_lib.Selection(
             cfg, self.layer, validators, self.log)
+
+    def log_plan(self):
+        """Log what the search will do and about how long each phase takes (search.plan)."""
+        cfg, ev = self.cfg, self.evaluator
+        steps = plan.phases(cfg, self.objective,
+                            screen=not os.path.exists(self.path(workdir_lib.START)),
+                            reference=not ev.reference_cached(cfg.final_samples))
+        rate = plan.forward_rate(ev)
+        self.log(f"plan ({rate:,.0f} network evaluations / s measured here; training ones "
+                 f"count {plan.TRAIN_COST:g}x):")
+        for line in plan.lines(steps, rate):
+            self.log(line)
 
     def _start_from(self, paths):
         """Start the layer from learned samplers' coefficients.json (SearchConfig.start_from):
@@ -215,13 +229,17 @@ class Run:
             self.layer.set_guidance_scale(cfg.evaluation_scale())
         base_scores, base_images = ev.baselines(k, n, cache=self.baselines_file("final", n),
                                                 keep_images=True)
+        if cfg.init == start_lib.AUTO:  # the training-free sampler the search started from
+            start = f"{self.start.describe()} (the start)"
+            base_scores[start], base_images[start] = ev.sample_and_score(
+                ev.baseline_layer(self.start.init, k, stride=self.start.stride), n, start)
         ref = ev.reference_scores(n)
         label = cfg.label()
         learned, learned_images = ev.sample_and_score(self.layer, n, label)
         records = [evaluation.record(lbl, k, s, "baseline") for lbl, s in base_scores.items()]
         records.append(evaluation.record(label, k, learned, "learned"))
-        records.append(evaluation.record(f"DDPM {ev.reference_steps} steps", ev.reference_steps,
-                                         ref, "reference"))
+        records.append(evaluation.record(ev.reference_label(), ev.reference_steps, ref,
+                                         "reference"))
         images.write_png(self.path(workdir_lib.COMPARE),
                          report.compare_grid({**base_images, label: learned_images}))
         export.write_coefficients(self.layer, self.path(workdir_lib.COEFFICIENTS),

@@ -54,8 +54,9 @@ def _with_defaults(saved):
     SearchConfig normalises itself (a +PRED saved for a family without it reads False)."""
     if saved is None:
         return None
-    # Runs from before `select` kept their last step's coefficients, whatever the default now.
-    saved = dict(dict(select="last"), **saved)
+    # Runs from before `select` kept their last step's coefficients, and runs from before
+    # `reference` compared with DDPM, whatever the defaults now.
+    saved = dict(dict(select="last", reference="ddpm"), **saved)
     values = dict(json.loads(SearchConfig().to_json()), **saved)
     try:
         return json.loads(SearchConfig.from_dict(values).to_json())
