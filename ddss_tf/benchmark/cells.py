@@ -32,8 +32,8 @@ class _Benchmark:
         path = os.path.join(self.workdir, "cells", f"{row.name}_k{k}_n{self.cfg.num_samples}.json")
         cached = evaluation.read_cache(path, self.log)
         if cached is not None:
-            if cached.get("key") == key:  # role and cost: also for cells cached before them
-                return dict(cached, role=row.role, **row.cost(self, k))
+            if cached.get("key") == key:  # label, role and cost: as the row says them now
+                return dict(cached, sampler=row.label, role=row.role, **row.cost(self, k))
             self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
         scores, grid = row.score(self, k)
         cell = dict(evaluation.record(row.label, k, scores, row.role), **row.cost(self, k),

@@ -22,6 +22,13 @@ __all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScales
 # The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
 # the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
 WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
+# ddss_search's recipe before issue 34 (the DDIM start, 800 steps at 2e-2 to K = FEW_STEPS and 400
+# at 1e-2 above, batch 128, the best of 512 validation samples every 100 steps, the DDPM
+# reference): the issue-14 rows' stored searches were made with it, and their rows keep it.
+ISSUE14 = dict(init="ddim", batch_size=128, select="best", eval_every=100, eval_samples=512,
+               reference="ddpm", reference_steps=1000)
+ISSUE14_FEW = dict(train_steps=800, learning_rate=2e-2)
+ISSUE14_MANY = dict(train_steps=400, learning_rate=1e-2)
 # Above FEW_STEPS a search started from the best solver starts near the best this model does
 # (UniPC quadratic is below the 1000-step DDPM at K = 10), where the default's KID gradient is
 # noise and its 512-sample selection a coin toss: it fine-tunes instead, with twice the batch, a
@@ -94,17 +101,19 @@ class FixedRow(Row):
 class LearnedRow(Row):
     """A sampler learned by a search in the benchmark's searches directory (searched there
     first when it is missing or unfinished): the template search with `settings` (SearchConfig
-    fields, e.g. family, pred, time, objective) at each K, and with `many_steps` (SearchConfig
-    fields; the BenchmarkConfig's train_steps and learning_rate, when set, win) at K > FEW_STEPS."""
+    fields, e.g. family, pred, time, objective) at each K, with `few_steps` at K <= FEW_STEPS
+    and `many_steps` at K > FEW_STEPS (SearchConfig fields); the rest of the recipe is
+    ddss_search's at that K, and what the BenchmarkConfig sets for every row wins."""
 
-    def __init__(self, name, many_steps=None, **settings):
+    def __init__(self, name, few_steps=None, many_steps=None, **settings):
         super().__init__(name, SearchConfig(**settings).label(), "learned")
-        self.settings, self.many_steps = settings, dict(many_steps or {})
+        self.settings = settings
+        self.few_steps, self.many_steps = dict(few_steps or {}), dict(many_steps or {})
 
     def search_config(self, cfg, k, searches=""):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
         (`searches`: the benchmark's searches directory, for rows that start from others)."""
-        tune = self.many_steps if int(k) > FEW_STEPS else {}
+        tune = self.many_steps if int(k) > FEW_STEPS else self.few_steps
         # Every setting of the recipe resolves at the row's K (None) unless the row sets it;
         # what the BenchmarkConfig sets for every row wins.
         given = {key: v for key, v in dict(train_steps=cfg.train_steps,
@@ -282,24 +291,27 @@ def _catalogue():
         rows += [FixedRow(name, samplers.label(name), name, {})]
         rows += [FixedRow(f"{name}_{grid}", f"{samplers.label(name)} {grid}", name,
                           dict(stride=grid)) for grid in SOLVER_GRIDS]
-    per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
-    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
+    old = dict(few_steps=ISSUE14_FEW, many_steps=ISSUE14_MANY, **ISSUE14)
+    per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True, **old)
+    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False, **old), per_scale]
     # GGDM +PRED +TIME started from UniPC on the quadratic grid (the best solver at few steps)
     # written over states, rather than from DDIM: at K = 4 it beats both (docs/ddss_search.md).
     # Above FEW_STEPS it fine-tunes (SOLVER_FINE_TUNE).
     rows += [LearnedRow("ggdm_pred_time_unipc", family="ggdm", pred=True, time=True,
-                        init="unipc", many_steps=SOLVER_FINE_TUNE)]
+                        **dict(old, init="unipc", many_steps=SOLVER_FINE_TUNE))]
     # GGDM +PRED +TIME whose loss adds LD3's teacher distance to KID (--objective=kid_teacher):
     # the best row at K = 3, 4 and 5 (docs/ddss_search.md, "Few steps").
     rows += [LearnedRow("ggdm_pred_time_kid_teacher", family="ggdm", pred=True, time=True,
-                        objective="kid_teacher")]
-    # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
+                        objective="kid_teacher", **old)]
+    # LD3 (search.objectives.ld3): the solvers' own times, learned; each starts on its
+    # solver's grid.
     ld3 = objectives.get("ld3")
     rows += [LearnedRow(f"ld3_{name}", family=name, objective=ld3.name, time=True, stride="",
-                        select=ld3.default_select()) for name in LD3_ROWS]
-    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True),
+                        select=ld3.default_select(), reference="ddpm", reference_steps=1000)
+             for name in LD3_ROWS]
+    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True, **old),
              WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
-                                 family="ggdm", pred=True, time=True)]
+                                 family="ggdm", pred=True, time=True, **old)]
     rows += [AllStepsRow(), DataRow()]
     return {row.name: row for row in rows}
 

@@ -284,20 +284,23 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
 
     def run_name(self):
         """The work directory name ddss_search gives this search:
-        [<objective>_]<family>[_pred][_time][_<solver init>]_k<K>[_w<guidance scale>][_warm]
-        (no objective for kid; a solver init: samplers.solver_names(); warm: start_from)."""
+        [<objective>_]<family>[_pred][_time][_<init>]_k<K>[_w<guidance scale>][_warm][_s<seed>]
+        (no objective for kid; the init unless "auto" or the family has none; warm:
+        start_from; the seed unless 0)."""
         parts = ([self.objective] if objectives.get(self.objective).run_prefix else []) + \
             [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
-            ([self.init] if self._solver_init() else []) + [f"k{self.num_steps}"]
+            ([self.init] if self._named_init() else []) + [f"k{self.num_steps}"]
         if self.guidance_scale is not None:
             parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
-        return "_".join(parts + (["warm"] if self.start_from else []))
+        parts += (["warm"] if self.start_from else []) + ([f"s{self.seed}"] if self.seed else [])
+        return "_".join(parts)
 
-    def _solver_init(self):
-        """Whether the sampler starts from a training-free solver's coefficients (a GGDM init
-        beyond the paper's DDPM / DDIM), which the run's name and label then say."""
-        return self.init in samplers.solver_names() and self.init in samplers.inits(self.family)
+    def _named_init(self):
+        """Whether the search starts from a baseline it names (its init), which the run's name
+        and label then say; an "auto" start is the best training-free sampler, found at run
+        time (search.start)."""
+        return bool(samplers.inits(self.family)) and self.init != start.AUTO
 
     def guidance_scales(self):
         """The guidance scales of the search as a tuple: (w,) or the anchors of a sampler
@@ -325,7 +328,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         ddss = (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else "")
                 + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else "")
-                + (f" from {samplers.label(self.init)}" if self._solver_init() else "")
+                + (f" from {samplers.label(self.init)}" if self._named_init() else "")
                 + (" (warm start)" if self.start_from else ""))
         return objectives.get(self.objective).label(self, ddss)
 
