@@ -334,3 +334,23 @@ def test_kid_teacher_row_is_a_newcomers_search():
     assert (scfg.run_name(), scfg.label()) == ("kid_teacher_ggdm_pred_time_k4",
                                                "DDSS GGDM +PRED +TIME (KID + teacher)")
     assert (scfg.train_steps, scfg.learning_rate, scfg.select) == (800, 2e-2, "best")
+
+
+def test_seeded_rows_get_each_seed_and_their_mean_and_standard_deviation():
+    rows = [benchmark_rows.ROWS[f"ddss_s{s}"] for s in benchmark_rows.DEFAULT_SEEDS]
+    assert [r.seed for r in rows] == [0, 1, 2] and len({r.group for r in rows}) == 1
+    assert all(r.label == f"{rows[0].group} (seed {r.seed})" for r in rows)
+    cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
+    for r in rows:  # each is `ddss_search --num_steps=K --seed=s` and nothing else
+        assert cfg.rows_search(r.name, 5) == SearchConfig(num_steps=5, seed=r.seed)
+    fids, held = [0.5, 0.7, 0.4], [0.2, 0.25, 0.1]
+    recs = [dict(sampler=r.label, num_steps=5, fid=f, heldout=h, num_samples=10,
+                 role="learned", **r.extra(), **{"is": None})
+            for r, f, h in zip(rows, fids, held)]
+    (summary,) = benchmark.seed_summaries(recs)
+    assert summary["fid"] == pytest.approx(np.mean(fids))
+    assert summary["fid_std"] == pytest.approx(np.std(fids, ddof=1))
+    assert summary["heldout_std"] == pytest.approx(np.std(held, ddof=1))
+    assert summary["seeds"] == [0, 1, 2] and summary["sampler"].endswith("(mean of 3 seeds)")
+    table = benchmark.paper_table(recs + [summary], [5])
+    assert f"| {summary['sampler']} | {np.mean(fids):.3f} ± {np.std(fids, ddof=1):.3f} /" in table

@@ -33,11 +33,12 @@ class _Benchmark:
         cached = evaluation.read_cache(path, self.log)
         if cached is not None:
             if cached.get("key") == key:  # label, role and cost: as the row says them now
-                return dict(cached, sampler=row.label, role=row.role, **row.cost(self, k))
+                return dict(cached, sampler=row.label, role=row.role, **row.cost(self, k),
+                            **row.extra())
             self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
         scores, grid = row.score(self, k)
         cell = dict(evaluation.record(row.label, k, scores, row.role), **row.cost(self, k),
-                    key=key, grid=np.round(grid, 5).tolist())
+                    **row.extra(), key=key, grid=np.round(grid, 5).tolist())
         files.write_json(path, cell)
         return cell
 

@@ -60,8 +60,16 @@ class Row:
     what its cached cells depend on besides the model, data and sample count, and
     `score(bench, k)` the cell's (scores, grid images)."""
 
+    # Rows of one sampler searched with several training seeds share a group (the sampler's
+    # label); the table adds their mean and standard deviation (benchmark.tables).
+    group = None
+
     def __init__(self, name, label, role):
         self.name, self.label, self.role = name, label, role
+
+    def extra(self):
+        """Keys its records carry besides the scores: a seeded row's seed and group."""
+        return {} if self.group is None else dict(seed=self.seed, group=self.group)
 
     def steps(self, ks, num_timesteps):
         """The K values of this row's cells."""
@@ -105,10 +113,13 @@ class LearnedRow(Row):
     and `many_steps` at K > FEW_STEPS (SearchConfig fields); the rest of the recipe is
     ddss_search's at that K, and what the BenchmarkConfig sets for every row wins."""
 
-    def __init__(self, name, few_steps=None, many_steps=None, **settings):
+    def __init__(self, name, few_steps=None, many_steps=None, seeded=False, **settings):
         super().__init__(name, SearchConfig(**settings).label(), "learned")
         self.settings = settings
         self.few_steps, self.many_steps = dict(few_steps or {}), dict(many_steps or {})
+        if seeded:  # one of several training seeds of the same search
+            self.seed, self.group = settings.get("seed", 0), self.label
+            self.label = f"{self.label} (seed {self.seed})"
 
     def search_config(self, cfg, k, searches=""):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
@@ -279,6 +290,10 @@ class DataRow(Row):
         return scores, imgs[:_grid_images(bench)]
 
 
+# The training seeds of the default row, `ddss_search --num_steps=K --seed=s` and nothing else.
+DEFAULT_SEEDS = (0, 1, 2)
+
+
 def _catalogue():
     rows = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
             for label, family, options in evaluation.BASELINES]
@@ -291,6 +306,8 @@ def _catalogue():
         rows += [FixedRow(name, samplers.label(name), name, {})]
         rows += [FixedRow(f"{name}_{grid}", f"{samplers.label(name)} {grid}", name,
                           dict(stride=grid)) for grid in SOLVER_GRIDS]
+    # ddss_search --num_steps=K (--seed=s): the sampler a user gets with no other flag.
+    rows += [LearnedRow(f"ddss_s{seed}", seeded=True, seed=seed) for seed in DEFAULT_SEEDS]
     old = dict(few_steps=ISSUE14_FEW, many_steps=ISSUE14_MANY, **ISSUE14)
     per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True, **old)
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False, **old), per_scale]
