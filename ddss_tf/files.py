@@ -1,8 +1,8 @@
 """The files ddss_tf writes and reads: never half-written, never silently broken.
 
 - Atomic writers: every writer puts its output in a temporary sibling (same directory,
-  so the same file system) and renames it into place; on any error the temporary is
-  removed and the destination is untouched.
+  so the same file system) and renames it into place; on any error (a full disk) or a
+  signal (interrupt.Signalled) the temporary is removed and the destination is untouched.
 - Strict JSON: `write_json` refuses NaN / Infinity (naming the key) instead of writing
   what most parsers reject; `read_json` rejects them too and names the file of any
   damage.
@@ -20,11 +20,12 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_file", "atomic_dir", "write_bytes", "npz_bytes", "TMP_PREFIX", "write_json",
+__all__ = ["atomic_file", "atomic_dir", "atomic_path", "write_bytes", "npz_bytes", "TMP_PREFIX", "write_json",
            "read_json", "dumps_json", "non_finite_path", "writable_dir", "WorkdirLock",
            "WorkdirBusy", "weights_digest"]
 
@@ -55,6 +56,24 @@ def atomic_file(path, mode="w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path` ending like it (a writer that takes a file name,
+    such as Keras' save_weights, needs the suffix); on success rename it to `path`, on any
+    error (a full disk, a signal) remove it and leave `path` untouched."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ddss_tf import evaluation, files
+from ddss_tf import evaluation, files, interrupt
 from ddss_tf.benchmark.rows import ROWS, LearnedRow
 from ddss_tf.benchmark.tables import write_outputs
 
@@ -35,7 +35,8 @@ class _Benchmark:
             if cached.get("key") == key:  # role and cost: also for cells cached before them
                 return dict(cached, role=row.role, **row.cost(self, k))
             self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
-        scores, grid = row.score(self, k)
+        with interrupt.phase(f"the cell {row.label}, K = {k}", context=True):
+            scores, grid = row.score(self, k)
         cell = dict(evaluation.record(row.label, k, scores, row.role), **row.cost(self, k),
                     key=key, grid=np.round(grid, 5).tolist())
         files.write_json(path, cell)

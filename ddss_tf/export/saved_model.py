@@ -35,7 +35,7 @@ import os
 
 import tensorflow as tf
 
-from ddss_tf import files
+from ddss_tf import files, interrupt
 from ddss_tf import models
 from ddss_tf import noise as noise_lib
 from ddss_tf import samplers
@@ -108,7 +108,8 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
     doc["export"] = {"max_num_samples": int(max_num_samples), "signatures": signature_inputs}
     module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples),
                                        guidance)
-    with files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
+    with interrupt.phase(f"the export to {base_dir}"), \
+            files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
         tf.saved_model.save(module, out.tmp, signatures=signatures)
         files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
                            coefficients_lib.dumps(doc).encode())

@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from ddss_tf import data
+from ddss_tf import data, files, interrupt
 from ddss_tf.metrics import features as features_lib
 from ddss_tf.metrics import scores
 
@@ -93,10 +93,8 @@ def _write(path, stats):
               "fingerprint": np.asarray(json.dumps(stats.fingerprint, sort_keys=True))}
     if stats.logits is not None:
         arrays["logits"] = stats.logits
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with files.atomic_file(path, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def reference_statistics(extractor, dataset="digits", split="train", count=None, batch_size=256,
@@ -131,7 +129,8 @@ def reference_statistics(extractor, dataset="digits", split="train", count=None,
     cached = _read(path, fingerprint)
     if cached is not None:
         return cached
-    stats = compute_statistics(extractor, images[:count], batch_size=batch_size, progress=progress,
-                               fingerprint=fingerprint)
-    _write(path, stats)
+    with interrupt.phase(f"the reference statistics of {dataset}/{split} ({extractor.name})"):
+        stats = compute_statistics(extractor, images[:count], batch_size=batch_size,
+                                   progress=progress, fingerprint=fingerprint)
+        _write(path, stats)
     return stats
