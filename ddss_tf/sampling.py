@@ -56,6 +56,7 @@ class LayerSource:
 
     def from_noise(self, x_T, noise, labels=None, guidance_scale=None):
         """(float32 images clipped to the data range, uint8 images), as the export computes them."""
+        exported.check_finite(x_T=x_T, noise=noise)
         null = None if self.conditional is None else self.conditional.null_condition
         if null is not None and null.shape.rank != 0:  # conditioned on embeddings [N, D]
             if labels is None or guidance_scale is None:

@@ -12,6 +12,8 @@ Signatures (K = layer.num_steps, [H, W, C] = the model's image shape, N <= max_n
                    TF Serving (which does not check shapes) would accept [hi, lo, junk].
   from_noise       (x_T float32 [N, H, W, C], noise float32 [K, N, H, W, C])
                    -> {"images": float32 in the data range, "images_uint8": uint8}
+                   x_T and noise of another shape, or holding NaN / Infinity, fail with
+                   an InvalidArgument.
   coefficients     () -> {name: float32 array} for every coefficient and "query_times"
 
 A sampler for a class-conditional model (searched with `guidance`, a ddss_tf.guidance.Guidance)
@@ -149,7 +151,10 @@ def _build_module(layer, image_shape, max_num_samples, guidance=None):
             tf.shape(noise)[:2], tf.stack([tf.constant(k), n]),
             message=f"noise must be [K, N, H, W, C] with K = {k} (the steps of this sampler) and "
                     "N = the batch of x_T")
-        with tf.control_dependencies([same_shape]):
+        # NaN / Inf in x_T or noise would come out as NaN images and a black uint8 image that
+        # looks valid: refused here, in the graph, so TF Serving refuses them too.
+        finite = [_assert_finite(x_T, "x_T"), _assert_finite(noise, "noise")]
+        with tf.control_dependencies([same_shape] + finite):
             x0 = ops.clip_to_range(tf.cast(chain(x_T, noise, n, *condition), tf.float32),
                                    data_range)
         return {"images": x0, "images_uint8": ops.to_uint8(x0, data_range)}
@@ -204,6 +209,16 @@ def _check_condition(labels, scale, n, c, scale_range):
                                        f"[{lo:g}, {hi:g}] (the range searched)")]
     with tf.control_dependencies(checks):
         return tf.identity(labels), tf.identity(scale)
+
+
+def _assert_finite(x, name):
+    """An assert op (InvalidArgument) that every entry of x is finite. (tf.debugging's
+    assert_all_finite raises InvalidArgument too, but its message names the tensor's graph
+    name, not the input.)"""
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(x)),
+        [f"{name} must hold finite numbers (no NaN or Infinity): standard normal draws"],
+        name=f"{name}_is_finite")
 
 
 def _check_batch(n, max_num_samples, what):
