@@ -108,15 +108,24 @@ def _disk_full(e):
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True, e.filename
+            return True, e.filename and _final_path(str(e.filename))
         text = e.message if isinstance(e, tf.errors.OpError) else str(e)
         if isinstance(e, (OSError, tf.errors.OpError)) and any(s in text for s in _DISK_FULL):
             found = _PATH.search(text.split(";")[0] if ";" in text else text)
-            path = found.group(1) if found else None
-            # TensorFlow writes "<file>.tempstate<digits>" and renames it when done
-            return True, path and re.sub(r"\.tempstate\d+$", "", path)
+            return True, found and _final_path(found.group(1))
         e = e.__cause__ or e.__context__
     return False, None
+
+
+def _final_path(path):
+    """The path a temporary file or directory stands for: TensorFlow writes "<file>.tempstate<n>"
+    and "<file>.tmp<hex>" and renames them, files.atomic_dir writes in a ".tmp-<random>"
+    sibling of the directory it makes."""
+    from ddss_tf import files
+
+    path = re.sub(r"\.(tempstate\d+|tmp[0-9a-f]{32})$", "", path)
+    parts = [p for p in path.split("/") if not p.startswith(files.TMP_PREFIX)]
+    return "/".join(parts)
 
 
 def _exit_code(e):

@@ -52,7 +52,7 @@ def atomic_file(path, mode="w"):
         raise type(e)(e.errno, e.strerror, path) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, mode) as f:
+        with _naming(path), os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -61,6 +61,18 @@ def atomic_file(path, mode="w"):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """An OSError without a file name (a write or fsync on a full disk) re-raised naming `path`,
+    the file the caller asked for."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, path) from e
 
 
 @contextlib.contextmanager
@@ -73,7 +85,8 @@ def atomic_path(path):
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
     try:
-        yield tmp
+        with _naming(path):
+            yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -121,8 +121,12 @@ def reference_statistics(extractor, dataset="digits", split="train", count=None,
     if images is None:
         images = data.load(dataset, split, image_shape)
     count = len(images) if count is None else int(count)
+    if len(images) < 2:
+        raise ValueError(f"the data set {dataset} (split {split!r}) holds {len(images)} "
+                         "image(s); its statistics (FID, KID) need at least 2 real images")
     if not 2 <= count <= len(images):
-        raise ValueError(f"count must be in [2, {len(images)}] for {dataset}/{split}, got {count}")
+        raise ValueError(f"count {count} is out of range: the data set {dataset} (split "
+                         f"{split!r}) holds {len(images)} images; give 2 to {len(images)}")
     fingerprint = _fingerprint(dataset, split, extractor, count, images, image_shape)
     cache_dir = default_cache_dir() if cache_dir is None else os.path.expanduser(cache_dir)
     path = os.path.join(cache_dir, _cache_name(dataset, split, extractor))
