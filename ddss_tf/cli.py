@@ -34,8 +34,10 @@ mapping: TensorFlow reports both as ResourceExhaustedError).
 import errno
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 
 __all__ = ["run", "UsageError", "define_flags", "flag_settings", "define_model_flags",
            "model_options", "define_data_flags", "data_options", "EXIT_CODES"]
@@ -83,6 +85,33 @@ def _import_tensorflow_quietly():
             sys.stderr.write("".join(kept))
 
 
+def _prog():
+    return os.path.basename(sys.argv[0]).removesuffix(".py")
+
+
+def _stop_while_starting(signum, frame):
+    """SIGTERM / SIGHUP / SIGINT while a binary imports TensorFlow and its modules (before
+    `run` installs interrupt's handlers): nothing is written yet, so end at once, in one line."""
+    name = signal.Signals(signum).name
+    os.write(2, f"{_prog()}: stopped: stopped by {name} while starting: nothing was written; "
+                "rerun the command\n".encode())
+    os._exit(128 + signum)
+
+
+def _catch_signals_while_starting():
+    """Install _stop_while_starting in a binary (bin/ddss_*.py, the ddss_* console scripts),
+    not in a program that imports this module as a library."""
+    from ddss_tf import interrupt
+
+    if not _prog().startswith("ddss_") or threading.current_thread() is not \
+            threading.main_thread():
+        return
+    for s in interrupt.SIGNALS:
+        signal.signal(s, _stop_while_starting)
+    interrupt.inject("start-up")  # the tests' fault-injection hook (DDSS_TF_SIGNAL_AT)
+
+
+_catch_signals_while_starting()
 _import_tensorflow_quietly()
 
 
@@ -188,10 +217,6 @@ def _adopt_binary_flags(main):
     main_module = sys.modules.get("__main__")
     if main_module is not None and not main_module.__doc__:
         main_module.__doc__ = sys.modules[name].__doc__
-
-
-def _prog():
-    return os.path.basename(sys.argv[0]).removesuffix(".py")
 
 
 def _parse_flags(argv):

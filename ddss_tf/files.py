@@ -270,10 +270,11 @@ class WorkdirLock:
             f.close()
             raise WorkdirBusy(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it "
                               "to finish (or stop it) or use another --workdir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        f.flush()
+        with _naming(self.path):  # a full disk: name the lock file
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+            f.flush()
         self._file = f
         return self
 

@@ -32,8 +32,9 @@ the others), so a stuck process can still be stopped.
 
 Fault injection (tests): DDSS_TF_SIGNAL_AT="<phase>:<SIGNAL>" makes the process send itself
 SIGNAL as it enters the first phase whose name starts with <phase> (e.g. "the final
-comparison:SIGTERM", "the cell DDIM:SIGHUP"), so every phase's stop can be tested with the
-real binaries at a known point.
+comparison:SIGTERM", "the cell DDIM:SIGHUP"; "start-up": while a binary imports TensorFlow,
+before its handlers are installed), so every phase's stop can be tested with the real binaries
+at a known point.
 """
 
 import contextlib
@@ -42,7 +43,7 @@ import signal
 import threading
 
 __all__ = ["Catch", "Interrupted", "Signalled", "SIGNALS", "handlers", "phase", "current",
-           "stop_message", "RERUN", "SIGNAL_AT"]
+           "stop_message", "inject", "RERUN", "SIGNAL_AT"]
 
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
                 if s is not None)
@@ -111,7 +112,7 @@ def phase(name, rerun=None, context=False):
     entry = _Phase(name, rerun, context)
     _stack.append(entry)
     try:
-        _inject(name)
+        inject(name)
         yield
     except KeyboardInterrupt as e:  # Python's own SIGINT handler records no phase
         if not getattr(e, "phases", None):
@@ -121,8 +122,9 @@ def phase(name, rerun=None, context=False):
         _stack.remove(entry)
 
 
-def _inject(name):
-    """DDSS_TF_SIGNAL_AT="<phase>:<SIGNAL>": signal this process as it enters that phase."""
+def inject(name):
+    """DDSS_TF_SIGNAL_AT="<phase>:<SIGNAL>": signal this process as it enters the phase `name`
+    when it starts with <phase> (cli calls it with "start-up" while a binary imports)."""
     spec = os.environ.get(SIGNAL_AT, "")
     where, _, which = spec.rpartition(":")
     if where and name.startswith(where):

@@ -111,6 +111,16 @@ def test_a_search_stopped_at_every_phase_resumes_to_the_uninterrupted_result(tmp
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)
 
 
+def test_a_binary_stopped_while_it_imports_says_so_in_one_line(tmp_path):
+    proc = testing.run_binary("ddss_sample", "--family=ddim", f"--out={tmp_path}/s.npz",
+                              env=_signal_at(tmp_path, "start-up", signal.SIGTERM))
+    assert proc.returncode == 143 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ddss_sample: stopped: stopped by SIGTERM while starting: nothing was written; rerun "
+        "the command")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("phase,sig", [("loading the sampler", signal.SIGHUP),
                                        ("sampling", signal.SIGTERM),
                                        ("writing the samples", signal.SIGHUP)])
@@ -153,3 +163,13 @@ def test_ddss_train_model_stopped_in_its_export_resumes_to_a_complete_model(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stdout + proc.stderr
     assert sorted(os.listdir(workdir / "model")) == ["config.json", "model.weights.h5"]
+
+
+def test_ddss_train_classifier_stopped_while_training_writes_nothing(tmp_path):
+    from ddss_tf.training import classifier
+
+    out = tmp_path / "classifier"
+    proc = testing.run_binary("ddss_train_classifier", f"--out_dir={out}", "--epochs=1",
+                              env=_signal_at(tmp_path, "training the classifier", signal.SIGHUP))
+    _stopped(proc, signal.SIGHUP, "training the classifier", rerun=classifier.RERUN)
+    assert os.listdir(out) == []  # checked writable first, then nothing written

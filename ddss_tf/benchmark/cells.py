@@ -59,10 +59,12 @@ def run(cfg, workdir, log=print):
         plan = [cell for cell in plan if cell not in unsearched]
     os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
     cells = []
-    for i, (row, k) in enumerate(plan):
-        log(f"[{i + 1}/{len(plan)}] {row.label}, K = {k}")
-        cells.append(bench.cell(row, k))
+    with interrupt.phase("the benchmark's cells"):  # each computed one: its own phase
+        for i, (row, k) in enumerate(plan):
+            log(f"[{i + 1}/{len(plan)}] {row.label}, K = {k}")
+            cells.append(bench.cell(row, k))
     bad = [f"{c['sampler']} K={c['num_steps']}" for c in cells if not math.isfinite(c["fid"])]
     if bad:
         log(f"non-finite FID in: {', '.join(bad)}")
-    return write_outputs(cfg, cells, workdir, log)
+    with interrupt.phase("writing the table and figures"):
+        return write_outputs(cfg, cells, workdir, log)
