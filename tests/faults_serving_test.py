@@ -58,6 +58,13 @@ def test_from_noise_refuses_non_finite_input_in_the_savedmodels_graph(bad):
         sampling.LayerSource(e.layer, image_shape=_SHAPE).from_noise(x_T, noise)
 
 
+def test_finite_input_that_overflows_in_the_chain_is_refused_not_a_nan_image():
+    e = helpers.exported()
+    x_T, noise = _inputs(("x_T", 3e38))  # finite, far outside a normal draw
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images are not finite"):
+        export.load_sampler(e.version_dir).from_noise(x_T, noise)
+
+
 def _truncate(path):
     os.truncate(path, os.path.getsize(path) // 2)
 
@@ -69,6 +76,7 @@ _DAMAGE = {
                                                                 "variables.index")),
     "missing variables": lambda d: shutil.rmtree(os.path.join(d, "variables")),
     "truncated saved_model.pb": lambda d: _truncate(os.path.join(d, "saved_model.pb")),
+    "truncated fingerprint.pb": lambda d: _truncate(os.path.join(d, "fingerprint.pb")),
 }
 
 

@@ -105,12 +105,16 @@ class ExportedSampler:
         self.guidance = self.metadata.get("guidance")
         self.path = version_dir
         try:
+            # The loader only logs a damaged fingerprint.pb (with a traceback): read it first.
+            if os.path.exists(os.path.join(version_dir, "fingerprint.pb")):
+                tf.saved_model.experimental.read_fingerprint(version_dir)
             self._loaded = tf.saved_model.load(version_dir)
         except Exception as e:  # noqa: BLE001  (protobuf, the bundle reader: many types)
             msg = " ".join(str(getattr(e, "message", e)).split())[:160] or type(e).__name__
             raise ValueError(
                 f"the exported sampler {version_dir} is damaged or incomplete: its "
-                f"saved_model.pb or variables/ do not read back ({type(e).__name__}: {msg}); "
+                f"saved_model.pb, fingerprint.pb or variables/ do not read back "
+                f"({type(e).__name__}: {msg}); "
                 "copy the export again, or export the sampler again") from None
         self._signatures = self._loaded.signatures
 

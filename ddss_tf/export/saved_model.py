@@ -13,7 +13,7 @@ Signatures (K = layer.num_steps, [H, W, C] = the model's image shape, N <= max_n
   from_noise       (x_T float32 [N, H, W, C], noise float32 [K, N, H, W, C])
                    -> {"images": float32 in the data range, "images_uint8": uint8}
                    x_T and noise of another shape, or holding NaN / Infinity, fail with
-                   an InvalidArgument.
+                   an InvalidArgument, as does a chain whose images come out non-finite.
   coefficients     () -> {name: float32 array} for every coefficient and "query_times"
 
 A sampler for a class-conditional model (searched with `guidance`, a ddss_tf.guidance.Guidance)
@@ -155,8 +155,14 @@ def _build_module(layer, image_shape, max_num_samples, guidance=None):
         # looks valid: refused here, in the graph, so TF Serving refuses them too.
         finite = [_assert_finite(x_T, "x_T"), _assert_finite(noise, "noise")]
         with tf.control_dependencies([same_shape] + finite):
-            x0 = ops.clip_to_range(tf.cast(chain(x_T, noise, n, *condition), tf.float32),
-                                   data_range)
+            x0 = tf.cast(chain(x_T, noise, n, *condition), tf.float32)
+        # Finite inputs far outside a normal draw (1e30) overflow in the chain: never a NaN
+        # image, whatever the cause.
+        with tf.control_dependencies([tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(x0)),
+                ["the sampler's images are not finite (NaN or Infinity): x_T and noise must be "
+                 "standard normal draws"], name="images_are_finite")]):
+            x0 = ops.clip_to_range(tf.identity(x0), data_range)
         return {"images": x0, "images_uint8": ops.to_uint8(x0, data_range)}
 
     def serving_default(num_samples, seed, *condition):
