@@ -69,7 +69,6 @@ _SEARCH_PHASES = [
     ("the baselines", signal.SIGINT, "the baselines at K=2 on 16 samples"),
     ("training", signal.SIGHUP, "training"),
     ("the final comparison", signal.SIGTERM, "the final comparison"),
-    ("the baselines", signal.SIGHUP, "the baselines at K=2 on 16 samples (the final comparison)"),
     ("the export", signal.SIGTERM, "the export to {workdir}/export (the final comparison)"),
     ("writing the results", signal.SIGHUP, "writing the results (the final comparison)"),
 ]
