@@ -25,9 +25,9 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_file", "atomic_dir", "atomic_path", "write_bytes", "npz_bytes", "TMP_PREFIX", "write_json",
-           "read_json", "dumps_json", "non_finite_path", "writable_dir", "WorkdirLock",
-           "WorkdirBusy", "weights_digest"]
+__all__ = ["atomic_file", "atomic_dir", "atomic_path", "write_bytes", "npz_bytes", "TMP_PREFIX",
+           "write_json", "read_json", "dumps_json", "non_finite_path", "writable_dir",
+           "WorkdirLock", "WorkdirBusy", "weights_digest"]
 
 # TF Serving only looks at directories whose names are integers, and our own
 # version scan skips this prefix, so an interrupted export is never picked up.

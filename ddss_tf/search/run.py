@@ -243,10 +243,10 @@ class Run:
             summary["across_scales"] = self.score_across_scales(n, label)
         text = report.search_markdown(summary, self.cost_breakdown(),
                                       self.redraw_command(min(evaluation.BATCH_SIZE, n)))
-        with interrupt.phase("writing the results"), files.atomic_file(
-                self.path(workdir_lib.REPORT)) as f:
-            f.write(text)
-        files.write_json(self.path(workdir_lib.RESULTS), summary)
+        with interrupt.phase("writing the results"):
+            with files.atomic_file(self.path(workdir_lib.REPORT)) as f:
+                f.write(text)
+            files.write_json(self.path(workdir_lib.RESULTS), summary)
         self.log("\n" + evaluation.markdown_table(records))
         return summary
 
