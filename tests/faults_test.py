@@ -135,7 +135,8 @@ def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(
 
 # ---- exit codes ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                      (signal.SIGHUP, 129)])
 def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen(

@@ -228,7 +228,8 @@ def bad(tmp_path_factory):
     ("txt", {}, "not a Keras file (.keras / .h5)"),
     ("empty_dir", {}, "holds neither config.json (ddss_train_model), saved_model.pb nor a "
      "`checkpoint` file"),
-    ("junk", {}, "cannot load the Keras model"),
+    ("junk", {}, "is not a Keras model file (a file starting with b'not a zi'): a .keras file "
+     "is a zip archive"),
     ("three_channels", {}, "returns [(None, 8, 8, 3)], x_t is (None, 8, 8, 1): the output must "
      "have the input's shape"),
     ("two_channels", dict(prediction="x"), "a 2-channel output (eps and a learned variance) is "

@@ -184,7 +184,8 @@ def _finished_search(bench, scfg, directory):
         return finished
     bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if interrupted)")
     try:
-        run_search(scfg, directory, bench.log)
+        with interrupt.phase(f"its search in {directory}", context=True):
+            run_search(scfg, directory, bench.log)
     except interrupt.Interrupted as e:
         raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
                                     "interrupted; its checkpoint is saved: rerun the "

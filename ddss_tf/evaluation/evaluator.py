@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-from ddss_tf import (data, denoisers, files, guidance as guidance_lib, metrics, models,
-                     pretrained, samplers)
+from ddss_tf import (data, denoisers, files, guidance as guidance_lib, interrupt, metrics,
+                     models, pretrained, samplers)
 from ddss_tf.evaluation import draws, records, scoring
 
 __all__ = ["Evaluator", "BASELINES", "REFERENCES", "read_cache"]
@@ -179,11 +179,12 @@ class Evaluator:
             return cached
         self.log(f"baselines at K={num_steps} on {num_samples} samples:")
         scores, images = {}, {}
-        for label, family, options in BASELINES:
-            layer = self.baseline_layer(family, num_steps, **options)
-            scores[label], images[label] = self.sample_and_score(layer, num_samples, label)
-        if cache is not None:
-            files.write_json(cache, scores)
+        with interrupt.phase(f"the baselines at K={num_steps} on {num_samples} samples"):
+            for label, family, options in BASELINES:
+                layer = self.baseline_layer(family, num_steps, **options)
+                scores[label], images[label] = self.sample_and_score(layer, num_samples, label)
+            if cache is not None:
+                files.write_json(cache, scores)
         return (scores, images) if keep_images else scores
 
     def reference_label(self, steps=None, kind=None):
@@ -243,11 +244,12 @@ class Evaluator:
             if scores is not None:
                 return (scores, None) if return_images else scores
         path = os.path.join(cache_dir, name)
-        self.log(f"{self.reference_label(steps, kind)} on {num_samples} samples (once per "
-                 f"model; cached in {path}):")
-        scores, images = self.score_reference(steps, num_samples, kind)
-        os.makedirs(cache_dir, exist_ok=True)
-        files.write_json(path, dict(scores, key=key))
+        label = self.reference_label(steps, kind)
+        self.log(f"{label} on {num_samples} samples (once per model; cached in {path}):")
+        with interrupt.phase(f"the many-step reference ({label})"):
+            scores, images = self.score_reference(steps, num_samples, kind)
+            os.makedirs(cache_dir, exist_ok=True)
+            files.write_json(path, dict(scores, key=key))
         return (scores, images) if return_images else scores
 
     def score_resampled_real(self, num_samples):

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, files, guidance, images, models, summaries
+from ddss_tf import evaluation, export, files, guidance, images, interrupt, models, summaries
 from ddss_tf.evaluation import report
 from ddss_tf.search import (objectives, plan, select as select_lib, start as start_lib,
                             strategies, workdir as workdir_lib)
@@ -46,7 +46,8 @@ class Run:
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
         if chief:
             self.log_plan()
-        self.start = start_lib.resolve(cfg, ev, self.path(workdir_lib.START), self.log)
+        with interrupt.phase("the start screen"):
+            self.start = start_lib.resolve(cfg, ev, self.path(workdir_lib.START), self.log)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser, self.start)
         if cfg.start_from:
@@ -260,9 +261,10 @@ class Run:
             summary["across_scales"] = self.score_across_scales(n, label)
         text = report.search_markdown(summary, self.cost_breakdown(),
                                       self.redraw_command(min(evaluation.BATCH_SIZE, n)))
-        with files.atomic_file(self.path(workdir_lib.REPORT)) as f:
-            f.write(text)
-        files.write_json(self.path(workdir_lib.RESULTS), summary)
+        with interrupt.phase("writing the results"):
+            with files.atomic_file(self.path(workdir_lib.REPORT)) as f:
+                f.write(text)
+            files.write_json(self.path(workdir_lib.RESULTS), summary)
         self.log("\n" + evaluation.markdown_table(records))
         return summary
 
@@ -343,4 +345,5 @@ def run_search(cfg, workdir, log=print):
         baselines = run.evaluator.baselines(
             cfg.num_steps, cfg.eval_samples, cache=run.baselines_file("eval", cfg.eval_samples))
         run.train(baselines)
-        return run.finish()
+        with interrupt.phase("the final comparison", context=True):
+            return run.finish()
