@@ -25,6 +25,7 @@ from ddss_tf import evaluation, export, images, interrupt, models, progress, sam
 from ddss_tf.metrics import mmd
 from ddss_tf.noise import step_noise
 from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search import run as run_lib
 from ddss_tf.search.run import Run
 
@@ -280,16 +281,20 @@ def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
 
 
 def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):
-    """results.md names the ddss_sample command that redraws the evaluation's first batch; with
-    the baselines drawn by the same rule (sampling.draw), the rows rebuild compare.png."""
+    """results.md names the ddss_sample command that redraws the evaluation's first batch (run
+    in the work directory, wherever it was moved); with the baselines drawn by the same rule
+    (sampling.draw), the rows rebuild compare.png."""
     cfg = tiny_config(train_steps=1)
-    workdir = tmp_path / "run"
-    results = run_search(cfg, str(workdir), log=QUIET)
+    results = run_search(cfg, str(tmp_path / "run"), log=QUIET)
+    workdir = tmp_path / "moved"
+    os.rename(tmp_path / "run", workdir)
     command = re.search(r"`(ddss_sample [^`]*)`", (workdir / "results.md").read_text()).group(1)
     out = tmp_path / "learned.npz"
     assert f"--model={cfg.model} --schedule=linear_beta --seed=" in command
+    assert str(tmp_path) not in command  # nothing of where the search ran
+    assert workdir_lib.read_results(str(workdir))["export"] == str(workdir / "export" / "1")
     proc = testing.run_binary("ddss_sample", *command.split()[1:], f"--out={out}",
-                              env=testing.binary_env(tmp_path))
+                              env=testing.binary_env(tmp_path), cwd=str(workdir))
     assert proc.returncode == 0, proc.stderr
     learned = np.load(out)["images"]
     assert len(learned) == cfg.final_samples

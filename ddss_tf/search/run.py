@@ -208,10 +208,10 @@ class Run:
         return scores
 
     def redraw_command(self, batch):
-        """The ddss_sample command that draws the evaluation's first batch of `batch` samples
-        of the learned sampler: its model flags, and for a guided search the evaluation's
-        labels (sample i asks for i mod C) at the main records' scale."""
-        parts = ["ddss_sample", f"--coefficients={self.path(workdir_lib.COEFFICIENTS)}",
+        """The ddss_sample command, run in the work directory, that draws the evaluation's first
+        batch of `batch` samples of the learned sampler: its model flags, and for a guided
+        search the evaluation's labels (sample i asks for i mod C) at the main records' scale."""
+        parts = ["ddss_sample", f"--coefficients={workdir_lib.COEFFICIENTS}",
                  *models.flags(self.cfg), f"--seed={evaluation.EVAL_SEED}",
                  f"--batch_size={batch}", f"--num_samples={batch}"]
         guidance = self.evaluator.guidance
@@ -250,7 +250,10 @@ class Run:
         best = min(r["fid"] for r in records if r["role"] == "baseline")
         # The real data themselves at this sample count: the floor of FID (KID is unbiased).
         floor, _ = ev.score_resampled_real(n)
-        summary = dict(config=json.loads(cfg.to_json()), records=records, export=export_dir,
+        # results.json holds the export's path relative to the work directory (a moved or copied
+        # search points at its own; workdir.read_results resolves it), the caller gets it whole.
+        summary = dict(config=json.loads(cfg.to_json()), records=records,
+                       export=os.path.relpath(export_dir, self.workdir),
                        fid_ratio_to_best_baseline=learned["fid"] / best,
                        training_data_resampled=dict(fid=floor["fid"], heldout=floor["heldout_fid"],
                                                     num_samples=n),
@@ -266,7 +269,7 @@ class Run:
                 f.write(text)
             files.write_json(self.path(workdir_lib.RESULTS), summary)
         self.log("\n" + evaluation.markdown_table(records))
-        return summary
+        return dict(summary, export=export_dir)
 
     def cost_breakdown(self):
         """What `network_evaluations` counts, for results.md."""
@@ -315,7 +318,7 @@ def run_search(cfg, workdir, log=print):
     place); then the model and data are loaded and validated against the settings; only
     then is the work directory written, under a lock that keeps a second search out."""
     cfg.validate()
-    workdir_lib.check_saved_config(workdir, cfg)
+    workdir_lib.check_saved_config(workdir, cfg, log)
     chief = strategies.is_chief_task(cfg.strategy)
     finished = workdir_lib.finished_results(workdir, cfg)
     if finished:  # every worker returns at once; a collective would hang
@@ -332,7 +335,7 @@ def run_search(cfg, workdir, log=print):
     files.writable_dir(workdir, "the work directory")
     with files.WorkdirLock(workdir):
         # Again under the lock: another search may have written here since the checks above.
-        workdir_lib.check_saved_config(workdir, cfg)
+        workdir_lib.check_saved_config(workdir, cfg, lambda *a: None)
         finished = workdir_lib.finished_results(workdir, cfg)
         if finished:
             return _finished(workdir, finished, log)
