@@ -97,7 +97,7 @@ def test_a_search_stopped_at_every_phase_resumes_to_the_uninterrupted_result(tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(workdir / "results.json") as f:
         export_dir = json.load(f)["export"]
-    assert os.path.isfile(os.path.join(export_dir, "saved_model.pb"))
+    assert os.path.isfile(os.path.join(workdir, export_dir, "saved_model.pb"))  # relative
     assert not _leftovers(tmp_path)
 
     reference = tmp_path / "reference"

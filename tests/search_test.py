@@ -250,12 +250,12 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
 
 
 @pytest.mark.parametrize("settings,want", [
-    (dict(), (400, 1e-2)),                                       # the main job, K = 10
-    (dict(num_steps=6), (400, 1e-2)),
-    (dict(num_steps=5), (800, 2e-2)),                            # few steps: longer, larger steps
-    (dict(num_steps=3), (800, 2e-2)),
-    (dict(num_steps=5, train_steps=50), (50, 2e-2)),             # a given value is kept
-    (dict(num_steps=5, learning_rate=5e-4), (800, 5e-4)),
+    (dict(), (200, 3e-3)),                                       # the main job, K = 10
+    (dict(num_steps=6), (200, 3e-3)),
+    (dict(num_steps=5), (400, 1e-2)),                            # few steps: longer, larger steps
+    (dict(num_steps=3), (400, 1e-2)),
+    (dict(num_steps=5, train_steps=50), (50, 1e-2)),             # a given value is kept
+    (dict(num_steps=5, learning_rate=5e-4), (400, 5e-4)),
     (dict(num_steps=5, objective="ld3", family="unipc"), (400, 1e-2)),  # LD3's are K's own
 ])
 def test_the_optimisation_defaults_depend_on_k(settings, want):
@@ -329,7 +329,7 @@ def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_pat
         env = testing.binary_env(tmp_path, DDSS_TF_CACHE=str(tmp_path / f"cache{i}"),
                                  TF_CONFIG=workers.tf_config(cluster, i))
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", _WORKER, json.dumps(vars(cfg)), workdir], env=env,
+            [sys.executable, "-c", _WORKER, cfg.to_json(), workdir], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=600)

@@ -22,11 +22,11 @@ __all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScales
 # The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
 # the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
 WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
-# ddss_search's recipe before issue 34 (the DDIM start, 800 steps at 2e-2 to K = FEW_STEPS and 400
-# at 1e-2 above, batch 128, the best of 512 validation samples every 100 steps, the DDPM
+# ddss_search's recipe before issue 34 (KID, the DDIM start, 800 steps at 2e-2 to K = FEW_STEPS
+# and 400 at 1e-2 above, batch 128, the best of 512 validation samples every 100 steps, the DDPM
 # reference): the issue-14 rows' stored searches were made with it, and their rows keep it.
-ISSUE14 = dict(init="ddim", batch_size=128, select="best", eval_every=100, eval_samples=512,
-               reference="ddpm", reference_steps=1000)
+ISSUE14 = dict(objective="kid", init="ddim", batch_size=128, select="best", eval_every=100,
+               eval_samples=512, reference="ddpm", reference_steps=1000)
 ISSUE14_FEW = dict(train_steps=800, learning_rate=2e-2)
 ISSUE14_MANY = dict(train_steps=400, learning_rate=1e-2)
 # Above FEW_STEPS a search started from the best solver starts near the best this model does
@@ -320,7 +320,7 @@ def _catalogue():
     # GGDM +PRED +TIME whose loss adds LD3's teacher distance to KID (--objective=kid_teacher):
     # the best row at K = 3, 4 and 5 (docs/ddss_search.md, "Few steps").
     rows += [LearnedRow("ggdm_pred_time_kid_teacher", family="ggdm", pred=True, time=True,
-                        objective="kid_teacher", **old)]
+                        **dict(old, objective="kid_teacher"))]
     # LD3 (search.objectives.ld3): the solvers' own times, learned; each starts on its
     # solver's grid.
     ld3 = objectives.get("ld3")

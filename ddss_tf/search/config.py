@@ -19,6 +19,8 @@ from ddss_tf.search import objectives, start, strategies
 from ddss_tf.search.select import SELECTS
 from ddss_tf.search.objectives import FEW_STEPS
 
+_AUTO = start.AUTO  # build_sampler's `start` argument shadows the module
+
 __all__ = ["SearchConfig", "default_settings", "RECIPE_FIELDS", "FEW_STEPS", "LR_DECAYS",
            "SELECTS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
@@ -88,9 +90,10 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         "unconditional models take none. A list (e.g. 0,1,3): one sampler across the scales, "
         "its coefficients learned at each and interpolated between them, each step at a "
         "scale drawn from their range (served at any w in the range).")
-    objective: str = _("kid", "The loss: " + "; ".join(
-        f"{o.name}: {o.summary}" for o in objectives.all_objectives()) + ".",
-        choices=objectives.names)
+    objective: Optional[str] = _(
+        None, "The loss: " + "; ".join(f"{o.name}: {o.summary}"
+                                       for o in objectives.all_objectives())
+        + ". Default: kid_teacher (kid for a guided search).", choices=objectives.names)
     teacher_steps: int = _(100, "--objective=ld3|kid_teacher: the teacher's steps "
                            "(DPM-Solver++(2M)).", lower=1)
     ld3_pairs: int = _(512, "--objective=ld3|kid_teacher: the (x_T, teacher) pairs trained on.",
@@ -162,19 +165,28 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         # Likewise the looped chain, for the families whose steps cannot run in a loop.
         if self.family in samplers.names() and not samplers.loopable(self.family):
             self.loop = False
-        # The recipe of the objective at this K fills what the search leaves unset; which
-        # settings it filled is kept (`resolved`) for the log (not a field: config.json holds
-        # the values).
+        # The default objective and its recipe at this K fill what the search leaves unset;
+        # which settings they filled is kept (`resolved`) for the log (not a field: config.json
+        # holds the values).
+        resolved = []
+        if self.objective is None:
+            self.objective = self.default_objective()
+            resolved.append("objective")
         recipe = default_settings(self.num_steps, self.objective)
-        unset = [name for name in RECIPE_FIELDS if getattr(self, name) is None]
-        for name in unset:
-            setattr(self, name, recipe[name])
-        if unset and not getattr(self, "_resolved", None):
-            self._resolved = tuple(unset)
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, recipe[name])
+                resolved.append(name)
+        if resolved and not getattr(self, "_resolved", None):
+            self._resolved = tuple(resolved)
         if self.reference_steps is None:
             self.reference_steps = 100 if self.reference == "ode" else 1000
         if not self.stride and self.family in samplers.names() and self.init != start.AUTO:
             self.stride = samplers.default_stride(self.family)
+
+    def default_objective(self):
+        """The objective of this search when it names none (objectives.default_name)."""
+        return objectives.default_name(guided=self.guidance_scale is not None)
 
     def resolved(self):
         """{name: value} of the settings this config took from its objective's recipe (those
@@ -285,9 +297,9 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     def run_name(self):
         """The work directory name ddss_search gives this search:
         [<objective>_]<family>[_pred][_time][_<init>]_k<K>[_w<guidance scale>][_warm][_s<seed>]
-        (no objective for kid; the init unless "auto" or the family has none; warm:
-        start_from; the seed unless 0)."""
-        parts = ([self.objective] if objectives.get(self.objective).run_prefix else []) + \
+        (the objective unless the default one; the init unless "auto" or the family has none;
+        warm: start_from; the seed unless 0)."""
+        parts = ([self.objective] if self.objective != self.default_objective() else []) + \
             [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
             ([self.init] if self._named_init() else []) + [f"k{self.num_steps}"]
@@ -336,6 +348,9 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained),
         from its init and stride, or from those of `start` (a search.start.Start: where an
         "auto" init starts)."""
+        if start is None and self.init == _AUTO:
+            raise ValueError("init 'auto' is chosen by the search's start screen "
+                             "(search.start.resolve); give build_sampler its start= or name an init")
         init, stride = (self.init, self.stride) if start is None else (start.init, start.stride)
         return samplers.create(self.family, denoiser, num_steps=self.num_steps,
                                stride=stride, remat=self.remat, loop=self.loop, time=self.time,
