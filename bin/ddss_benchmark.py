@@ -41,8 +41,10 @@ flags.DEFINE_bool("only_searched", _B.only_searched, "Learned rows: score only t
                   "of searching them first (a table of what exists, without new searches).")
 cli.define_model_flags()  # --model --schedule --num_timesteps --prediction
 cli.define_data_flags()   # --dataset --split
-_TEMPLATE = ("features", "heldout_features", "batch_size")  # of the template search
+_TEMPLATE = ("features", "heldout_features")  # of the template search
 cli.define_flags(SearchConfig, _TEMPLATE)
+flags.DEFINE_integer("batch_size", None, "Global batch of each search; default: ddss_search's "
+                     "at the row's K.", lower_bound=2)
 flags.DEFINE_integer("train_steps", None, "Optimiser steps of each search; default: "
                      "ddss_search's at the row's K.", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Peak Adam learning rate of each search; default: "
@@ -74,7 +76,8 @@ def _config():
                                      num_samples=FLAGS.num_samples, searches=FLAGS.searches,
                                      only_searched=FLAGS.only_searched,
                                      train_steps=FLAGS.train_steps,
-                                     learning_rate=FLAGS.learning_rate, search=search)
+                                     learning_rate=FLAGS.learning_rate,
+                                     batch_size=FLAGS.batch_size, search=search)
 
 
 def main(argv):

@@ -16,7 +16,7 @@ from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow load
 
 from absl import flags
 
-from ddss_tf import models, progress, samplers, sampling
+from ddss_tf import interrupt, models, progress, samplers, sampling
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("sampler", None, "An exported SavedModel directory (ddss_search's "
@@ -79,7 +79,8 @@ def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
     sampling.check_output(FLAGS.out)  # before any work: a bad --out fails at once
-    source = _source()
+    with interrupt.phase("loading the sampler", rerun=sampling.RERUN):
+        source = _source()
     sampling.check_fits_in_memory(FLAGS.num_samples, source.image_shape)
     bar = progress.Progress(FLAGS.num_samples, desc="sample", first="compiling")
     labels = None if FLAGS.labels is None else [int(v) for v in FLAGS.labels]

@@ -17,15 +17,17 @@ in a traceback. `open_manager` looks at the files themselves instead:
 4. checkpoint files of which none reads back are an error, never "no checkpoint".
 """
 
+import contextlib
 import glob
 import os
 import re
+import shutil
 
 import tensorflow as tf
 
 from ddss_tf import files
 
-__all__ = ["open_manager", "checkpoint_numbers", "verify", "DamagedCheckpoint",
+__all__ = ["open_manager", "save", "checkpoint_numbers", "verify", "DamagedCheckpoint",
            "DAMAGED_DIR"]
 
 DAMAGED_DIR = "damaged"
@@ -111,6 +113,25 @@ def _read_index(directory):
         return tf.train.get_checkpoint_state(directory)
     except (tf.errors.OpError, ValueError):
         return None
+
+
+def save(manager, number):
+    """manager.save(checkpoint_number=number) that leaves nothing half-written when it fails (a
+    full disk, a second signal): TensorFlow's `ckpt-N_temp` directory, the temporary index
+    file, and the data files of a ckpt-N whose index was never written. An older ckpt-N that
+    a resumed run saves again is kept as it was until the new one replaces it."""
+    prefix = os.path.join(manager.directory, f"{_PREFIX}-{number}")
+    try:
+        return manager.save(checkpoint_number=number)
+    except BaseException:
+        shutil.rmtree(prefix + "_temp", ignore_errors=True)
+        leftovers = glob.glob(os.path.join(glob.escape(manager.directory), "checkpoint.tmp*"))
+        if not os.path.exists(prefix + ".index"):
+            leftovers += _files_of(prefix)
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
 
 
 def open_manager(ckpt, directory, max_to_keep=3, log=print, restore_from=None):

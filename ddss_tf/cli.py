@@ -21,19 +21,29 @@ Exit codes of every binary (README: "Exit codes and faults"):
          broken is written; a search keeps its last good checkpoint)
     4    a multi-worker run lost a worker or timed out waiting for one
     137  a multi-worker run whose cluster did not form in time (killed by its watchdog)
-    130  stopped by SIGINT (Ctrl-C) after saving a checkpoint; rerun to resume
-    143  stopped by SIGTERM after saving a checkpoint; rerun to resume
+    129  stopped by SIGHUP (a closed terminal, a batch system)
+    130  stopped by SIGINT (Ctrl-C)
+    143  stopped by SIGTERM (a scheduler's preemption, kill)
+         A signal stops a training loop after saving a checkpoint and any other phase
+         (ddss_tf.interrupt.phase) leaving nothing half-written; one line names the phase;
+         rerun the same command to resume.
+A full disk (or quota) is exit 2 naming the path being written (before the out-of-memory
+mapping: TensorFlow reports both as ResourceExhaustedError).
 """
 
+import errno
 import os
+import re
+import signal
 import sys
 import tempfile
+import threading
 
 __all__ = ["run", "UsageError", "define_flags", "flag_settings", "define_model_flags",
            "model_options", "define_data_flags", "data_options", "EXIT_CODES"]
 
 EXIT_CODES = dict(finished=0, error=1, bad_input=2, numerical=3, worker_lost=4,
-                  sigint=130, cluster_never_formed=137, sigterm=143)
+                  sighup=129, sigint=130, cluster_never_formed=137, sigterm=143)
 
 # TensorFlow's C++ start-up chatter hides the one line a user needs; keep warnings and errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -75,6 +85,33 @@ def _import_tensorflow_quietly():
             sys.stderr.write("".join(kept))
 
 
+def _prog():
+    return os.path.basename(sys.argv[0]).removesuffix(".py")
+
+
+def _stop_while_starting(signum, frame):
+    """SIGTERM / SIGHUP / SIGINT while a binary imports TensorFlow and its modules (before
+    `run` installs interrupt's handlers): nothing is written yet, so end at once, in one line."""
+    name = signal.Signals(signum).name
+    os.write(2, f"{_prog()}: stopped: stopped by {name} while starting: nothing was written; "
+                "rerun the command\n".encode())
+    os._exit(128 + signum)
+
+
+def _catch_signals_while_starting():
+    """Install _stop_while_starting in a binary (bin/ddss_*.py, the ddss_* console scripts),
+    not in a program that imports this module as a library."""
+    from ddss_tf import interrupt
+
+    if not _prog().startswith("ddss_") or threading.current_thread() is not \
+            threading.main_thread():
+        return
+    for s in interrupt.SIGNALS:
+        signal.signal(s, _stop_while_starting)
+    interrupt.inject("start-up")  # the tests' fault-injection hook (DDSS_TF_SIGNAL_AT)
+
+
+_catch_signals_while_starting()
 _import_tensorflow_quietly()
 
 
@@ -86,6 +123,42 @@ def _one_line(e):
     return " ".join(str(e).split())
 
 
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
+_PATH = re.compile(r"(/[^\s;:'\"\]\[(){}]+)")
+
+
+def _disk_full(e):
+    """(True, the path being written or None) when `e` or an exception it was raised from is
+    ENOSPC / EDQUOT (an OSError, h5py's OSError without errno, TensorFlow's
+    ResourceExhaustedError from SaveV2 or a file write), else (False, None)."""
+    import tensorflow as tf
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
+                and e.filename is not None:
+            return True, _final_path(str(e.filename))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or isinstance(
+                e, (OSError, tf.errors.OpError)) and any(s in text for s in _DISK_FULL):
+            found = _PATH.search(text.split(";")[0] if ";" in text else text)
+            return True, found and _final_path(found.group(1))
+        e = e.__cause__ or e.__context__
+    return False, None
+
+
+def _final_path(path):
+    """The path a temporary file or directory stands for: TensorFlow writes "<file>.tempstate<n>"
+    and "<file>.tmp<hex>" and renames them, files.atomic_dir writes in a ".tmp-<random>"
+    sibling of the directory it makes."""
+    from ddss_tf import files
+
+    path = re.sub(r"\.(tempstate\d+|tmp[0-9a-f]{32})$", "", path)
+    parts = [p for p in path.split("/") if not p.startswith(files.TMP_PREFIX)]
+    return "/".join(parts)
+
+
 def _exit_code(e):
     """(exit code, message) for an exception a binary reports in one line, or None."""
     import tensorflow as tf
@@ -94,9 +167,16 @@ def _exit_code(e):
 
     if isinstance(e, interrupt.Interrupted):
         return e.exit_code, _one_line(e)
-    if isinstance(e, KeyboardInterrupt):
-        return EXIT_CODES["sigint"], ("interrupted (SIGINT) outside a training loop: what was "
-                                      "finished is kept, rerun the same command to go on")
+    if isinstance(e, KeyboardInterrupt):  # interrupt.Signalled, or Python's own for SIGINT
+        name = getattr(e, "signal_name", "SIGINT")
+        return (getattr(e, "exit_code", EXIT_CODES["sigint"]),
+                interrupt.stop_message(name, getattr(e, "phases", ())))
+    full, path = _disk_full(e)
+    if full:
+        where = f"writing {path}" if path else f"({_one_line(e)[:200]})"
+        return EXIT_CODES["bad_input"], (f"the disk is full (or over quota) {where}: nothing "
+                                         "half-written was kept; free space (or raise the "
+                                         "quota) and rerun the same command")
     if isinstance(e, FloatingPointError):
         return EXIT_CODES["numerical"], _one_line(e)
     if isinstance(e, (tf.errors.UnavailableError, tf.errors.AbortedError,
@@ -141,10 +221,6 @@ def _adopt_binary_flags(main):
         main_module.__doc__ = sys.modules[name].__doc__
 
 
-def _prog():
-    return os.path.basename(sys.argv[0]).removesuffix(".py")
-
-
 def _parse_flags(argv):
     """absl's flag parsing, with a bad flag as one line and exit code 2 (absl: 1)."""
     from absl import app, flags
@@ -181,6 +257,8 @@ def run(main):
     interruption becomes one line on stderr and the exit code of the module docstring."""
     from absl import app
 
+    from ddss_tf import interrupt
+
     _adopt_binary_flags(main)
 
     def guarded(argv):
@@ -189,17 +267,29 @@ def run(main):
         if not flags.FLAGS["verbosity"].present:  # TF's INFO lines (checkpoint sharding, ...)
             logging.set_verbosity(logging.WARNING)
         try:
-            return main(argv)
+            with interrupt.phase("the set-up"):  # the binary's own phases nest inside
+                return main(argv)
         except (Exception, KeyboardInterrupt) as e:
-            found = _exit_code(e)
-            if found is None:
-                raise
-            code, msg = found
-            kind = "stopped" if code >= 128 else "error"
-            print(f"{_prog()}: {kind}: {msg}", file=sys.stderr)
-            sys.exit(code)
+            _report(e)
 
-    app.run(guarded, flags_parser=_parse_flags)
+    # SIGINT, SIGTERM and SIGHUP raise interrupt.Signalled wherever the binary is (a training
+    # loop turns them into its own clean stop), so each ends in one line and 128 + its number.
+    with interrupt.handlers():
+        try:
+            app.run(guarded, flags_parser=_parse_flags)
+        except KeyboardInterrupt as e:  # while absl parsed the flags
+            _report(e)
+
+
+def _report(e):
+    """Print the one line of `e` and exit with its code; re-raise a bug (exit 1, traceback)."""
+    found = _exit_code(e)
+    if found is None:
+        raise e
+    code, msg = found
+    kind = "stopped" if code >= 128 else "error"
+    print(f"{_prog()}: {kind}: {msg}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _flag_values(flag_values):

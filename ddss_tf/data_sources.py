@@ -21,6 +21,7 @@ With `image_shape` = (H, W, C) every image is fitted to it (`fit`).
 """
 
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +35,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma
 _CHUNK = 1024
 _ACCEPTED = ("digits, a folder of PNG/JPEG images, an .npz file, or a prepared "
              "tensorflow-datasets name (e.g. cifar10)")
+_NPZ_ACCEPTED = ("accepted: an .npz of images [N, H, W, C] or [N, H, W], uint8 0..255 or float "
+                 "in [-1, 1], as np.savez('data.npz', images=images) writes")
 
 
 def from_uint8(images):
@@ -126,6 +129,9 @@ def _folder(path, split, image_shape):
 def _npz(path, split, image_shape):
     if split not in _WHOLE:
         raise ValueError(f"an .npz data set has one split ({' / '.join(_WHOLE)}), got {split!r}")
+    if not zipfile.is_zipfile(path):  # np.load would read it as a pickle, or a lone .npy
+        raise ValueError(f"{path} is not a NumPy .npz archive (a zip of .npy arrays, as "
+                         f"np.savez writes); {_NPZ_ACCEPTED}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
@@ -133,9 +139,9 @@ def _npz(path, split, image_shape):
             if key is None:
                 raise ValueError(f"{path} holds arrays {keys}; name the images "
                                  f"{' or '.join(NPZ_KEYS)} (or store only them)")
-            x = npz[key]
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable .npz file ({e})") from e
+            x = _npz_array(npz, key, path)
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable .npz archive ({e}); {_NPZ_ACCEPTED}") from e
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 2, 3, 4) or len(x) == 0:
@@ -154,6 +160,17 @@ def _npz(path, split, image_shape):
     else:
         raise ValueError(f"array {key!r} of {path} has dtype {x.dtype}; expected uint8 or float")
     return (x if image_shape is None else fit(x, image_shape)), None
+
+
+def _npz_array(npz, key, path):
+    """npz[key], refusing an array of Python objects (never loaded: unpickling runs code from
+    the file) or a damaged member in words that say what is accepted."""
+    try:
+        return npz[key]
+    except ValueError as e:  # numpy: an object array, or a member that is not a .npy array
+        kind = ("an array of Python objects, which is never loaded" if "pickle" in str(e)
+                else f"a member that is not a NumPy array ({' '.join(str(e).split())[:100]})")
+        raise ValueError(f"array {key!r} of {path} is {kind}; {_NPZ_ACCEPTED}") from None
 
 
 def _import_tfds(name):

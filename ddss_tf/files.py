@@ -1,8 +1,8 @@
 """The files ddss_tf writes and reads: never half-written, never silently broken.
 
 - Atomic writers: every writer puts its output in a temporary sibling (same directory,
-  so the same file system) and renames it into place; on any error the temporary is
-  removed and the destination is untouched.
+  so the same file system) and renames it into place; on any error (a full disk) or a
+  signal (interrupt.Signalled) the temporary is removed and the destination is untouched.
 - Strict JSON: `write_json` refuses NaN / Infinity (naming the key) instead of writing
   what most parsers reject; `read_json` rejects them too and names the file of any
   damage.
@@ -20,13 +20,14 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_file", "atomic_dir", "write_bytes", "npz_bytes", "TMP_PREFIX", "write_json",
-           "read_json", "dumps_json", "non_finite_path", "writable_dir", "WorkdirLock",
-           "WorkdirBusy", "weights_digest"]
+__all__ = ["atomic_file", "atomic_dir", "atomic_path", "write_bytes", "npz_bytes", "TMP_PREFIX",
+           "write_json", "read_json", "dumps_json", "non_finite_path", "writable_dir",
+           "WorkdirLock", "WorkdirBusy", "weights_digest"]
 
 # TF Serving only looks at directories whose names are integers, and our own
 # version scan skips this prefix, so an interrupted export is never picked up.
@@ -51,10 +52,41 @@ def atomic_file(path, mode="w"):
         raise type(e)(e.errno, e.strerror, path) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, mode) as f:
+        with _naming(path), os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """An OSError without a file name (a write or fsync on a full disk) re-raised naming `path`,
+    the file the caller asked for."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, path) from e
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path` ending like it (a writer that takes a file name,
+    such as Keras' save_weights, needs the suffix); on success rename it to `path`, on any
+    error (a full disk, a signal) remove it and leave `path` untouched."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
+    try:
+        with _naming(path):
+            yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -238,10 +270,11 @@ class WorkdirLock:
             f.close()
             raise WorkdirBusy(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it "
                               "to finish (or stop it) or use another --workdir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        f.flush()
+        with _naming(self.path):  # a full disk: name the lock file
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+            f.flush()
         self._file = f
         return self
 

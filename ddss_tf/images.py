@@ -1,9 +1,9 @@
 """Image grids and PNG files (written with tf.io.encode_png: no imaging dependency)."""
 
-import os
-
 import numpy as np
 import tensorflow as tf
+
+from ddss_tf import files
 
 __all__ = ["to_uint8", "make_grid", "write_png", "labelled_rows", "render_text"]
 
@@ -116,6 +116,6 @@ def labelled_rows(rows, ncols, pad=1, scale=4, gap=6, data_range=(-1.0, 1.0), la
 
 
 def write_png(path, grid):
-    """Write a uint8 [H, W, C] array as PNG (C = 1 or 3), creating the parent directory."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf.io.write_file(path, tf.io.encode_png(np.asarray(grid, np.uint8)))
+    """Write a uint8 [H, W, C] array as PNG (C = 1 or 3) atomically, creating the parent
+    directory."""
+    files.write_bytes(path, tf.io.encode_png(np.asarray(grid, np.uint8)).numpy())

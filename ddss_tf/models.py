@@ -44,6 +44,7 @@ model of a search config.
 
 import dataclasses
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -209,7 +210,28 @@ def fingerprint(network):
     return f"{network.name}:{files.weights_digest(network.get_weights())}"
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_keras_file(path):
+    """ValueError saying what `path` is when it is not the container its suffix promises: a
+    .keras file is a zip archive (model.save("x.keras")), an .h5 / .hdf5 file is HDF5."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.endswith(".keras"):
+        if zipfile.is_zipfile(path):
+            return
+        want = "a .keras file is a zip archive, as keras.Model.save('model.keras') writes"
+    elif head == _HDF5_SIGNATURE:
+        return
+    else:
+        want = "an .h5 / .hdf5 file is an HDF5 file, as keras.Model.save('model.h5') writes"
+    what = "an empty file" if not head else f"a file starting with {head!r}"
+    raise ValueError(f"{path} is not a Keras model file ({what}): {want}; accepted: {ACCEPTED}")
+
+
 def _load_keras(path):
+    _check_keras_file(path)
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras / h5py raise many types for foreign or damaged files

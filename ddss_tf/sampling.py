@@ -22,7 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import denoisers, files, images as images_lib, models, noise, samplers
+from ddss_tf import denoisers, files, images as images_lib, interrupt, models, noise, samplers
 from ddss_tf.export import ops
 from ddss_tf.export import coefficients as coefficients_lib
 from ddss_tf.export import exported
@@ -31,6 +31,8 @@ __all__ = ["LayerSource", "from_export", "from_coefficients", "from_family", "dr
            "write", "MAX_SEED", "memory_needed", "check_fits_in_memory", "check_output"]
 
 MAX_SEED = noise.MAX_SEED
+# What rerunning ddss_sample after a stop does (interrupt.phase's rerun).
+RERUN = "nothing was written; rerun the same command (it draws the same samples)"
 
 
 class LayerSource:
@@ -54,6 +56,7 @@ class LayerSource:
 
     def from_noise(self, x_T, noise, labels=None, guidance_scale=None):
         """(float32 images clipped to the data range, uint8 images), as the export computes them."""
+        exported.check_finite(x_T=x_T, noise=noise)
         null = None if self.conditional is None else self.conditional.null_condition
         if null is not None and null.shape.rank != 0:  # conditioned on embeddings [N, D]
             if labels is None or guidance_scale is None:
@@ -127,6 +130,11 @@ def draw(source, num_samples, seed=0, batch_size=256, progress=None, labels=None
         raise ValueError(f"batch_size {batch_size} exceeds the export's max_num_samples {limit}; "
                          f"use --batch_size={limit} or less")
     requested = None if labels is None else np.resize(np.asarray(labels, np.int32), num_samples)
+    with interrupt.phase("sampling", rerun=RERUN):
+        return _draw(source, num_samples, seed, batch_size, progress, requested, guidance_scale)
+
+
+def _draw(source, num_samples, seed, batch_size, progress, requested, guidance_scale):
     floats, uint8s = [], []
     for b, start in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - start)
@@ -190,15 +198,21 @@ def check_output(out):
 def write(out, images, uint8, ncols=None):
     """Write images (float32, NHWC) to the .npz `out` and a PNG grid of `uint8` beside it.
 
-    Both files are written atomically. Returns (npz path, png path).
+    Both files are written atomically, and the .npz is removed again when the PNG cannot be
+    written (both or neither). Returns (npz path, png path).
     """
     if not out.endswith(".npz"):
         raise ValueError(f"--out must name a .npz file, got {out!r}")
     png = out[:-len(".npz")] + ".png"
     h, w = uint8.shape[1:3]
     grid = images_lib.make_grid(uint8, ncols=ncols, scale=_grid_scale(h, w))
-    files.write_bytes(out, files.npz_bytes({"images": np.asarray(images, np.float32)}))
-    files.write_bytes(png, tf.io.encode_png(grid).numpy())
+    with interrupt.phase("writing the samples", rerun=RERUN):
+        files.write_bytes(out, files.npz_bytes({"images": np.asarray(images, np.float32)}))
+        try:
+            files.write_bytes(png, tf.io.encode_png(grid).numpy())
+        except BaseException:  # a full disk, a signal: both files or neither
+            os.remove(out)
+            raise
     return out, png
 
 

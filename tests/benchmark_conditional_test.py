@@ -31,11 +31,13 @@ def model(tmp_path_factory):
 
 
 def _cfg(path, scale, **kw):
-    search = SearchConfig(model=path, schedule="linear_beta", guidance_scale=scale, batch_size=8,
-                          xla=False, checkpoint_every=1, eval_every=1000, eval_samples=16,
-                          final_samples=16, reference_steps=10)
+    search = SearchConfig(model=path, schedule="linear_beta", guidance_scale=scale,
+                          xla=False, checkpoint_every=1, final_samples=16, reference_steps=10)
     return benchmark.BenchmarkConfig(**dict(dict(samplers=_ROWS, num_steps=(2,), num_samples=_N,
-                                                 train_steps=2, guidance_anchors=(0.0, 2.0),
+                                                 train_steps=2, batch_size=8,
+                                                 row_settings=dict(eval_every=1000,
+                                                                   eval_samples=16),
+                                                 guidance_anchors=(0.0, 2.0),
                                                  search=search), **kw))
 
 
@@ -59,15 +61,15 @@ def test_a_conditional_benchmark_at_two_scales_shares_its_search_across_scales(m
         runs[scale] = benchmark.run(_cfg(path, scale, searches=searches), workdir,
                                     log=lambda *a: logs.append(" ".join(map(str, a))))
     assert sum("searching" in line for line in logs) == 1  # one search for both scales
-    assert os.listdir(searches) == ["ggdm_pred_time_k2_w0-2"]
-    coefficients = os.path.join(searches, "ggdm_pred_time_k2_w0-2", "coefficients.json")
+    assert os.listdir(searches) == ["ggdm_pred_time_ddim_k2_w0-2"]
+    coefficients = os.path.join(searches, "ggdm_pred_time_ddim_k2_w0-2", "coefficients.json")
     for scale, records in runs.items():
         by_row = {r["sampler"]: r for r in records}
-        assert set(by_row) == {"DDIM quadratic", "DDSS GGDM +PRED +TIME, across scales"}
+        assert set(by_row) == {"DDIM quadratic", "DDSS GGDM +PRED +TIME from DDIM, across scales"}
         for r in records:
             assert {"class_fid", "class_kid", "heldout_accuracy"} <= set(r)
         learned = export.load_coefficients(coefficients, cond.unbound(), remat=False)
-        assert by_row["DDSS GGDM +PRED +TIME, across scales"]["heldout_accuracy"] == \
+        assert by_row["DDSS GGDM +PRED +TIME from DDIM, across scales"]["heldout_accuracy"] == \
             pytest.approx(_accuracy(learned, cond, scale), abs=1e-6)
         ddim = samplers.create("ddim", cond.unbound(), num_steps=2, stride="quadratic")
         assert by_row["DDIM quadratic"]["heldout_accuracy"] == pytest.approx(
@@ -88,7 +90,8 @@ def test_the_warm_row_starts_from_the_per_scale_searches_and_adds_their_cost(mod
                             log=lambda *a: logs.append(" ".join(map(str, a))))
     # The per-scale search at w = 2 serves its own row and the warm row's anchor 2.
     assert sum("searching" in line for line in logs) == 3
-    names = ["ggdm_pred_time_k2_w0", "ggdm_pred_time_k2_w2", "ggdm_pred_time_k2_w0-2_warm"]
+    names = ["ggdm_pred_time_ddim_k2_w0", "ggdm_pred_time_ddim_k2_w2",
+             "ggdm_pred_time_ddim_k2_w0-2_warm"]
     assert sorted(os.listdir(searches)) == sorted(names)
     results = {n: files.read_json(os.path.join(searches, n, "results.json")) for n in names}
     warm = results[names[-1]]["config"]
@@ -97,7 +100,7 @@ def test_the_warm_row_starts_from_the_per_scale_searches_and_adds_their_cost(mod
     assert warm["guidance_scale"] == [0.0, 2.0] and warm["train_steps"] == 2
     assert warm["eval_every"] == benchmark.WARM_TUNE["eval_every"]
     row = {r["sampler"]: r for r in records}[
-        "DDSS GGDM +PRED +TIME, across scales from per-scale searches"]
+        "DDSS GGDM +PRED +TIME from DDIM, across scales from per-scale searches"]
     for key in ("search_seconds", "search_network_evaluations"):
         assert row[key] == pytest.approx(sum(r[key] for r in results.values()))
     # What the warm search started from: each per-scale search's sampler at its anchor.
@@ -130,5 +133,5 @@ def test_default_rows_follow_the_model():
                                     samplers=conditional)
     across = cfg.rows_search("ggdm_pred_time_across", 10)
     assert across.guidance_scale == [0.0, 1.0, 3.0]
-    assert across.run_name() == "ggdm_pred_time_k10_w0-1-3"
-    assert cfg.rows_search("ggdm_pred_time", 10).run_name() == "ggdm_pred_time_k10_w3"
+    assert across.run_name() == "ggdm_pred_time_ddim_k10_w0-1-3"
+    assert cfg.rows_search("ggdm_pred_time", 10).run_name() == "ggdm_pred_time_ddim_k10_w3"

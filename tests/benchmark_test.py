@@ -29,11 +29,11 @@ _N = 24
 
 
 def _cfg(**kw):
-    search = SearchConfig(model=toy_model(), schedule="linear_beta", batch_size=8, xla=False,
-                          checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
-                          reference_steps=10)
+    search = SearchConfig(model=toy_model(), schedule="linear_beta", xla=False,
+                          checkpoint_every=1, final_samples=16, reference_steps=10)
     base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
-                num_samples=_N, train_steps=2, search=search)
+                num_samples=_N, train_steps=2, batch_size=8, search=search,
+                row_settings=dict(eval_every=1000, eval_samples=16))
     base.update(kw)
     return benchmark.BenchmarkConfig(**base)
 
@@ -72,7 +72,7 @@ def test_records_have_the_documented_keys_and_outputs_exist(finished):
         written = json.load(f)
     assert written == records
     assert [(r["sampler"], r["num_steps"]) for r in records] == [
-        ("DDIM quadratic", 3), ("UniPC", 3), ("DDSS GGDM +PRED +TIME", 3)]
+        ("DDIM quadratic", 3), ("UniPC", 3), ("DDSS GGDM +PRED +TIME from DDIM", 3)]
     for r in records:
         assert tuple(r) == benchmark.RECORD_KEYS
         assert r["num_samples"] == _N and np.isfinite([r["fid"], r["kid"], r["is"]]).all()
@@ -80,12 +80,12 @@ def test_records_have_the_documented_keys_and_outputs_exist(finished):
     assert "| UniPC | " in table and "| K = 3 |" in table
     # The learned row's search cost, read from its search's results.json; none for the others.
     cfg = _cfg().rows_search("ggdm_pred_time", 3)
-    with open(os.path.join(workdir, "searches", "ggdm_pred_time_k3", "results.json")) as f:
+    with open(os.path.join(workdir, "searches", "kid_ggdm_pred_time_ddim_k3", "results.json")) as f:
         search = json.load(f)
     assert records[2]["search_seconds"] == search["search_seconds"] > 0
     assert records[2]["search_network_evaluations"] == cfg.train_steps * cfg.batch_size * 3
     assert all(r["search_seconds"] is None for r in records[:2])
-    assert (f"| DDSS GGDM +PRED +TIME | 3 | {records[2]['fid']:.3f} | "
+    assert (f"| DDSS GGDM +PRED +TIME from DDIM | 3 | {records[2]['fid']:.3f} | "
             f"{search['search_seconds'] / 60:.1f} | {cfg.train_steps * cfg.batch_size * 3:,} |"
             in table)
     for png in ("fid_vs_k.png", "samples.png"):
@@ -94,7 +94,7 @@ def test_records_have_the_documented_keys_and_outputs_exist(finished):
 
 def test_learned_cell_equals_fid_recomputed_from_the_exported_sampler(finished):
     workdir, records = finished
-    search_dir = os.path.join(workdir, "searches", "ggdm_pred_time_k3")
+    search_dir = os.path.join(workdir, "searches", "kid_ggdm_pred_time_ddim_k3")
     version = sorted(os.listdir(os.path.join(search_dir, "export")))[-1]
     exported = tf.saved_model.load(os.path.join(search_dir, "export", version))
     x_T, noise = _eval_noise(3)
@@ -153,7 +153,7 @@ def test_only_searched_skips_the_learned_cells_without_a_finished_search(finishe
     assert [(r["sampler"], r["num_steps"]) for r in again] == [
         (records[1]["sampler"], 3), (records[1]["sampler"], 4), (records[2]["sampler"], 3)]
     assert again[2]["fid"] == pytest.approx(records[2]["fid"], rel=1e-6)
-    assert not os.path.exists(os.path.join(searches, "ggdm_pred_time_k4"))
+    assert not os.path.exists(os.path.join(searches, "kid_ggdm_pred_time_ddim_k4"))
     assert any(line.startswith(f"skipping {records[2]['sampler']}, K = 4: no finished search")
                for line in log)
     with open(tmp_path / "table.md") as f:
@@ -230,7 +230,7 @@ def test_a_learned_row_refuses_a_finished_search_with_other_settings(finished):
     # Set on the template, where a row would not read it: refused, not ignored.
     cfg = _cfg(samplers=("ggdm_pred_time",))
     cfg.search = dataclasses.replace(cfg.search, learning_rate=0.5)
-    with pytest.raises(ValueError, match="give them as the BenchmarkConfig's, not its search"):
+    with pytest.raises(ValueError, match="give them as the BenchmarkConfig's .* not its search"):
         benchmark.run(cfg, workdir, log=_QUIET)
 
 
@@ -283,30 +283,44 @@ def test_search_template_fields_reach_the_learned_rows():
 
 
 @pytest.mark.parametrize("k", [3, 5, 10])
-@pytest.mark.parametrize("row", ["ggdm_pred_time", "ld3_unipc"])
+@pytest.mark.parametrize("row", ["ddss_s0", "ld3_unipc"])
 def test_learned_rows_search_with_ddss_searchs_defaults_at_their_k(row, k):
     """A newcomer's `ddss_search --num_steps=K` and the benchmark's row at K are one search,
     so the benchmark reuses ddss_search's work directories."""
     cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
     scfg = cfg.rows_search(row, k)
-    settings = dict(family=scfg.family, objective=scfg.objective, num_steps=k, pred=scfg.pred)
+    settings = dict(family=scfg.family, num_steps=k, pred=scfg.pred)
+    if row.startswith("ld3"):
+        settings.update(objective="ld3", time=True, stride="")
     newcomer = SearchConfig(**settings)
     assert (scfg.train_steps, scfg.learning_rate) == (newcomer.train_steps, newcomer.learning_rate)
-    few = k <= 5 and scfg.objective == "kid"
-    assert (scfg.train_steps, scfg.learning_rate) == ((800, 2e-2) if few else (400, 1e-2))
-    assert scfg == newcomer  # every setting, so the work directory is shared
+    few = k <= 5 or scfg.objective == "ld3"
+    assert (scfg.train_steps, scfg.learning_rate) == ((400, 1e-2) if few else (200, 3e-3))
+    assert scfg.reference == ("ddpm" if row.startswith("ld3") else "ode")
+    if row == "ddss_s0":
+        assert scfg == newcomer  # every setting, so the work directory is shared
+        assert scfg.run_name() == f"ggdm_pred_time_k{k}"
+
+
+def _issue14(k, **kw):
+    """`ddss_search` with the recipe before issue 34 (the variants' stored searches)."""
+    many = k > benchmark_rows.FEW_STEPS
+    return SearchConfig(num_steps=k, **dict(benchmark_rows.ISSUE14, **dict(
+        benchmark_rows.ISSUE14_MANY if many else benchmark_rows.ISSUE14_FEW, **kw)))
 
 
 def test_the_row_that_starts_from_unipc_is_ddss_searchs_init_unipc_under_its_own_name():
-    """Its work directory is not the DDIM start's (a solver init is named), and a newcomer's
-    `ddss_search --num_steps=4 --init=unipc` is the same search."""
+    """A variant: the recipe before issue 34 from UniPC, in its own work directory (a solver
+    init and a non-default objective are named), which a newcomer's `ddss_search` with those
+    flags shares."""
     cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
     scfg = cfg.rows_search("ggdm_pred_time_unipc", 4)
-    assert scfg == SearchConfig(num_steps=4, init="unipc")
-    assert (scfg.run_name(), scfg.label()) == ("ggdm_pred_time_unipc_k4",
+    assert scfg == _issue14(4, init="unipc")
+    assert (scfg.run_name(), scfg.label()) == ("kid_ggdm_pred_time_unipc_k4",
                                                "DDSS GGDM +PRED +TIME from UniPC")
-    assert cfg.rows_search("ggdm_pred_time", 4).run_name() == "ggdm_pred_time_k4"
-    assert SearchConfig(num_steps=4, init="ddpm").run_name() == "ggdm_pred_time_k4"
+    assert cfg.rows_search("ggdm_pred_time", 4).run_name() == "kid_ggdm_pred_time_ddim_k4"
+    assert SearchConfig(num_steps=4, init="ddpm").run_name() == "ggdm_pred_time_ddpm_k4"
+    assert SearchConfig(num_steps=4).run_name() == "ggdm_pred_time_k4"  # init auto: unnamed
 
 
 def test_above_few_steps_the_row_that_starts_from_unipc_fine_tunes():
@@ -314,23 +328,43 @@ def test_above_few_steps_the_row_that_starts_from_unipc_fine_tunes():
     rate, 200 steps and a 2,000-sample selection every 50 steps, in the same work directory
     name; the benchmark's own train_steps and learning_rate still win."""
     cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
-    assert cfg.rows_search("ggdm_pred_time_unipc", 10) == SearchConfig(
-        num_steps=10, init="unipc", batch_size=256, learning_rate=3e-3, train_steps=200,
+    assert cfg.rows_search("ggdm_pred_time_unipc", 10) == _issue14(
+        10, init="unipc", batch_size=256, learning_rate=3e-3, train_steps=200,
         eval_samples=2000, eval_every=50)
-    assert cfg.rows_search("ggdm_pred_time_unipc", 10).run_name() == "ggdm_pred_time_unipc_k10"
-    assert cfg.rows_search("ggdm_pred_time_unipc", 5) == SearchConfig(num_steps=5, init="unipc")
-    assert cfg.rows_search("ggdm_pred_time", 10) == SearchConfig(num_steps=10)
+    assert cfg.rows_search("ggdm_pred_time_unipc", 10).run_name() == "kid_ggdm_pred_time_unipc_k10"
+    assert cfg.rows_search("ggdm_pred_time_unipc", 5) == _issue14(5, init="unipc")
+    assert cfg.rows_search("ggdm_pred_time", 10) == _issue14(10)
     fixed = benchmark.BenchmarkConfig(train_steps=7, learning_rate=1e-4)
     scfg = fixed.rows_search("ggdm_pred_time_unipc", 10)
     assert (scfg.train_steps, scfg.learning_rate, scfg.batch_size) == (7, 1e-4, 256)
 
 
-def test_kid_teacher_row_is_a_newcomers_search():
-    """The KID + teacher row is `ddss_search --num_steps=K --objective=kid_teacher`, in its
-    own work directory, with its own label."""
+def test_kid_teacher_row_is_the_old_recipe_with_the_teacher_term():
+    """The KID + teacher variant is the recipe before issue 34 with --objective=kid_teacher, in
+    its own work directory (the DDIM start named), with its own label."""
     cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
     scfg = cfg.rows_search("ggdm_pred_time_kid_teacher", 4)
-    assert scfg == SearchConfig(num_steps=4, objective="kid_teacher")
-    assert (scfg.run_name(), scfg.label()) == ("kid_teacher_ggdm_pred_time_k4",
-                                               "DDSS GGDM +PRED +TIME (KID + teacher)")
+    assert scfg == _issue14(4, objective="kid_teacher")
+    assert (scfg.run_name(), scfg.label()) == ("ggdm_pred_time_ddim_k4",
+                                               "DDSS GGDM +PRED +TIME from DDIM (KID + teacher)")
     assert (scfg.train_steps, scfg.learning_rate, scfg.select) == (800, 2e-2, "best")
+
+
+def test_seeded_rows_get_each_seed_and_their_mean_and_standard_deviation():
+    rows = [benchmark_rows.ROWS[f"ddss_s{s}"] for s in benchmark_rows.DEFAULT_SEEDS]
+    assert [r.seed for r in rows] == [0, 1, 2] and len({r.group for r in rows}) == 1
+    assert all(r.label == f"{rows[0].group} (seed {r.seed})" for r in rows)
+    cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
+    for r in rows:  # each is `ddss_search --num_steps=K --seed=s` and nothing else
+        assert cfg.rows_search(r.name, 5) == SearchConfig(num_steps=5, seed=r.seed)
+    fids, held = [0.5, 0.7, 0.4], [0.2, 0.25, 0.1]
+    recs = [dict(sampler=r.label, num_steps=5, fid=f, heldout=h, num_samples=10,
+                 role="learned", **r.extra(), **{"is": None})
+            for r, f, h in zip(rows, fids, held)]
+    (summary,) = benchmark.seed_summaries(recs)
+    assert summary["fid"] == pytest.approx(np.mean(fids))
+    assert summary["fid_std"] == pytest.approx(np.std(fids, ddof=1))
+    assert summary["heldout_std"] == pytest.approx(np.std(held, ddof=1))
+    assert summary["seeds"] == [0, 1, 2] and summary["sampler"].endswith("(mean of 3 seeds)")
+    table = benchmark.paper_table(recs + [summary], [5])
+    assert f"| {summary['sampler']} | {np.mean(fids):.3f} ± {np.std(fids, ddof=1):.3f} /" in table

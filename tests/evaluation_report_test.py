@@ -67,8 +67,9 @@ def test_results_md_says_what_the_records_and_the_search_hold():
             "K = 4 in the loss); the coefficients kept are step 200's, whose FID on 16 "
             "validation samples was the lowest (2.5000).") in text
     assert "score FID 0.7000, held-out FID 0.2000" in text
-    assert (f"from seed {draws.EVAL_SEED} in batches of 40: `ddss_sample --seed=1` redraws the "
-            "first batch, whose first 12 images are compare.png's last row.") in text
+    assert (f"from seed {draws.EVAL_SEED} in batches of 40: `ddss_sample --seed=1`, run in this "
+            "directory, redraws the first batch, whose first 12 images are compare.png's last "
+            "row.") in text
     assert "at each anchor scale" not in text
     plain = report.search_markdown(dict(_results(selected=False), search_seconds=None), "b", "c")
     assert "an unknown time of training" in plain and "coefficients kept" not in plain

@@ -135,7 +135,8 @@ def test_search_resumes_past_damage_and_never_overwrites_unreadable_checkpoints(
 
 # ---- exit codes ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                      (signal.SIGHUP, 129)])
 def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen(
@@ -171,6 +172,14 @@ def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
     ("ddss_sample", ["--family=ddim", "--num_samples=2000000000", "--out={tmp}/s.npz"],
      ["need", "GiB in memory"]),
     ("ddss_sample", ["--family=ddim", "--num_samples=2e9"], ["--num_samples=2e9"]),
+    # NaN and Infinity in any float flag of any binary, before anything is written
+    ("ddss_search", ["--learning_rate=nan"], ["--learning_rate=nan", "finite"]),
+    ("ddss_search", ["--grad_clip=inf"], ["--grad_clip=inf", "finite"]),
+    ("ddss_sample", ["--family=ddim", "--eta=-inf"], ["--eta=-inf"]),
+    ("ddss_benchmark", ["--learning_rate=nan", "--workdir={tmp}/run"],
+     ["--learning_rate=nan", "finite"]),
+    ("ddss_train_model", ["--learning_rate=inf", "--workdir={tmp}/run"],
+     ["--learning_rate=inf", "finite"]),
 ])
 def test_bad_input_is_one_line_before_anything_is_written(tmp_path, binary, flags, phrases):
     data = tmp_path / "data" / "train"

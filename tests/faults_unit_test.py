@@ -160,3 +160,30 @@ def test_compare_rows_carry_their_labels():
     assert ink[:band].sum() > 0 and ink[band:].sum() > ink[:band].sum()  # the longer label
     with pytest.raises(ValueError, match="3 labels for 2 rows"):
         images.labelled_rows(rows, ncols=12, labels=["a", "b", "c"])
+
+
+# ---- a work directory whose config.json cannot be used ----------------------------------------
+
+def test_an_unusable_config_json_starts_over_without_checkpoints_and_says_how_with_them(tmp_path):
+    from ddss_tf.search import SearchConfig, workdir as workdir_lib
+
+    cfg = SearchConfig(num_steps=3)
+    path = tmp_path / "config.json"
+    path.write_text('{"learning_rate": NaN}')  # what an old NaN flag left behind
+    said = []
+    workdir_lib.check_saved_config(str(tmp_path), cfg, said.append)  # nothing to lose: go on
+    assert "starts over" in said[0] and "config.json" in said[0]
+    _toy_checkpoint(str(tmp_path / "checkpoints"), steps=(1,))
+    with pytest.raises(ValueError, match=r"NaN.*restore .*config.json, or move .* away"):
+        workdir_lib.check_saved_config(str(tmp_path), cfg, said.append)
+    workdir_lib.write_config(str(tmp_path), cfg)  # a valid one resumes as before
+    workdir_lib.check_saved_config(str(tmp_path), cfg, said.append)
+
+
+def test_results_json_records_the_export_relative_to_its_work_directory(tmp_path):
+    from ddss_tf.search import SearchConfig, workdir as workdir_lib
+
+    config = json.loads(SearchConfig().to_json())
+    for recorded in ("export/3", "/elsewhere/run/export/3"):  # now, and as files before held it
+        files.write_json(str(tmp_path / "results.json"), dict(config=config, export=recorded))
+        assert workdir_lib.read_results(str(tmp_path))["export"] == str(tmp_path / "export" / "3")

@@ -13,7 +13,8 @@ import search_helpers
 import testing
 import toy_networks
 from ddss_tf import denoisers, evaluation, export, models, noise, sampling, schedules
-from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search import SearchConfig, objectives, plan, run_search, start
+from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.training import ddpm
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -85,6 +86,36 @@ def test_a_flow_model_needs_its_schedule_and_prediction_together(tmp_path):
         models.load(path, schedule=str(tmp_path / "bad.json"), prediction="flow")
 
 
+def test_the_start_screen_and_its_plan_try_the_flow_grids_on_a_flow_model_only(tmp_path):
+    """init auto (the default search's start) screens every grid of the model's schedule: the
+    rectified-flow grids (the flow defaults) on a flow model, never on a VP one; the plan
+    counts what the screen runs."""
+    flow, vp = schedules.rectified_flow(1000, 3.0, 1000.0), schedules.linear_beta(1000)
+    on_flow = start.candidates("ggdm", True, "", flow)
+    assert {("ddim", "flow_euler"), ("unipc", "flow_sigmas"),
+            ("dpm_solver_pp_2m", "flow_sigmas")} <= set(on_flow)
+    on_vp = start.candidates("ggdm", True, "", vp)
+    assert not {"flow_euler", "flow_sigmas"} & {s for _, s in on_vp}
+    assert set(on_flow) - set(on_vp) == {(i, s) for i, s in on_flow
+                                         if s in ("flow_euler", "flow_sigmas")}
+    path, schedule = _files(tmp_path, toy_networks.search_eps_model())
+    cfg = search_helpers.tiny_config(model=path, schedule=schedule, prediction="flow",
+                                     init="auto")
+    assert cfg.stride == ""                        # the screen picks the grid
+    ev = evaluation.Evaluator(cfg, search_helpers.QUIET, num_steps=(cfg.num_steps,))
+    chosen = start.resolve(cfg, ev, str(tmp_path / workdir_lib.START), search_helpers.QUIET)
+    screened = [(c["init"], c["stride"]) for c in chosen.record["round1"]]
+    assert sorted(screened) == sorted(on_flow) and (chosen.init, chosen.stride) in on_flow
+    kid = objectives.get(cfg.objective)
+
+    def screen(schedule):
+        return dict((name, n) for name, n, _ in plan.phases(cfg, kid, schedule=schedule))[
+            "start: screen of the training-free samplers"]
+
+    first = min(start.SCREEN_SAMPLES, cfg.eval_samples)
+    assert screen(flow) - screen(vp) == cfg.num_steps * first * (len(on_flow) - len(on_vp))
+
+
 def test_a_guided_search_on_a_class_conditional_flow_model(tmp_path):
     """A class-conditional flow model trained with label dropout (ddss_train_model's library,
     a tiny UNet, a few steps) searched with classifier-free guidance through the existing
@@ -98,8 +129,12 @@ def test_a_guided_search_on_a_class_conditional_flow_model(tmp_path):
     cfg = SearchConfig(model=path, guidance_scale=W, num_steps=2, batch_size=8, train_steps=2,
                        xla=False, checkpoint_every=1, eval_every=1000, eval_samples=20,
                        final_samples=20, reference_steps=10)
-    assert cfg.prediction == "flow" and cfg.stride == "flow_euler"
+    # The default recipe starts from the screen (init auto), which picks the grid: the flow
+    # grids are among those it tries on a flow model.
+    assert cfg.prediction == "flow" and cfg.init == "auto" and cfg.stride == ""
     results = run_search(cfg, str(tmp_path / "run"), log=search_helpers.QUIET)
+    screened = json.loads((tmp_path / "run" / workdir_lib.START).read_text())
+    assert {"flow_euler", "flow_sigmas"} <= {c["stride"] for c in screened["round1"]}
     learned = [r for r in results["records"] if r["role"] == "learned"][0]
     assert np.isfinite(learned["fid"]) and np.isfinite(learned["class_fid"])
     cond, _ = models.load_denoiser(path)

@@ -122,7 +122,7 @@ def test_an_ld3_search_finishes_under_its_own_name(tmp_path):
 
 def _kid_teacher_cfg(**kw):
     return _cfg(**dict(dict(family="ggdm", objective="kid_teacher", pred=True, stride="",
-                            teacher_weight=0.5), **kw))
+                            teacher_weight=0.5, init="ddim", select="best"), **kw))
 
 
 def _numpy_linear_kid_loss(gen, real_mean):
@@ -164,13 +164,13 @@ def test_the_kid_teacher_loss_is_kid_plus_the_weighted_teacher_distance(tmp_path
 
 def test_a_kid_teacher_search_is_named_and_costed_with_its_teacher(tmp_path):
     cfg = _kid_teacher_cfg()
-    assert (cfg.run_name(), cfg.label()) == ("kid_teacher_ggdm_pred_time_k3",
-                                             "DDSS GGDM +PRED +TIME (KID + teacher)")
-    assert cfg.select == "best"
+    # kid_teacher is the default objective: its name is not in the directory's.
+    assert (cfg.run_name(), cfg.label()) == ("ggdm_pred_time_ddim_k3",
+                                             "DDSS GGDM +PRED +TIME from DDIM (KID + teacher)")
     results = run_search(cfg, str(tmp_path / cfg.run_name()), log=_QUIET)
     assert results["search_network_evaluations"] == 2 * 4 * 3 + 12 * 10
     learned = [r for r in results["records"] if r["role"] == "learned"]
-    assert [r["sampler"] for r in learned] == ["DDSS GGDM +PRED +TIME (KID + teacher)"]
+    assert [r["sampler"] for r in learned] == ["DDSS GGDM +PRED +TIME from DDIM (KID + teacher)"]
 
 
 def test_kid_teacher_settings_that_cannot_work_are_refused():

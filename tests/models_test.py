@@ -140,15 +140,17 @@ def test_search_export_and_sample_on_a_brought_model(byo, which):
         doc = json.load(f)
     assert doc["schedule"] == sched.get_config()
     assert doc["model"]["prediction"] == options.get("prediction", "eps")
-    assert result["records"][4]["sampler"].startswith("DDSS GGDM")
+    learned = [r for r in result["records"] if r["role"] == "learned"]
+    assert [r["sampler"][:9] for r in learned] == ["DDSS GGDM"]
+    export_dir = os.path.join(workdir, result["export"])  # results.json: relative to the run
 
     layer = _reference_layer(coefficients, reference)
     x_T, noise = noise_lib.draw(5, layer.num_steps, [4, *_SHAPE])  # ddss_sample --seed=5 below
     want = np.clip(layer(x_T, noise).numpy(), -1, 1)
     # The export embeds the network: TF2 and the TF1 session loader give the original's images.
-    exported = sampling.from_export(result["export"])
+    exported = sampling.from_export(export_dir)
     np.testing.assert_allclose(exported.from_noise(x_T, noise)[0], want, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(_tf1_from_noise(result["export"], x_T.numpy(), noise.numpy()),
+    np.testing.assert_allclose(_tf1_from_noise(export_dir, x_T.numpy(), noise.numpy()),
                                want, rtol=0, atol=1e-5)
     # ddss_sample --coefficients on the brought model: the file's schedule and prediction.
     images, _ = sampling.draw(sampling.from_coefficients(coefficients, byo[which]), 4, seed=5,
@@ -228,7 +230,8 @@ def bad(tmp_path_factory):
     ("txt", {}, "not a Keras file (.keras / .h5)"),
     ("empty_dir", {}, "holds neither config.json (ddss_train_model), saved_model.pb nor a "
      "`checkpoint` file"),
-    ("junk", {}, "cannot load the Keras model"),
+    ("junk", {}, "is not a Keras model file (a file starting with b'not a zi'): a .keras file "
+     "is a zip archive"),
     ("three_channels", {}, "returns [(None, 8, 8, 3)], x_t is (None, 8, 8, 1): the output must "
      "have the input's shape"),
     ("two_channels", dict(prediction="x"), "a 2-channel output (eps and a learned variance) is "

@@ -25,12 +25,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "ddss_colab_tpu.ipynb")
 KERNEL = "ddss-tf-notebook-test"
 # Small enough for about a minute on 2 CPU cores; evaluations at steps 2 and 4 make a curve, and
-# REFERENCE_STEPS = 5 keeps the 1000-step DDPM reference row from being computed.
-TINY = dict(INSTALL=False, NUM_STEPS=3, TRAIN_STEPS=4, BATCH_SIZE=8, EVAL_EVERY=2, EVAL_SAMPLES=16,
-            FINAL_SAMPLES=32, REFERENCE_STEPS=5, XLA=False, NUM_SHOW=12, SEED=3)
+# REFERENCE_STEPS = 5 keeps the many-step reference row cheap (an ODE solve of 5 steps).
+TINY = dict(INSTALL=False, NUM_STEPS=3, INIT="ddim", TRAIN_STEPS=4, BATCH_SIZE=8, EVAL_EVERY=2,
+            EVAL_SAMPLES=16, FINAL_SAMPLES=32, REFERENCE_STEPS=5, XLA=False, NUM_SHOW=12, SEED=3)
 EVAL_STEPS = [2, 4]
 # Parameter-cell knobs that are SearchConfig fields.
-_KNOBS = dict(FAMILY="family", PRED="pred", TIME="time", NUM_STEPS="num_steps",
+_KNOBS = dict(FAMILY="family", PRED="pred", TIME="time", NUM_STEPS="num_steps", INIT="init",
               TRAIN_STEPS="train_steps", BATCH_SIZE="batch_size", LEARNING_RATE="learning_rate",
               EVAL_EVERY="eval_every", EVAL_SAMPLES="eval_samples", FINAL_SAMPLES="final_samples",
               REFERENCE_STEPS="reference_steps", XLA="xla")
@@ -117,9 +117,10 @@ def test_notebook_is_committed_clean_with_the_main_job_as_defaults():
     assert not missing, f"the test sets knobs the notebook lacks: {sorted(missing)}"
     assert params["INSTALL"] is True and params["RUN_CIFAR10"] is False
     # The defaults are the main job: SearchConfig() (GGDM +PRED +TIME, K = 10, ...); the
-    # optimisation is left to SearchConfig, whose default depends on K.
+    # recipe and the reference's steps are left to SearchConfig (None), whose values depend on K.
     main_job = SearchConfig()
-    by_k = {"TRAIN_STEPS", "LEARNING_RATE"}
+    by_k = {"INIT", "TRAIN_STEPS", "LEARNING_RATE", "BATCH_SIZE", "EVAL_EVERY", "EVAL_SAMPLES",
+            "REFERENCE_STEPS"}
     for knob, field in _KNOBS.items():
         want = None if knob in by_k else getattr(main_job, field)
         assert params[knob] == want, (knob, params[knob], want)
@@ -174,7 +175,7 @@ def test_notebook_runs_a_search_plots_fid_and_samples_from_the_export(tmp_path, 
     assert shown[0] == (workdir / "results.md").read_text()
 
     # Samples from the export: right shape, in the data range, and exactly what the export gives.
-    assert os.path.isfile(os.path.join(results["export"], "saved_model.pb"))
+    assert os.path.isfile(os.path.join(workdir, results["export"], "saved_model.pb"))
     with np.load(workdir / "export_samples.npz") as f:
         images = f["images"]
     assert images.shape == (TINY["NUM_SHOW"], 8, 8, 1) and images.dtype == np.float32

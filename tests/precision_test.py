@@ -92,7 +92,8 @@ def test_a_bfloat16_search_step_keeps_the_layer_float32(digits):
     real = np.random.default_rng(3).standard_normal([64, 128]).astype(np.float32)
     losses = {}
     for prec in ("float32", "bfloat16"):
-        cfg = SearchConfig(num_steps=3, batch_size=8, xla=False, precision=prec, train_steps=10)
+        cfg = SearchConfig(num_steps=3, batch_size=8, xla=False, precision=prec, train_steps=10,
+                           init="ddim")
         layer = cfg.build_sampler(den)
         trainer = trainer_lib.Trainer(layer, ext, kid.KIDLoss(real, cfg.kernel),
                                       tf.distribute.get_strategy(), cfg, [8, 8, 1])

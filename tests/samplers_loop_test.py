@@ -125,7 +125,8 @@ def test_a_looped_search_step_compiles_the_network_and_equals_the_unrolled_step(
     real = np.random.default_rng(2).standard_normal([32, 64]).astype(np.float32)
     updated = {}
     for loop in (False, True):
-        cfg = SearchConfig(num_steps=4, batch_size=8, loop=loop, xla=True, train_steps=5)
+        cfg = SearchConfig(num_steps=4, batch_size=8, loop=loop, xla=True, train_steps=5,
+                           init="ddim")
         layer = cfg.build_sampler(den)
         trainer = trainer_lib.Trainer(layer, ext, kid.KIDLoss(real, cfg.kernel),
                                       tf.distribute.get_strategy(), cfg, SHAPE[1:])

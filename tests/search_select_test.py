@@ -124,7 +124,7 @@ def test_select_best_makes_the_periodic_evaluation_part_of_the_search(tmp_path, 
 
 
 def test_select_defaults_and_work_directories_from_before_it(tmp_path):
-    assert SearchConfig().select == "best" and SearchConfig(num_steps=5).select == "best"
+    assert SearchConfig().select == "paired" and SearchConfig(num_steps=5).select == "paired"
     assert SearchConfig(objective="ld3", family="unipc").select == "last"  # LD3 as published
     # A work directory from before `select` kept its last step's coefficients: it reads so.
     old = json.loads(SearchConfig(select="last").to_json())

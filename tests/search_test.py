@@ -25,6 +25,7 @@ from ddss_tf import evaluation, export, images, interrupt, models, progress, sam
 from ddss_tf.metrics import mmd
 from ddss_tf.noise import step_noise
 from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search import run as run_lib
 from ddss_tf.search.run import Run
 
@@ -146,7 +147,8 @@ def test_interrupted_and_resumed_search_equals_uninterrupted(tmp_path, monkeypat
     assert os.listdir(tmp_path / "full" / "tensorboard")
     labels = [r["sampler"] for r in full["records"]]
     assert labels[:4] == [s[0] for s in evaluation.BASELINES]
-    assert labels[4].startswith("DDSS GGDM") and labels[5] == "DDPM 10 steps"
+    assert labels[4].startswith("DDSS GGDM")
+    assert labels[5] == "ODE reference (DPM-Solver++(2M), 10 steps)"
     assert [r["role"] for r in full["records"]] == ["baseline"] * 4 + ["learned", "reference"]
     floor = full["training_data_resampled"]  # the metrics' floor (benchmark_test checks its FID)
     assert floor["num_samples"] == cfg.final_samples and floor["fid"] > 0
@@ -248,12 +250,12 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
 
 
 @pytest.mark.parametrize("settings,want", [
-    (dict(), (400, 1e-2)),                                       # the main job, K = 10
-    (dict(num_steps=6), (400, 1e-2)),
-    (dict(num_steps=5), (800, 2e-2)),                            # few steps: longer, larger steps
-    (dict(num_steps=3), (800, 2e-2)),
-    (dict(num_steps=5, train_steps=50), (50, 2e-2)),             # a given value is kept
-    (dict(num_steps=5, learning_rate=5e-4), (800, 5e-4)),
+    (dict(), (200, 3e-3)),                                       # the main job, K = 10
+    (dict(num_steps=6), (200, 3e-3)),
+    (dict(num_steps=5), (400, 1e-2)),                            # few steps: longer, larger steps
+    (dict(num_steps=3), (400, 1e-2)),
+    (dict(num_steps=5, train_steps=50), (50, 1e-2)),             # a given value is kept
+    (dict(num_steps=5, learning_rate=5e-4), (400, 5e-4)),
     (dict(num_steps=5, objective="ld3", family="unipc"), (400, 1e-2)),  # LD3's are K's own
 ])
 def test_the_optimisation_defaults_depend_on_k(settings, want):
@@ -279,16 +281,20 @@ def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
 
 
 def test_ddss_sample_redraws_the_rows_of_a_searchs_compare_png(tmp_path):
-    """results.md names the ddss_sample command that redraws the evaluation's first batch; with
-    the baselines drawn by the same rule (sampling.draw), the rows rebuild compare.png."""
+    """results.md names the ddss_sample command that redraws the evaluation's first batch (run
+    in the work directory, wherever it was moved); with the baselines drawn by the same rule
+    (sampling.draw), the rows rebuild compare.png."""
     cfg = tiny_config(train_steps=1)
-    workdir = tmp_path / "run"
-    results = run_search(cfg, str(workdir), log=QUIET)
+    results = run_search(cfg, str(tmp_path / "run"), log=QUIET)
+    workdir = tmp_path / "moved"
+    os.rename(tmp_path / "run", workdir)
     command = re.search(r"`(ddss_sample [^`]*)`", (workdir / "results.md").read_text()).group(1)
     out = tmp_path / "learned.npz"
     assert f"--model={cfg.model} --schedule=linear_beta --seed=" in command
+    assert str(tmp_path) not in command  # nothing of where the search ran
+    assert workdir_lib.read_results(str(workdir))["export"] == str(workdir / "export" / "1")
     proc = testing.run_binary("ddss_sample", *command.split()[1:], f"--out={out}",
-                              env=testing.binary_env(tmp_path))
+                              env=testing.binary_env(tmp_path), cwd=str(workdir))
     assert proc.returncode == 0, proc.stderr
     learned = np.load(out)["images"]
     assert len(learned) == cfg.final_samples
@@ -323,7 +329,7 @@ def test_two_multi_worker_processes_equal_the_single_device_global_batch(tmp_pat
         env = testing.binary_env(tmp_path, DDSS_TF_CACHE=str(tmp_path / f"cache{i}"),
                                  TF_CONFIG=workers.tf_config(cluster, i))
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", _WORKER, json.dumps(vars(cfg)), workdir], env=env,
+            [sys.executable, "-c", _WORKER, cfg.to_json(), workdir], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=600)

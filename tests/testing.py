@@ -36,16 +36,16 @@ def binary_command(name, *flags):
     return [sys.executable, os.path.join(ROOT, "bin", name + ".py"), *flags]
 
 
-def run(args, env=None, timeout=TIMEOUT):
-    """Run argv `args` to completion; env None: binary_env(). Returns the CompletedProcess
-    (text stdout and stderr captured)."""
-    return subprocess.run(args, capture_output=True, text=True,
+def run(args, env=None, timeout=TIMEOUT, cwd=None):
+    """Run argv `args` to completion (in `cwd`, default this process's); env None:
+    binary_env(). Returns the CompletedProcess (text stdout and stderr captured)."""
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd,
                           env=binary_env() if env is None else env, timeout=timeout)
 
 
-def run_binary(name, *flags, env=None, timeout=TIMEOUT):
+def run_binary(name, *flags, env=None, timeout=TIMEOUT, cwd=None):
     """Run bin/<name>.py with `flags` (see run)."""
-    return run(binary_command(name, *flags), env=env, timeout=timeout)
+    return run(binary_command(name, *flags), env=env, timeout=timeout, cwd=cwd)
 
 
 def run_tool(name, *flags, env=None, timeout=TIMEOUT):

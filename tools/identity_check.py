@@ -75,6 +75,22 @@ def _fingerprint(workdir, names):
     return out
 
 
+def _bench_settings():
+    """The tiny searches' settings as the BenchmarkConfig takes them: its template (and, where
+    it has row_settings, the recipe settings every row takes)."""
+    from ddss_tf import benchmark
+    from ddss_tf.search import SearchConfig
+
+    if "row_settings" not in {f.name for f in __import__("dataclasses").fields(
+            benchmark.BenchmarkConfig)}:
+        return dict(search=SearchConfig(**dict(_TINY, train_steps=None)))
+    recipe = ("batch_size", "eval_every", "eval_samples")
+    return dict(batch_size=_TINY["batch_size"],
+                row_settings={k: _TINY[k] for k in recipe[1:]},
+                search=SearchConfig(**{k: v for k, v in _TINY.items()
+                                       if k not in recipe + ("train_steps",)}))
+
+
 def _run(root):
     from ddss_tf import benchmark
     from ddss_tf.search import SearchConfig, run_search
@@ -91,8 +107,7 @@ def _run(root):
         samplers=("ddim_quadratic", "unipc", "unipc_quadratic", "ggdm_pred_time",
                   "ggdm_pred_time_unipc", "ggdm_pred_time_kid_teacher", "ld3_unipc",
                   "training_data"),
-        num_steps=(3, 6), num_samples=24, train_steps=2,
-        search=SearchConfig(**dict(_TINY, train_steps=None)))
+        num_steps=(3, 6), num_samples=24, train_steps=2, **_bench_settings())
     workdir = os.path.join(root, "benchmark")
     benchmark.run(bench, workdir, log=quiet)
     prints["benchmark"] = _fingerprint(workdir, ["results.json", "table.md"])

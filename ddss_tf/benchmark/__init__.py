@@ -49,8 +49,9 @@ from ddss_tf.benchmark.config import BenchmarkConfig
 from ddss_tf.benchmark.rows import (FLOW_ROWS, WARM_TUNE, LearnedRow, Row, default_samplers,
                                     sampler_names)
 from ddss_tf.benchmark.tables import (CONDITIONAL_KEYS, RECORD_KEYS, cost_table, metrics_table,
-                                      paper_table)
+                                      paper_table, seed_summaries)
 
 __all__ = ["BenchmarkConfig", "sampler_names", "default_samplers", "FLOW_ROWS", "run",
-           "paper_table", "metrics_table", "cost_table", "RECORD_KEYS", "CONDITIONAL_KEYS", "Row",
+           "paper_table", "metrics_table", "cost_table", "seed_summaries", "RECORD_KEYS",
+           "CONDITIONAL_KEYS", "Row",
            "LearnedRow", "WARM_TUNE"]

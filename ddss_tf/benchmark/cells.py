@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ddss_tf import evaluation, files
+from ddss_tf import evaluation, files, interrupt
 from ddss_tf.benchmark.rows import ROWS, LearnedRow
 from ddss_tf.benchmark.tables import write_outputs
 
@@ -32,12 +32,14 @@ class _Benchmark:
         path = os.path.join(self.workdir, "cells", f"{row.name}_k{k}_n{self.cfg.num_samples}.json")
         cached = evaluation.read_cache(path, self.log)
         if cached is not None:
-            if cached.get("key") == key:  # role and cost: also for cells cached before them
-                return dict(cached, role=row.role, **row.cost(self, k))
+            if cached.get("key") == key:  # label, role and cost: as the row says them now
+                return dict(cached, sampler=row.label, role=row.role, **row.cost(self, k),
+                            **row.extra())
             self.log(f"  {row.label} K={k}: inputs changed since {path}; recomputing")
-        scores, grid = row.score(self, k)
+        with interrupt.phase(f"the cell {row.label}, K = {k}", context=True):
+            scores, grid = row.score(self, k)
         cell = dict(evaluation.record(row.label, k, scores, row.role), **row.cost(self, k),
-                    key=key, grid=np.round(grid, 5).tolist())
+                    **row.extra(), key=key, grid=np.round(grid, 5).tolist())
         files.write_json(path, cell)
         return cell
 
@@ -58,10 +60,12 @@ def run(cfg, workdir, log=print):
         plan = [cell for cell in plan if cell not in unsearched]
     os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
     cells = []
-    for i, (row, k) in enumerate(plan):
-        log(f"[{i + 1}/{len(plan)}] {row.label}, K = {k}")
-        cells.append(bench.cell(row, k))
+    with interrupt.phase("the benchmark's cells"):  # each computed one: its own phase
+        for i, (row, k) in enumerate(plan):
+            log(f"[{i + 1}/{len(plan)}] {row.label}, K = {k}")
+            cells.append(bench.cell(row, k))
     bad = [f"{c['sampler']} K={c['num_steps']}" for c in cells if not math.isfinite(c["fid"])]
     if bad:
         log(f"non-finite FID in: {', '.join(bad)}")
-    return write_outputs(cfg, cells, workdir, log)
+    with interrupt.phase("writing the table and figures"):
+        return write_outputs(cfg, cells, workdir, log)

@@ -4,7 +4,7 @@ import dataclasses
 from typing import Optional
 
 from ddss_tf.benchmark.rows import ROWS, LearnedRow, default_samplers, sampler_names
-from ddss_tf.search.config import SearchConfig, default_optimisation
+from ddss_tf.search.config import RECIPE_FIELDS, SearchConfig, default_settings
 
 __all__ = ["BenchmarkConfig"]
 
@@ -17,8 +17,11 @@ class BenchmarkConfig:
       optimisation settings of the learned rows (family, pred, time, K, train_steps and
       learning_rate are set per row; its final_samples is the search's own final evaluation,
       not the benchmark's).
-    train_steps, learning_rate: of every learned row's search; None: ddss_search's default
-      at the row's K and objective (`search.default_optimisation`).
+    train_steps, learning_rate, batch_size: of every learned row's search; None: ddss_search's
+      default at the row's K and objective (`search.default_settings`: every setting of a
+      search's recipe is set per row).
+    row_settings: SearchConfig fields every learned row's search takes, over its recipe and
+      the row's own settings (e.g. dict(eval_samples=16) for a quick table).
     searches: directory of the learned rows' search work directories ("" = workdir/searches).
     only_searched: learned rows fill only the K whose search in `searches` has finished; the
       other cells are skipped (and left empty in the table) instead of searched there first.
@@ -35,6 +38,8 @@ class BenchmarkConfig:
     guidance_anchors: tuple = (0.0, 1.0, 3.0)
     train_steps: Optional[int] = None
     learning_rate: Optional[float] = None
+    batch_size: Optional[int] = None
+    row_settings: dict = dataclasses.field(default_factory=dict)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def validate(self):
@@ -64,11 +69,16 @@ class BenchmarkConfig:
                              "scale)")
         if across:
             dataclasses.replace(self.search, guidance_scale=list(self.guidance_anchors)).validate()
-        if (self.search.train_steps, self.search.learning_rate) != default_optimisation(
-                self.search.num_steps, self.search.objective):
-            raise ValueError("train_steps and learning_rate are set per row (each K has its "
-                             "default); give them as the BenchmarkConfig's, not its search "
-                             "template's")
+        recipe = default_settings(self.search.num_steps, self.search.objective)
+        given = [name for name in RECIPE_FIELDS if getattr(self.search, name) != recipe[name]]
+        if given:
+            raise ValueError(f"{', '.join(given)} are set per row (each K has its default): "
+                             "give them as the BenchmarkConfig's (train_steps, learning_rate, "
+                             "batch_size, row_settings), not its search template's")
+        unknown = sorted(set(self.row_settings) - {f.name for f in dataclasses.fields(
+            SearchConfig)})
+        if unknown:
+            raise ValueError(f"row_settings: unknown search settings {unknown}")
 
     def rows_search(self, name, k, searches=""):
         """The SearchConfig of the learned row `name` (`sampler_names()`) at K = k (searches:

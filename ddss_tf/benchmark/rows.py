@@ -12,7 +12,7 @@ import os
 from ddss_tf import evaluation, export, interrupt, samplers
 from ddss_tf.evaluation import records as records_lib
 from ddss_tf.search import objectives
-from ddss_tf.search.config import FEW_STEPS, SearchConfig
+from ddss_tf.search.config import FEW_STEPS, RECIPE_FIELDS, SearchConfig
 from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import run_search
 
@@ -23,6 +23,13 @@ __all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScales
 # The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
 # the searches made at each anchor (WarmAcrossScalesRow): docs/guidance.md.
 WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
+# ddss_search's recipe before issue 34 (KID, the DDIM start, 800 steps at 2e-2 to K = FEW_STEPS
+# and 400 at 1e-2 above, batch 128, the best of 512 validation samples every 100 steps, the DDPM
+# reference): the issue-14 rows' stored searches were made with it, and their rows keep it.
+ISSUE14 = dict(objective="kid", init="ddim", batch_size=128, select="best", eval_every=100,
+               eval_samples=512, reference="ddpm", reference_steps=1000)
+ISSUE14_FEW = dict(train_steps=800, learning_rate=2e-2)
+ISSUE14_MANY = dict(train_steps=400, learning_rate=1e-2)
 # Above FEW_STEPS a search started from the best solver starts near the best this model does
 # (UniPC quadratic is below the 1000-step DDPM at K = 10), where the default's KID gradient is
 # noise and its 512-sample selection a coin toss: it fine-tunes instead, with twice the batch, a
@@ -54,8 +61,16 @@ class Row:
     what its cached cells depend on besides the model, data and sample count, and
     `score(bench, k)` the cell's (scores, grid images)."""
 
+    # Rows of one sampler searched with several training seeds share a group (the sampler's
+    # label); the table adds their mean and standard deviation (benchmark.tables).
+    group = None
+
     def __init__(self, name, label, role):
         self.name, self.label, self.role = name, label, role
+
+    def extra(self):
+        """Keys its records carry besides the scores: a seeded row's seed and group."""
+        return {} if self.group is None else dict(seed=self.seed, group=self.group)
 
     def steps(self, ks, num_timesteps):
         """The K values of this row's cells."""
@@ -95,20 +110,31 @@ class FixedRow(Row):
 class LearnedRow(Row):
     """A sampler learned by a search in the benchmark's searches directory (searched there
     first when it is missing or unfinished): the template search with `settings` (SearchConfig
-    fields, e.g. family, pred, time, objective) at each K, and with `many_steps` (SearchConfig
-    fields; the BenchmarkConfig's train_steps and learning_rate, when set, win) at K > FEW_STEPS."""
+    fields, e.g. family, pred, time, objective) at each K, with `few_steps` at K <= FEW_STEPS
+    and `many_steps` at K > FEW_STEPS (SearchConfig fields); the rest of the recipe is
+    ddss_search's at that K, and what the BenchmarkConfig sets for every row wins."""
 
-    def __init__(self, name, many_steps=None, **settings):
+    def __init__(self, name, few_steps=None, many_steps=None, seeded=False, **settings):
         super().__init__(name, SearchConfig(**settings).label(), "learned")
-        self.settings, self.many_steps = settings, dict(many_steps or {})
+        self.settings = settings
+        self.few_steps, self.many_steps = dict(few_steps or {}), dict(many_steps or {})
+        if seeded:  # one of several training seeds of the same search
+            self.seed, self.group = settings.get("seed", 0), self.label
+            self.label = f"{self.label} (seed {self.seed})"
 
     def search_config(self, cfg, k, searches=""):
         """The SearchConfig of this row at K = k: the BenchmarkConfig's template search
         (`searches`: the benchmark's searches directory, for rows that start from others)."""
-        tune = _unless_set(cfg, self.many_steps if int(k) > FEW_STEPS else {})
-        optimisation = dict(train_steps=cfg.train_steps, learning_rate=cfg.learning_rate)
-        return dataclasses.replace(cfg.search, **self.settings, num_steps=int(k),
-                                   **{**optimisation, **tune})
+        tune = self.many_steps if int(k) > FEW_STEPS else self.few_steps
+        # Every setting of the recipe resolves at the row's K (None) unless the row sets it;
+        # what the BenchmarkConfig sets for every row wins.
+        given = {key: v for key, v in dict(train_steps=cfg.train_steps,
+                                           learning_rate=cfg.learning_rate,
+                                           batch_size=cfg.batch_size).items() if v is not None}
+        given.update(cfg.row_settings)
+        return dataclasses.replace(
+            cfg.search, **{**dict.fromkeys(RECIPE_FIELDS), **self.settings, **tune, **given},
+            num_steps=int(k))
 
     def directory(self, bench, k):
         """Its search work directory at K = k (named as ddss_search names it)."""
@@ -147,7 +173,7 @@ class LearnedRow(Row):
 
 def _unless_set(cfg, tune):
     """The settings of a row's `tune` (SearchConfig fields) that the BenchmarkConfig `cfg` does
-    not set itself: its train_steps and learning_rate, when given, win."""
+    not set itself: its train_steps, learning_rate and batch_size, when given, win."""
     return {key: v for key, v in tune.items() if getattr(cfg, key, None) is None}
 
 
@@ -159,7 +185,8 @@ def _finished_search(bench, scfg, directory):
         return finished
     bench.log(f"searching {scfg.run_name()} in {directory} (rerun to resume if interrupted)")
     try:
-        run_search(scfg, directory, bench.log)
+        with interrupt.phase(f"its search in {directory}", context=True):
+            run_search(scfg, directory, bench.log)
     except interrupt.Interrupted as e:
         raise interrupt.Interrupted(e.signal_name, f"the search in {directory} was "
                                     "interrupted; its checkpoint is saved: rerun the "
@@ -238,7 +265,8 @@ class AllStepsRow(Row):
 
     def score(self, bench, k):
         ev = bench.evaluator
-        scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True)
+        scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True,
+                                           kind="ddpm")
         evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
         # Cached scores come without images: draw just the grid's.
         count = _grid_images(bench)
@@ -267,6 +295,8 @@ class DataRow(Row):
 # The names of the rows of evaluation.FLOW_BASELINES (rectified-flow models only).
 FLOW_ROWS = ("ddpm_flow_euler", "euler_flow_euler", "dpm_solver_pp_2m_flow_sigmas",
              "unipc_flow_sigmas")
+# The training seeds of the default row, `ddss_search --num_steps=K --seed=s` and nothing else.
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 def _catalogue():
@@ -286,24 +316,29 @@ def _catalogue():
     for name, (label, family, options) in zip(FLOW_ROWS, evaluation.FLOW_BASELINES):
         rows.append(FixedRow(name, label, family, options))
         rows[-1].flow_only = True
-    per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True)
-    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False), per_scale]
+    # ddss_search --num_steps=K (--seed=s): the sampler a user gets with no other flag.
+    rows += [LearnedRow(f"ddss_s{seed}", seeded=True, seed=seed) for seed in DEFAULT_SEEDS]
+    old = dict(few_steps=ISSUE14_FEW, many_steps=ISSUE14_MANY, **ISSUE14)
+    per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True, **old)
+    rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False, **old), per_scale]
     # GGDM +PRED +TIME started from UniPC on the quadratic grid (the best solver at few steps)
     # written over states, rather than from DDIM: at K = 4 it beats both (docs/ddss_search.md).
     # Above FEW_STEPS it fine-tunes (SOLVER_FINE_TUNE).
     rows += [LearnedRow("ggdm_pred_time_unipc", family="ggdm", pred=True, time=True,
-                        init="unipc", many_steps=SOLVER_FINE_TUNE)]
+                        **dict(old, init="unipc", many_steps=SOLVER_FINE_TUNE))]
     # GGDM +PRED +TIME whose loss adds LD3's teacher distance to KID (--objective=kid_teacher):
     # the best row at K = 3, 4 and 5 (docs/ddss_search.md, "Few steps").
     rows += [LearnedRow("ggdm_pred_time_kid_teacher", family="ggdm", pred=True, time=True,
-                        objective="kid_teacher")]
-    # LD3 (search.ld3): the solvers' own times, learned; each starts on its solver's grid.
+                        **dict(old, objective="kid_teacher"))]
+    # LD3 (search.objectives.ld3): the solvers' own times, learned; each starts on its
+    # solver's grid.
     ld3 = objectives.get("ld3")
     rows += [LearnedRow(f"ld3_{name}", family=name, objective=ld3.name, time=True, stride="",
-                        select=ld3.default_select()) for name in LD3_ROWS]
-    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True),
+                        select=ld3.default_select(), reference="ddpm", reference_steps=1000)
+             for name in LD3_ROWS]
+    rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True, **old),
              WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
-                                 family="ggdm", pred=True, time=True)]
+                                 family="ggdm", pred=True, time=True, **old)]
     rows += [AllStepsRow(), DataRow()]
     return {row.name: row for row in rows}
 

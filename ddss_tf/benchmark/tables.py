@@ -8,23 +8,56 @@ import numpy as np
 from ddss_tf import evaluation, files, images
 from ddss_tf.evaluation import plots, records as records_lib
 
-__all__ = ["RECORD_KEYS", "CONDITIONAL_KEYS", "paper_table", "cost_table", "metrics_table",
-           "write_outputs"]
+__all__ = ["RECORD_KEYS", "CONDITIONAL_KEYS", "SEED_KEYS", "paper_table", "cost_table",
+           "metrics_table", "seed_summaries", "write_outputs"]
 
-# A cell's record: an evaluation record and its search cost (evaluation.records owns both).
+# A cell's record: an evaluation record and its search cost (evaluation.records owns both);
+# a seeded learned row's also its seed and group.
 RECORD_KEYS = records_lib.RECORD_KEYS + records_lib.COST_KEYS
 CONDITIONAL_KEYS = records_lib.CONDITIONAL_KEYS
+SEED_KEYS = ("seed", "group")
+
+
+def seed_summaries(records):
+    """One record per group of seeded rows and K: the mean and (sample) standard deviation
+    over its seeds of FID and held-out FID (fid, fid_std, heldout, heldout_std, seeds), labelled
+    "<group> (mean of N seeds)"."""
+    groups = {}
+    for r in records:
+        if r.get("group") is not None:
+            groups.setdefault((r["group"], r["num_steps"]), []).append(r)
+    out = []
+    for (group, k), rs in groups.items():
+        fids, held = (np.array([r[key] for r in rs], np.float64) for key in ("fid", "heldout"))
+        out.append(dict(sampler=f"{group} (mean of {len(rs)} seeds)", num_steps=k,
+                        fid=float(fids.mean()), fid_std=_std(fids), heldout=float(held.mean()),
+                        heldout_std=_std(held), seeds=sorted(r["seed"] for r in rs),
+                        num_samples=rs[0]["num_samples"], role="learned", summary=True))
+    return out
+
+
+def _std(values):
+    """The sample standard deviation (ddof 1), None for a single value."""
+    return float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+def _pm(value, std):
+    return f"{value:.3f}" + ("" if std is None else f" ± {std:.3f}")
 
 
 def paper_table(records, ks):
-    """The paper's Table 1 shape: rows samplers, columns K, "FID / IS" cells; the
-    all-steps DDPM row and the resampled training data (K = 0, column "data") fill their
-    own columns."""
+    """The paper's Table 1 shape: rows samplers, columns K, "FID / IS" cells ("FID ± std /
+    held-out FID ± std" for the mean of several seeds); the all-steps DDPM row and the
+    resampled training data (K = 0, column "data") fill their own columns."""
     cols = records_lib.columns(records, ks)
     rows = {}
     for r in records:
-        is_ = "n/a" if r["is"] is None else f"{r['is']:.2f}"  # no IS without classifier logits
-        rows.setdefault(r["sampler"], {})[r["num_steps"]] = f"{r['fid']:.3f} / {is_}"
+        if r.get("summary"):
+            cell = f"{_pm(r['fid'], r['fid_std'])} / held-out {_pm(r['heldout'], r['heldout_std'])}"
+        else:
+            is_ = "n/a" if r["is"] is None else f"{r['is']:.2f}"  # no IS without classifier logits
+            cell = f"{r['fid']:.3f} / {is_}"
+        rows.setdefault(r["sampler"], {})[r["num_steps"]] = cell
     lines = ["| sampler | " + " | ".join(records_lib.column_label(k) for k in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for label, cells in rows.items():
@@ -55,29 +88,34 @@ def metrics_table(records):
 
 
 def write_outputs(cfg, cells, workdir, log):
-    records = [{k: c[k] for k in RECORD_KEYS + CONDITIONAL_KEYS if k in c} for c in cells]
+    records = [{k: c[k] for k in RECORD_KEYS + CONDITIONAL_KEYS + SEED_KEYS if k in c}
+               for c in cells]
+    summaries = seed_summaries(records)
     ks = list(cfg.num_steps)
     n = cfg.num_samples
     text = (f"# Benchmark: FID / IS on {n} samples\n\n"
             f"Model `{cfg.search.model}`, data `{cfg.search.dataset}` ({cfg.search.split}), "
             f"features `{cfg.search.features}`, held-out features "
             f"`{cfg.search.heldout_features}`; the same x_T for every cell.\n\n"
-            f"{paper_table(records, ks)}\nEvery metric (KID with its block standard error; "
+            f"{paper_table(records + summaries, ks)}\nEvery metric (KID with its block "
+            f"standard error; "
             f"held-out FID in the second feature space):\n\n{metrics_table(records)}"
             f"{cost_table(records)}")
     with files.atomic_file(os.path.join(workdir, "table.md")) as f:
         f.write(text)
-    files.write_json(os.path.join(workdir, "results.json"), records)
+    files.write_json(os.path.join(workdir, "results.json"), records + summaries)
     if any("class_fid" in r for r in records):
         _write_label_grids(cells, ks, workdir)
     try:
-        plots.fid_vs_k(records, ks, os.path.join(workdir, "fid_vs_k.png"))
+        # A seeded row is drawn as the mean of its seeds.
+        plots.fid_vs_k([r for r in records if r.get("group") is None] + summaries, ks,
+                       os.path.join(workdir, "fid_vs_k.png"))
         plots.sample_grid(cells, ks, os.path.join(workdir, "samples.png"))
     except ImportError:
         log('matplotlib is not installed: no fid_vs_k.png / samples.png '
             '(pip install "ddss_tf[plots]")')
-    log("\n" + paper_table(records, ks))
-    return records
+    log("\n" + paper_table(records + summaries, ks))
+    return records + summaries
 
 
 def _write_label_grids(cells, ks, workdir):

@@ -8,12 +8,21 @@ import os
 
 import numpy as np
 
-from ddss_tf import (data, denoisers, files, guidance as guidance_lib, metrics, models,
-                     pretrained, samplers, schedules)
+from ddss_tf import (data, denoisers, files, guidance as guidance_lib, interrupt, metrics,
+                     models, pretrained, samplers, schedules)
 from ddss_tf.evaluation import draws, records, scoring
 
-__all__ = ["Evaluator", "BASELINES", "FLOW_BASELINES", "baselines_for", "read_cache"]
+__all__ = ["Evaluator", "BASELINES", "FLOW_BASELINES", "baselines_for", "REFERENCES",
+           "read_cache"]
 
+# The many-step references a sampler aims for (Evaluator.reference_scores): kind -> (family,
+# options, label). "ddpm": ancestral sampling with every (or reference_steps) step of the model,
+# the papers' reference; "ode": DPM-Solver++(2M) with reference_steps steps, the probability-
+# flow ODE's solution, what the deterministic samplers converge to, at a tenth of the cost.
+REFERENCES = {
+    "ddpm": ("ddpm", dict(stride="linear"), "DDPM {steps} steps"),
+    "ode": ("dpm_solver_pp_2m", {}, "ODE reference (DPM-Solver++(2M), {steps} steps)"),
+}
 # The training-free samplers a learned one is compared with at the same K, as in the
 # paper's tables: (label, family, options).
 BASELINES = (
@@ -82,7 +91,10 @@ class Evaluator:
         for k in num_steps:  # before the (possibly long) reference statistics
             if k > T:
                 raise ValueError(f"num_steps {k} exceeds the model's T = {T}")
-        self.reference_steps = min(getattr(cfg, "reference_steps", T), T)
+        self.reference_kind = getattr(cfg, "reference", "ddpm")
+        self.reference_steps = getattr(cfg, "reference_steps", T)
+        if self.reference_kind == "ddpm":
+            self.reference_steps = min(self.reference_steps, T)
         self.model_fingerprint = models.fingerprint(self.net)
         # The real data are fitted to the model's image shape (channels, centre crop, resize).
         self.image_shape = models.image_shape(self.net)
@@ -185,54 +197,77 @@ class Evaluator:
             return cached
         self.log(f"baselines at K={num_steps} on {num_samples} samples:")
         scores, images = {}, {}
-        for label, family, options in baselines_for(self.denoiser.schedule):
-            layer = self.baseline_layer(family, num_steps, **options)
-            scores[label], images[label] = self.sample_and_score(layer, num_samples, label)
-        if cache is not None:
-            files.write_json(cache, scores)
+        with interrupt.phase(f"the baselines at K={num_steps} on {num_samples} samples"):
+            for label, family, options in baselines_for(self.denoiser.schedule):
+                layer = self.baseline_layer(family, num_steps, **options)
+                scores[label], images[label] = self.sample_and_score(layer, num_samples, label)
+            if cache is not None:
+                files.write_json(cache, scores)
         return (scores, images) if keep_images else scores
 
-    def reference_file(self, steps, num_samples):
-        """(file name, key) of the cached scores of `steps`-step DDPM on num_samples samples.
+    def reference_label(self, steps=None, kind=None):
+        """The reference row's name, e.g. "DDPM 1000 steps"."""
+        kind = kind or self.reference_kind
+        return REFERENCES[kind][2].format(steps=self.reference_steps if steps is None else steps)
+
+    def reference_file(self, steps, num_samples, kind="ddpm"):
+        """(file name, key) of the cached scores of the `steps`-step reference of `kind`
+        (`REFERENCES`) on num_samples samples.
 
         The key holds the model's weights digest, the sample count, the evaluation seed, the
-        step count and inputs_fingerprint (data, feature networks, schedule, prediction);
-        the name hashes it."""
+        step count and inputs_fingerprint (data, feature networks, schedule, prediction), and
+        for a reference other than DDPM its kind; the name hashes it."""
         key = [self.model_fingerprint, num_samples, draws.EVAL_SEED, steps,
-               self.inputs_fingerprint]
-        return f"ddpm{steps}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}.json", key
+               self.inputs_fingerprint] + ([] if kind == "ddpm" else [kind])
+        digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+        return f"{kind}{steps}-{digest}.json", key
 
-    def score_reference(self, steps, num_samples):
-        """(scores, images) of DDPM with `steps` linear-stride steps on the evaluation seeds."""
-        layer = self.baseline_layer("ddpm", steps, stride="linear")
-        return self.sample_and_score(layer, num_samples, f"DDPM {steps} steps", show_progress=True)
+    def score_reference(self, steps, num_samples, kind="ddpm"):
+        """(scores, images) of the `steps`-step reference of `kind` on the evaluation seeds."""
+        family, options, _ = REFERENCES[kind]
+        layer = self.baseline_layer(family, steps, **options)
+        return self.sample_and_score(layer, num_samples, self.reference_label(steps, kind),
+                                     show_progress=True)
 
-    def reference_scores(self, num_samples, steps=None, cache_dir=None, return_images=False):
-        """Scores of DDPM with `steps` (default reference_steps: all T) linear-stride steps,
-        the quality a fast sampler aims for, cached per model.
+    def _reference_dirs(self, cache_dir=None):
+        """The directories a cached reference is read from: the user's cache, then the bundled
+        models' shipped entries."""
+        return [cache_dir or metrics.reference.default_cache_dir()] + [
+            os.path.join(pretrained.asset_dir(name), "reference")
+            for name in pretrained.BUNDLED_DDPMS.values()]
 
-        Computed once per model, sample count and feature networks (about 7 minutes for 2,000
-        digits on 2 CPU cores) and reused by every search. The bundled digits DDPMs ship their
-        entries in assets/<model>/reference/ (2,000 samples, as ddss_search uses, made by
-        tools/bundled_model_report.py; 10,000, as ddss_benchmark uses, from its cache); any
-        other model, count or feature network is computed here.
+    def reference_cached(self, num_samples):
+        """Whether the config's reference row on num_samples samples is cached (free)."""
+        name, _ = self.reference_file(self.reference_steps, num_samples, self.reference_kind)
+        return any(os.path.exists(os.path.join(d, name)) for d in self._reference_dirs())
+
+    def reference_scores(self, num_samples, steps=None, cache_dir=None, return_images=False,
+                         kind=None):
+        """Scores of the reference (kind: the config's `reference`, "ddpm" or "ode";
+        steps: its reference_steps), the quality a fast sampler aims for, cached per model.
+
+        Computed once per model, sample count and feature networks (DDPM with all 1,000 steps
+        took about 7 minutes for 2,000 digits on 2 CPU cores; the ODE reference's 100 steps a
+        tenth of that) and reused by every search. The bundled digits DDPMs ship their entries
+        in assets/<model>/reference/ (made by tools/bundled_model_report.py and from the
+        benchmark's cache); any other model, count or feature network is computed here.
         With return_images, returns (scores, images), images None when the scores were cached.
         """
+        kind = kind or self.reference_kind
         steps = self.reference_steps if steps is None else steps
-        name, key = self.reference_file(steps, num_samples)
+        name, key = self.reference_file(steps, num_samples, kind)
         cache_dir = cache_dir or metrics.reference.default_cache_dir()
-        shipped = [os.path.join(pretrained.asset_dir(name), "reference")
-                   for name in pretrained.BUNDLED_DDPMS.values()]
-        for directory in [cache_dir] + shipped:
+        for directory in self._reference_dirs(cache_dir):
             scores = read_cache(os.path.join(directory, name), self.log)
             if scores is not None:
                 return (scores, None) if return_images else scores
         path = os.path.join(cache_dir, name)
-        self.log(f"DDPM with {steps} steps on {num_samples} samples (once per model; cached in "
-                 f"{path}):")
-        scores, images = self.score_reference(steps, num_samples)
-        os.makedirs(cache_dir, exist_ok=True)
-        files.write_json(path, dict(scores, key=key))
+        label = self.reference_label(steps, kind)
+        self.log(f"{label} on {num_samples} samples (once per model; cached in {path}):")
+        with interrupt.phase(f"the many-step reference ({label})"):
+            scores, images = self.score_reference(steps, num_samples, kind)
+            os.makedirs(cache_dir, exist_ok=True)
+            files.write_json(path, dict(scores, key=key))
         return (scores, images) if return_images else scores
 
     def score_resampled_real(self, num_samples):

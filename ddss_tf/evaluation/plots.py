@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ddss_tf import files
 from ddss_tf.evaluation import records as records_lib
 
 __all__ = ["fid_vs_k", "sample_grid"]
@@ -45,7 +46,8 @@ def fid_vs_k(records, ks, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path)
+    with files.atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
 
@@ -80,5 +82,6 @@ def sample_grid(cells, ks, path):
             ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray",
                       interpolation="nearest")
     fig.tight_layout()
-    fig.savefig(path)
+    with files.atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)

@@ -57,7 +57,7 @@ def search_markdown(results, breakdown, redraw_command, compare_images=COMPARE_I
             f"score FID {floor['fid']:.4f}, held-out FID {floor['heldout']:.4f} (what a model "
             f"reproducing its data exactly would get).\n\n"
             f"The evaluation's samples come from seed {draws.EVAL_SEED} in batches "
-            f"of {batch}: `{redraw_command}` redraws the first batch, "
+            f"of {batch}: `{redraw_command}`, run in this directory, redraws the first batch, "
             f"whose first {compare_images} images are compare.png's last row.\n")
     if results.get("across_scales"):
         text += across_scales_markdown(results["across_scales"], label)

@@ -18,7 +18,8 @@ import tensorflow as tf
 from ddss_tf import noise as noise_lib
 from ddss_tf.export import saved_model as saved_model_lib
 
-__all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler", "check_condition"]
+__all__ = ["load_sampler", "resolve_version_dir", "ExportedSampler", "check_condition",
+           "check_finite"]
 
 # What a sampler says when the labels / guidance scale it needs, or refuses, are (not) given.
 NEEDS_CONDITION = ("this sampler is for a conditional model: give labels and guidance_scale "
@@ -56,6 +57,18 @@ def check_condition(labels, guidance_scale, n, num_classes, scale_range=None):
     return labels.astype(np.int32), scale
 
 
+def check_finite(**arrays):
+    """ValueError naming the first of `arrays` (x_T, noise) that holds NaN or Infinity: a
+    sampler would turn it into NaN images (and a black uint8 image that looks valid). The
+    export's from_noise refuses them in its graph too (saved_model.py)."""
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if not np.all(np.isfinite(value)):
+            bad = np.argwhere(~np.isfinite(value))[0].tolist()
+            raise ValueError(f"{name} must hold finite numbers (standard normal draws), but "
+                             f"{name}{bad} is {value[tuple(bad)]}")
+
+
 def resolve_version_dir(path):
     """A SavedModel directory: `path` itself, or its highest integer version subdirectory."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -91,7 +104,18 @@ class ExportedSampler:
                              f"{type(e).__name__}: {e})") from e
         self.guidance = self.metadata.get("guidance")
         self.path = version_dir
-        self._loaded = tf.saved_model.load(version_dir)
+        try:
+            # The loader only logs a damaged fingerprint.pb (with a traceback): read it first.
+            if os.path.exists(os.path.join(version_dir, "fingerprint.pb")):
+                tf.saved_model.experimental.read_fingerprint(version_dir)
+            self._loaded = tf.saved_model.load(version_dir)
+        except Exception as e:  # noqa: BLE001  (protobuf, the bundle reader: many types)
+            msg = " ".join(str(getattr(e, "message", e)).split())[:160] or type(e).__name__
+            raise ValueError(
+                f"the exported sampler {version_dir} is damaged or incomplete: its "
+                f"saved_model.pb, fingerprint.pb or variables/ do not read back "
+                f"({type(e).__name__}: {msg}); "
+                "copy the export again, or export the sampler again") from None
         self._signatures = self._loaded.signatures
 
     def sample(self, num_samples, seed, labels=None, guidance_scale=None):
@@ -125,6 +149,7 @@ class ExportedSampler:
         if list(noise.shape) != want:
             raise ValueError(f"noise must be [K, N, H, W, C] = {want}, got {list(noise.shape)}")
         self._check_num_samples(x_T.shape[0])
+        check_finite(x_T=x_T, noise=noise)
         out = self._signatures["from_noise"](x_T=tf.constant(x_T), noise=tf.constant(noise),
                                              **self._condition(x_T.shape[0], labels,
                                                                guidance_scale))

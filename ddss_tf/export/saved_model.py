@@ -12,6 +12,8 @@ Signatures (K = layer.num_steps, [H, W, C] = the model's image shape, N <= max_n
                    TF Serving (which does not check shapes) would accept [hi, lo, junk].
   from_noise       (x_T float32 [N, H, W, C], noise float32 [K, N, H, W, C])
                    -> {"images": float32 in the data range, "images_uint8": uint8}
+                   x_T and noise of another shape, or holding NaN / Infinity, fail with
+                   an InvalidArgument, as does a chain whose images come out non-finite.
   coefficients     () -> {name: float32 array} for every coefficient and "query_times"
 
 A sampler for a class-conditional model (searched with `guidance`, a ddss_tf.guidance.Guidance)
@@ -35,7 +37,7 @@ import os
 
 import tensorflow as tf
 
-from ddss_tf import files
+from ddss_tf import files, interrupt
 from ddss_tf import models
 from ddss_tf import noise as noise_lib
 from ddss_tf import samplers
@@ -108,7 +110,8 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
     doc["export"] = {"max_num_samples": int(max_num_samples), "signatures": signature_inputs}
     module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples),
                                        guidance)
-    with files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
+    with interrupt.phase(f"the export to {base_dir}"), \
+            files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
         tf.saved_model.save(module, out.tmp, signatures=signatures)
         files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
                            coefficients_lib.dumps(doc).encode())
@@ -148,9 +151,18 @@ def _build_module(layer, image_shape, max_num_samples, guidance=None):
             tf.shape(noise)[:2], tf.stack([tf.constant(k), n]),
             message=f"noise must be [K, N, H, W, C] with K = {k} (the steps of this sampler) and "
                     "N = the batch of x_T")
-        with tf.control_dependencies([same_shape]):
-            x0 = ops.clip_to_range(tf.cast(chain(x_T, noise, n, *condition), tf.float32),
-                                   data_range)
+        # NaN / Inf in x_T or noise would come out as NaN images and a black uint8 image that
+        # looks valid: refused here, in the graph, so TF Serving refuses them too.
+        finite = [_assert_finite(x_T, "x_T"), _assert_finite(noise, "noise")]
+        with tf.control_dependencies([same_shape] + finite):
+            x0 = tf.cast(chain(x_T, noise, n, *condition), tf.float32)
+        # Finite inputs far outside a normal draw (1e30) overflow in the chain: never a NaN
+        # image, whatever the cause.
+        with tf.control_dependencies([tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(x0)),
+                ["the sampler's images are not finite (NaN or Infinity): x_T and noise must be "
+                 "standard normal draws"], name="images_are_finite")]):
+            x0 = ops.clip_to_range(tf.identity(x0), data_range)
         return {"images": x0, "images_uint8": ops.to_uint8(x0, data_range)}
 
     def serving_default(num_samples, seed, *condition):
@@ -203,6 +215,16 @@ def _check_condition(labels, scale, n, c, scale_range):
                                        f"[{lo:g}, {hi:g}] (the range searched)")]
     with tf.control_dependencies(checks):
         return tf.identity(labels), tf.identity(scale)
+
+
+def _assert_finite(x, name):
+    """An assert op (InvalidArgument) that every entry of x is finite. (tf.debugging's
+    assert_all_finite raises InvalidArgument too, but its message names the tensor's graph
+    name, not the input.)"""
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(x)),
+        [f"{name} must hold finite numbers (no NaN or Infinity): standard normal draws"],
+        name=f"{name}_is_finite")
 
 
 def _check_batch(n, max_num_samples, what):

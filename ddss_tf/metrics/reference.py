@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from ddss_tf import data
+from ddss_tf import data, files, interrupt
 from ddss_tf.metrics import features as features_lib
 from ddss_tf.metrics import scores
 
@@ -93,10 +93,8 @@ def _write(path, stats):
               "fingerprint": np.asarray(json.dumps(stats.fingerprint, sort_keys=True))}
     if stats.logits is not None:
         arrays["logits"] = stats.logits
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with files.atomic_file(path, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def reference_statistics(extractor, dataset="digits", split="train", count=None, batch_size=256,
@@ -123,15 +121,20 @@ def reference_statistics(extractor, dataset="digits", split="train", count=None,
     if images is None:
         images = data.load(dataset, split, image_shape)
     count = len(images) if count is None else int(count)
+    if len(images) < 2:
+        raise ValueError(f"the data set {dataset} (split {split!r}) holds {len(images)} "
+                         "image(s); its statistics (FID, KID) need at least 2 real images")
     if not 2 <= count <= len(images):
-        raise ValueError(f"count must be in [2, {len(images)}] for {dataset}/{split}, got {count}")
+        raise ValueError(f"count {count} is out of range: the data set {dataset} (split "
+                         f"{split!r}) holds {len(images)} images; give 2 to {len(images)}")
     fingerprint = _fingerprint(dataset, split, extractor, count, images, image_shape)
     cache_dir = default_cache_dir() if cache_dir is None else os.path.expanduser(cache_dir)
     path = os.path.join(cache_dir, _cache_name(dataset, split, extractor))
     cached = _read(path, fingerprint)
     if cached is not None:
         return cached
-    stats = compute_statistics(extractor, images[:count], batch_size=batch_size, progress=progress,
-                               fingerprint=fingerprint)
-    _write(path, stats)
+    with interrupt.phase(f"the reference statistics of {dataset}/{split} ({extractor.name})"):
+        stats = compute_statistics(extractor, images[:count], batch_size=batch_size,
+                                   progress=progress, fingerprint=fingerprint)
+        _write(path, stats)
     return stats

@@ -121,6 +121,9 @@ def _inspect(path, fn):
 def load(path, name=None):
     """keras.Model [x_t [B, H, W, C], t [B]] -> prediction over the SavedModel at `path`."""
     try:
+        # The loader only logs a damaged fingerprint.pb (with a traceback): read it first.
+        if os.path.exists(os.path.join(path, "fingerprint.pb")):
+            tf.saved_model.experimental.read_fingerprint(path)
         loaded = tf.saved_model.load(path)
     except Exception as e:  # protobuf / TF raise many types for a foreign or damaged directory
         raise ValueError(f"cannot load the SavedModel {path} ({type(e).__name__}: "

@@ -19,12 +19,20 @@ from ddss_tf.search import objectives, start, strategies
 from ddss_tf.search.select import SELECTS
 from ddss_tf.search.objectives import FEW_STEPS
 
-__all__ = ["SearchConfig", "default_optimisation", "default_select", "FEW_STEPS", "LR_DECAYS",
+_AUTO = start.AUTO  # build_sampler's `start` argument shadows the module
+
+__all__ = ["SearchConfig", "default_settings", "RECIPE_FIELDS", "FEW_STEPS", "LR_DECAYS",
            "SELECTS", "MIN_EVAL_SAMPLES", "MAX_SEED"]
 
 LR_DECAYS = ("cosine", "constant")
 MIN_EVAL_SAMPLES = 10  # the Inception Score's 10 splits; KID and FID need fewer
 MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int64
+
+
+# The settings a search resolves from its K and objective when it leaves them unset (None):
+# the objective's recipe (`objectives.Objective.recipe`), printed at the start of a search.
+RECIPE_FIELDS = ("init", "batch_size", "train_steps", "learning_rate", "select", "eval_every",
+                 "eval_samples")
 
 
 def _objective(name):
@@ -33,15 +41,10 @@ def _objective(name):
     return objectives.find(name) or objectives.Objective()
 
 
-def default_optimisation(num_steps, objective="kid"):
-    """(train_steps, learning_rate) of a search that gives neither, at K = num_steps
-    (`objectives.Objective.default_optimisation`)."""
-    return _objective(objective).default_optimisation(num_steps)
-
-
-def default_select(objective="kid"):
-    """The coefficients a search that does not say keeps (`Objective.default_select`)."""
-    return _objective(objective).default_select()
+def default_settings(num_steps, objective="kid"):
+    """{field: value} of RECIPE_FIELDS for a search at K = num_steps with `objective` that
+    sets none of them (`Objective.recipe`)."""
+    return dict(_objective(objective).recipe(num_steps))
 
 
 def _searchable_families():
@@ -73,9 +76,10 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     time: bool = _(True, "+TIME: learn the query times.")
     # The paper starts every family at DDPM; with a budget of minutes, DDIM(eta=0) is the better
     # start (the runs behind the defaults are tabled in docs/ddss_search.md).
-    init: str = _("ddim", "Baseline the untrained sampler reproduces; auto: the best "
-                  "training-free sampler on validation samples over every grid (or --stride), "
-                  "screened at the start (search.start).", choices=_inits)
+    init: Optional[str] = _(
+        None, "Baseline the untrained sampler reproduces; auto: the best training-free sampler "
+        "on validation samples over every grid (or --stride), screened at the start "
+        "(search.start). Default: the objective's recipe at this K.", choices=_inits)
     start_from: List[str] = _(
         help="Start from learned coefficients instead of --init's: coefficients.json files of "
         "samplers of this family, K and settings (e.g. finished searches'). A search across "
@@ -87,9 +91,10 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         "unconditional models take none. A list (e.g. 0,1,3): one sampler across the scales, "
         "its coefficients learned at each and interpolated between them, each step at a "
         "scale drawn from their range (served at any w in the range).")
-    objective: str = _("kid", "The loss: " + "; ".join(
-        f"{o.name}: {o.summary}" for o in objectives.all_objectives()) + ".",
-        choices=objectives.names)
+    objective: Optional[str] = _(
+        None, "The loss: " + "; ".join(f"{o.name}: {o.summary}"
+                                       for o in objectives.all_objectives())
+        + ". Default: kid_teacher (kid for a guided search).", choices=objectives.names)
     teacher_steps: int = _(100, "--objective=ld3|kid_teacher: the teacher's steps "
                            "(DPM-Solver++(2M)).", lower=1)
     ld3_pairs: int = _(512, "--objective=ld3|kid_teacher: the (x_T, teacher) pairs trained on.",
@@ -105,11 +110,12 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                               "trained against).")
     # Optimisation (paper: Adam 5e-4, default betas, batch 512, 50K steps). 400 steps cannot
     # move sigmoid logits far at 5e-4, so the default takes larger steps and decays them.
-    batch_size: int = _(128, "Global batch size.", lower=2)
-    train_steps: Optional[int] = _(None, "Optimiser steps; default: the objective's at this K "
-                                   "(search.objectives; printed at start).", lower=1)
+    batch_size: Optional[int] = _(None, "Global batch size; default: the objective's recipe at "
+                                  "this K.", lower=2)
+    train_steps: Optional[int] = _(None, "Optimiser steps; default: the objective's recipe at "
+                                   "this K (search.objectives; printed at the start).", lower=1)
     learning_rate: Optional[float] = _(None, "Peak Adam learning rate; default: the "
-                                       "objective's at this K (printed at start).", lower=0)
+                                       "objective's recipe at this K.", lower=0)
     lr_decay: str = _("cosine", "Learning-rate schedule over train_steps: cosine to 0, or "
                       "constant (the paper's).", choices=LR_DECAYS)
     select: Optional[str] = _(
@@ -117,7 +123,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         "the lowest FID on --eval_samples validation samples (noise.VALIDATION_SEED: x_T never "
         "used by the final evaluation or the benchmark); paired: as best, kept only when it "
         "beats the start in 95% of paired bootstrap resamples of those samples "
-        "(search.select); last: the last step's (the paper's). Default: the objective's.",
+        "(search.select); last: the last step's (the paper's). Default: the objective's "
+        "recipe at this K.",
         choices=SELECTS)
     grad_clip: float = _(1.0, "Global-norm gradient clipping; 0 disables.", lower=0)
     seed: int = _(0, "Seed of every training batch's noise.", lower=0, upper=MAX_SEED)
@@ -137,11 +144,19 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                             "the others wait: reference statistics and baselines before "
                             "training, and each periodic evaluation.", lower=0)
     checkpoint_every: int = _(50, "Steps between checkpoints.", lower=1)
-    eval_every: int = _(100, "Steps between FID / KID evaluations.", lower=1)
-    eval_samples: int = _(512, "Samples per periodic evaluation.", lower=MIN_EVAL_SAMPLES)
+    eval_every: Optional[int] = _(None, "Steps between FID / KID evaluations; default: the "
+                                  "objective's recipe at this K.", lower=1)
+    eval_samples: Optional[int] = _(None, "Samples per periodic evaluation (and validation); "
+                                    "default: the objective's recipe at this K.",
+                                    lower=MIN_EVAL_SAMPLES)
     final_samples: int = _(2000, "Samples of the final comparison.", lower=MIN_EVAL_SAMPLES)
-    reference_steps: int = _(1000, "Steps of the DDPM reference row of the final comparison "
-                             "(capped at the model's T; computed once per model).", lower=1)
+    reference: str = _("ode", "The reference row of the final comparison, the quality a fast "
+                       "sampler aims for (computed once per model): ode, DPM-Solver++(2M) with "
+                       "--reference_steps (the probability-flow ODE's solution); ddpm, ancestral "
+                       "DDPM with --reference_steps (capped at the model's T; the papers' "
+                       "reference, ten times the cost).", choices=("ode", "ddpm"))
+    reference_steps: Optional[int] = _(None, "Steps of the reference; default: 100 for ode, the "
+                                       "model's T (1000) for ddpm.", lower=1)
 
     def __post_init__(self):
         # +PRED is an option of the families that take it (samplers.options): elsewhere it is
@@ -154,15 +169,33 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         # The model's own prediction when none is given (a flow model's is "flow").
         if not self.prediction:
             self.prediction = models.own_prediction(self.model)
+        # The default objective and its recipe at this K fill what the search leaves unset;
+        # which settings they filled is kept (`resolved`) for the log (not a field: config.json
+        # holds the values).
+        resolved = []
+        if self.objective is None:
+            self.objective = self.default_objective()
+            resolved.append("objective")
+        recipe = default_settings(self.num_steps, self.objective)
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, recipe[name])
+                resolved.append(name)
+        if resolved and not getattr(self, "_resolved", None):
+            self._resolved = tuple(resolved)
+        if self.reference_steps is None:
+            self.reference_steps = 100 if self.reference == "ode" else 1000
         if not self.stride and self.family in samplers.names() and self.init != start.AUTO:
             self.stride = samplers.default_stride(self.family, flow=self.prediction == "flow")
-        steps, lr = default_optimisation(self.num_steps, self.objective)
-        if self.train_steps is None:
-            self.train_steps = steps
-        if self.learning_rate is None:
-            self.learning_rate = lr
-        if self.select is None:
-            self.select = default_select(self.objective)
+
+    def default_objective(self):
+        """The objective of this search when it names none (objectives.default_name)."""
+        return objectives.default_name(guided=self.guidance_scale is not None)
+
+    def resolved(self):
+        """{name: value} of the settings this config took from its objective's recipe (those
+        it was given as None), for the log."""
+        return {name: getattr(self, name) for name in getattr(self, "_resolved", ())}
 
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted (before any model is
@@ -198,6 +231,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
                 f"unknown strategy {self.strategy!r}; accepted: {', '.join(strategies.names())}")
         positive = ("num_steps", "batch_size", "train_steps", "checkpoint_every", "eval_every",
                     "eval_samples", "final_samples", "reference_steps")
+        if self.reference not in ("ode", "ddpm"):
+            raise ValueError(f"unknown reference {self.reference!r}; accepted: ode, ddpm")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -265,20 +300,23 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
 
     def run_name(self):
         """The work directory name ddss_search gives this search:
-        [<objective>_]<family>[_pred][_time][_<solver init>]_k<K>[_w<guidance scale>][_warm]
-        (no objective for kid; a solver init: samplers.solver_names(); warm: start_from)."""
-        parts = ([self.objective] if objectives.get(self.objective).run_prefix else []) + \
+        [<objective>_]<family>[_pred][_time][_<init>]_k<K>[_w<guidance scale>][_warm][_s<seed>]
+        (the objective unless the default one; the init unless "auto" or the family has none;
+        warm: start_from; the seed unless 0)."""
+        parts = ([self.objective] if self.objective != self.default_objective() else []) + \
             [self.family] + \
             (["pred"] if self.pred else []) + (["time"] if self.time else []) + \
-            ([self.init] if self._solver_init() else []) + [f"k{self.num_steps}"]
+            ([self.init] if self._named_init() else []) + [f"k{self.num_steps}"]
         if self.guidance_scale is not None:
             parts.append("w" + "-".join(f"{w:g}" for w in self.guidance_scales()))
-        return "_".join(parts + (["warm"] if self.start_from else []))
+        parts += (["warm"] if self.start_from else []) + ([f"s{self.seed}"] if self.seed else [])
+        return "_".join(parts)
 
-    def _solver_init(self):
-        """Whether the sampler starts from a training-free solver's coefficients (a GGDM init
-        beyond the paper's DDPM / DDIM), which the run's name and label then say."""
-        return self.init in samplers.solver_names() and self.init in samplers.inits(self.family)
+    def _named_init(self):
+        """Whether the search starts from a baseline it names (its init), which the run's name
+        and label then say; an "auto" start is the best training-free sampler, found at run
+        time (search.start)."""
+        return bool(samplers.inits(self.family)) and self.init != start.AUTO
 
     def guidance_scales(self):
         """The guidance scales of the search as a tuple: (w,) or the anchors of a sampler
@@ -306,7 +344,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         ddss = (f"DDSS {samplers.label(self.family)}" + (" +PRED" if self.pred else "")
                 + (" +TIME" if self.time else "")
                 + (f" across w {anchors[0]:g}..{anchors[-1]:g}" if anchors else "")
-                + (f" from {samplers.label(self.init)}" if self._solver_init() else "")
+                + (f" from {samplers.label(self.init)}" if self._named_init() else "")
                 + (" (warm start)" if self.start_from else ""))
         return objectives.get(self.objective).label(self, ddss)
 
@@ -314,6 +352,9 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         """The learnable sampler layer this search learns, over `denoiser` (not yet trained),
         from its init and stride, or from those of `start` (a search.start.Start: where an
         "auto" init starts)."""
+        if start is None and self.init == _AUTO:
+            raise ValueError("init 'auto' is chosen by the search's start screen "
+                             "(search.start.resolve); give build_sampler its start= or name an init")
         init, stride = (self.init, self.stride) if start is None else (start.init, start.stride)
         return samplers.create(self.family, denoiser, num_steps=self.num_steps,
                                stride=stride, remat=self.remat, loop=self.loop, time=self.time,

@@ -16,10 +16,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import evaluation, export, files, guidance, images, models, summaries
+from ddss_tf import evaluation, export, files, guidance, images, interrupt, models, summaries
 from ddss_tf.evaluation import report
-from ddss_tf.search import (objectives, select as select_lib, start as start_lib, strategies,
-                            workdir as workdir_lib)
+from ddss_tf.search import (objectives, plan, select as select_lib, start as start_lib,
+                            strategies, workdir as workdir_lib)
 from ddss_tf.search.trainer import Trainer
 from ddss_tf.training import loop
 
@@ -44,7 +44,10 @@ class Run:
         self.objective = objectives.get(cfg.objective)
         ks = (cfg.num_steps,) + tuple(self.objective.extra_num_steps(cfg))
         self.evaluator = ev = evaluation.Evaluator(cfg, self.log, num_steps=ks)
-        self.start = start_lib.resolve(cfg, ev, self.path(workdir_lib.START), self.log)
+        if chief:
+            self.log_plan()
+        with interrupt.phase("the start screen"):
+            self.start = start_lib.resolve(cfg, ev, self.path(workdir_lib.START), self.log)
         with self.strategy.scope():
             self.layer = cfg.build_sampler(ev.sampling_denoiser, self.start)
         if cfg.start_from:
@@ -60,6 +63,19 @@ class Run:
                       guidance.validation_scales(anchors)] if anchors else [ev]
         self.selection = None if cfg.select == "last" else select_lib.Selection(
             cfg, self.layer, validators, self.log)
+
+    def log_plan(self):
+        """Log what the search will do and about how long each phase takes (search.plan)."""
+        cfg, ev = self.cfg, self.evaluator
+        steps = plan.phases(cfg, self.objective,
+                            screen=not os.path.exists(self.path(workdir_lib.START)),
+                            reference=not ev.reference_cached(cfg.final_samples),
+                            schedule=ev.denoiser.schedule)
+        rate = plan.forward_rate(ev)
+        self.log(f"plan ({rate:,.0f} network evaluations / s measured here; training ones "
+                 f"count {plan.TRAIN_COST:g}x):")
+        for line in plan.lines(steps, rate):
+            self.log(line)
 
     def _start_from(self, paths):
         """Start the layer from learned samplers' coefficients.json (SearchConfig.start_from):
@@ -193,10 +209,10 @@ class Run:
         return scores
 
     def redraw_command(self, batch):
-        """The ddss_sample command that draws the evaluation's first batch of `batch` samples
-        of the learned sampler: its model flags, and for a guided search the evaluation's
-        labels (sample i asks for i mod C) at the main records' scale."""
-        parts = ["ddss_sample", f"--coefficients={self.path(workdir_lib.COEFFICIENTS)}",
+        """The ddss_sample command, run in the work directory, that draws the evaluation's first
+        batch of `batch` samples of the learned sampler: its model flags, and for a guided
+        search the evaluation's labels (sample i asks for i mod C) at the main records' scale."""
+        parts = ["ddss_sample", f"--coefficients={workdir_lib.COEFFICIENTS}",
                  *models.flags(self.cfg), f"--seed={evaluation.EVAL_SEED}",
                  f"--batch_size={batch}", f"--num_samples={batch}"]
         guidance = self.evaluator.guidance
@@ -215,13 +231,17 @@ class Run:
             self.layer.set_guidance_scale(cfg.evaluation_scale())
         base_scores, base_images = ev.baselines(k, n, cache=self.baselines_file("final", n),
                                                 keep_images=True)
+        if cfg.init == start_lib.AUTO:  # the training-free sampler the search started from
+            start = f"{self.start.describe()} (the start)"
+            base_scores[start], base_images[start] = ev.sample_and_score(
+                ev.baseline_layer(self.start.init, k, stride=self.start.stride), n, start)
         ref = ev.reference_scores(n)
         label = cfg.label()
         learned, learned_images = ev.sample_and_score(self.layer, n, label)
         records = [evaluation.record(lbl, k, s, "baseline") for lbl, s in base_scores.items()]
         records.append(evaluation.record(label, k, learned, "learned"))
-        records.append(evaluation.record(f"DDPM {ev.reference_steps} steps", ev.reference_steps,
-                                         ref, "reference"))
+        records.append(evaluation.record(ev.reference_label(), ev.reference_steps, ref,
+                                         "reference"))
         images.write_png(self.path(workdir_lib.COMPARE),
                          report.compare_grid({**base_images, label: learned_images}))
         export.write_coefficients(self.layer, self.path(workdir_lib.COEFFICIENTS),
@@ -231,7 +251,10 @@ class Run:
         best = min(r["fid"] for r in records if r["role"] == "baseline")
         # The real data themselves at this sample count: the floor of FID (KID is unbiased).
         floor, _ = ev.score_resampled_real(n)
-        summary = dict(config=json.loads(cfg.to_json()), records=records, export=export_dir,
+        # results.json holds the export's path relative to the work directory (a moved or copied
+        # search points at its own; workdir.read_results resolves it), the caller gets it whole.
+        summary = dict(config=json.loads(cfg.to_json()), records=records,
+                       export=os.path.relpath(export_dir, self.workdir),
                        fid_ratio_to_best_baseline=learned["fid"] / best,
                        training_data_resampled=dict(fid=floor["fid"], heldout=floor["heldout_fid"],
                                                     num_samples=n),
@@ -242,11 +265,12 @@ class Run:
             summary["across_scales"] = self.score_across_scales(n, label)
         text = report.search_markdown(summary, self.cost_breakdown(),
                                       self.redraw_command(min(evaluation.BATCH_SIZE, n)))
-        with files.atomic_file(self.path(workdir_lib.REPORT)) as f:
-            f.write(text)
-        files.write_json(self.path(workdir_lib.RESULTS), summary)
+        with interrupt.phase("writing the results"):
+            with files.atomic_file(self.path(workdir_lib.REPORT)) as f:
+                f.write(text)
+            files.write_json(self.path(workdir_lib.RESULTS), summary)
         self.log("\n" + evaluation.markdown_table(records))
-        return summary
+        return dict(summary, export=export_dir)
 
     def cost_breakdown(self):
         """What `network_evaluations` counts, for results.md."""
@@ -295,11 +319,15 @@ def run_search(cfg, workdir, log=print):
     place); then the model and data are loaded and validated against the settings; only
     then is the work directory written, under a lock that keeps a second search out."""
     cfg.validate()
-    workdir_lib.check_saved_config(workdir, cfg)
+    workdir_lib.check_saved_config(workdir, cfg, log)
     chief = strategies.is_chief_task(cfg.strategy)
     finished = workdir_lib.finished_results(workdir, cfg)
     if finished:  # every worker returns at once; a collective would hang
         return _finished(workdir, finished, log) if chief else None
+    if cfg.resolved():
+        log(f"{cfg.objective} recipe at K={cfg.num_steps}: " + ", ".join(
+            f"{name}={value}" for name, value in cfg.resolved().items())
+            + " (any of them can be given as a flag)")
     run = Run(cfg, workdir, log, chief=chief)  # validates the settings against the model
     if not chief:  # a non-chief worker only contributes its replicas' gradients
         os.makedirs(workdir, exist_ok=True)
@@ -308,7 +336,7 @@ def run_search(cfg, workdir, log=print):
     files.writable_dir(workdir, "the work directory")
     with files.WorkdirLock(workdir):
         # Again under the lock: another search may have written here since the checks above.
-        workdir_lib.check_saved_config(workdir, cfg)
+        workdir_lib.check_saved_config(workdir, cfg, lambda *a: None)
         finished = workdir_lib.finished_results(workdir, cfg)
         if finished:
             return _finished(workdir, finished, log)
@@ -321,4 +349,5 @@ def run_search(cfg, workdir, log=print):
         baselines = run.evaluator.baselines(
             cfg.num_steps, cfg.eval_samples, cache=run.baselines_file("eval", cfg.eval_samples))
         run.train(baselines)
-        return run.finish()
+        with interrupt.phase("the final comparison", context=True):
+            return run.finish()

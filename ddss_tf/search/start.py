@@ -103,7 +103,7 @@ def resolve(cfg, ev, path, log):
 
 
 def _describe(init, stride):
-    return f"{samplers.label(init)} on the {stride} grid"
+    return f"{samplers.label(init)} {stride}"
 
 
 def _finite(value):

@@ -149,7 +149,7 @@ def make(name="default", tpu="", worker_timeout=0):
 
 # ---- agreeing across the workers of a multi-worker run ----
 
-_SIGNALS = (None, "SIGINT", "SIGTERM")
+_SIGNALS = (None, "SIGINT", "SIGHUP", "SIGTERM")
 
 
 def is_multi_worker(strategy):
@@ -185,7 +185,8 @@ def agreed_stop(strategy, received):
     One worker's SIGTERM must stop all of them at the same step: a worker that left the
     loop alone would leave the others waiting in the next step's collectives. So on a
     multi-worker strategy the workers all-reduce which signals they received (SIGTERM wins
-    over SIGINT), and every worker saves and stops together. One process: its own signal.
+    over SIGHUP, SIGHUP over SIGINT), and every worker saves and stops together. One process:
+    its own signal.
     """
     if not is_multi_worker(strategy):
         return received

@@ -25,7 +25,8 @@ from ddss_tf.search.config import SearchConfig
 
 __all__ = ["CONFIG", "CHECKPOINTS", "TENSORBOARD", "SAMPLES", "COMPARE", "COEFFICIENTS",
            "EXPORT", "SEARCH_COST", "START", "RESULTS", "REPORT", "baselines_file", "differing_settings",
-           "check_saved_config", "write_config", "read_results", "finished_results",
+           "check_saved_config", "write_config", "read_results", "export_dir",
+           "finished_results",
            "finished_search", "retire_results"]
 
 CONFIG = "config.json"
@@ -54,8 +55,9 @@ def _with_defaults(saved):
     SearchConfig normalises itself (a +PRED saved for a family without it reads False)."""
     if saved is None:
         return None
-    # Runs from before `select` kept their last step's coefficients, whatever the default now.
-    saved = dict(dict(select="last"), **saved)
+    # Runs from before `select` kept their last step's coefficients, and runs from before
+    # `reference` compared with DDPM, whatever the defaults now.
+    saved = dict(dict(select="last", reference="ddpm"), **saved)
     values = dict(json.loads(SearchConfig().to_json()), **saved)
     try:
         return json.loads(SearchConfig.from_dict(values).to_json())
@@ -81,18 +83,32 @@ def differing_settings(saved, cfg, resume=False):
                   if k not in ignore and saved.get(k) != v)
 
 
-def check_saved_config(workdir, cfg):
+def check_saved_config(workdir, cfg, log=print):
     """Refuse a work directory that holds another search (read only: nothing is written).
 
     Its config.json must learn the same sampler; checkpoints without a config.json belong
-    to a run no one can name, so they are not resumed (nor overwritten)."""
+    to a run no one can name, so they are not resumed (nor overwritten). A config.json that
+    cannot be read (damaged, edited, holding NaN) is refused with the way out when checkpoints
+    depend on it; a run that never saved a checkpoint starts over (its config.json is
+    rewritten), as nothing it did would be lost."""
     path = os.path.join(workdir, CONFIG)
+    saved_checkpoints = checkpoints.checkpoint_numbers(os.path.join(workdir, CHECKPOINTS))
     if os.path.exists(path):
-        diff = differing_settings(files.read_json(path, "search config", dict), cfg, resume=True)
+        try:
+            saved = files.read_json(path, "search config", dict)
+        except ValueError as e:
+            if saved_checkpoints:
+                raise ValueError(f"{e}; the checkpoints beside it need the settings it held: "
+                                 f"restore {path}, or move {workdir} away (or give a new "
+                                 "--workdir) to start over") from e
+            log(f"{path} cannot be used ({' '.join(str(e).split())}); no checkpoint depends "
+                "on it, so the search starts over")
+            return
+        diff = differing_settings(saved, cfg, resume=True)
         if diff:
             raise ValueError(f"{workdir} holds a search with different {', '.join(diff)}; "
                              "use a new --workdir, or the same settings to resume")
-    elif checkpoints.checkpoint_numbers(os.path.join(workdir, CHECKPOINTS)):
+    elif saved_checkpoints:
         raise ValueError(f"{workdir}/checkpoints holds checkpoints but {path} is missing, so "
                          "their settings are unknown; restore config.json or use a new --workdir")
 
@@ -111,14 +127,26 @@ def write_config(workdir, cfg):
 
 def read_results(workdir):
     """The results.json of a finished search in workdir (a dict holding its "config"), or None
-    when it has not finished; ValueError naming a damaged file."""
+    when it has not finished; ValueError naming a damaged file. Its "export" is resolved against
+    workdir (results.json holds it relative to the work directory, so a moved or copied
+    search points at its own export; files from before held the writer's path, whose last two
+    parts, export/<version>, are kept)."""
     path = os.path.join(workdir, RESULTS)
     if not os.path.exists(path):
         return None
     results = files.read_json(path, "results file", dict)
     if not isinstance(results.get("config"), dict):
         raise ValueError(f"{path} holds no search config; it is damaged: move it away")
+    if isinstance(results.get("export"), str):
+        results["export"] = export_dir(workdir, results["export"])
     return results
+
+
+def export_dir(workdir, recorded):
+    """The export directory a results.json records (`recorded`), in this work directory."""
+    if os.path.isabs(recorded):
+        recorded = os.path.join(EXPORT, os.path.basename(os.path.normpath(recorded)))
+    return os.path.join(workdir, recorded)
 
 
 def finished_results(workdir, cfg):

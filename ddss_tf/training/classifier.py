@@ -13,7 +13,7 @@ import time
 import keras
 import numpy as np
 
-from ddss_tf import data, files
+from ddss_tf import data, files, interrupt
 from ddss_tf.nets import classifier as classifier_net
 
 __all__ = ["ClassifierConfig", "train", "evaluate"]
@@ -63,6 +63,10 @@ def evaluate(model, images, labels, batch_size=512):
     return float(np.mean(np.argmax(logits, -1) == labels)), float(np.mean(loss))
 
 
+# What rerunning ddss_train_classifier after a stop does (it does not resume).
+RERUN = "nothing was written; rerun the same command to train it again from the start"
+
+
 def train(cfg, out_dir, log=print):
     """Train, evaluate on the held-out split and write out_dir/{config.json, model.weights.h5}."""
     cfg.validate()
@@ -81,6 +85,19 @@ def train(cfg, out_dir, log=print):
                   metrics=["accuracy"])
     y_onehot = np.eye(10, dtype=np.float32)[y_train]
     start = time.time()
+    with interrupt.phase("training the classifier", rerun=RERUN):
+        _fit(cfg, model, x_train, y_onehot, x_held, y_held, rng, log)
+    acc, loss = evaluate(model, x_held, y_held)
+    with files.atomic_path(os.path.join(out_dir, "model.weights.h5")) as tmp:
+        model.save_weights(tmp)
+    meta = dict(kind="classifier", net=net_cfg, dataset=cfg.dataset, train_split="train",
+                heldout_accuracy=acc, heldout_loss=loss, train_config=dataclasses.asdict(cfg),
+                train_seconds=round(time.time() - start, 1), data_range=[-1.0, 1.0])
+    files.write_json(os.path.join(out_dir, "config.json"), meta, sort_keys=False)
+    return meta
+
+
+def _fit(cfg, model, x_train, y_onehot, x_held, y_held, rng, log):
     for epoch in range(cfg.epochs):
         x_aug = _shift(x_train, cfg.max_shift, rng)
         hist = model.fit(x_aug, y_onehot, batch_size=cfg.batch_size, epochs=1, verbose=0,
@@ -89,11 +106,3 @@ def train(cfg, out_dir, log=print):
             acc, loss = evaluate(model, x_held, y_held)
             log(f"epoch {epoch + 1}/{cfg.epochs} train_loss={hist.history['loss'][-1]:.4f} "
                 f"heldout_accuracy={acc:.4f} heldout_loss={loss:.4f}")
-    acc, loss = evaluate(model, x_held, y_held)
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_weights(os.path.join(out_dir, "model.weights.h5"))
-    meta = dict(kind="classifier", net=net_cfg, dataset=cfg.dataset, train_split="train",
-                heldout_accuracy=acc, heldout_loss=loss, train_config=dataclasses.asdict(cfg),
-                train_seconds=round(time.time() - start, 1), data_range=[-1.0, 1.0])
-    files.write_json(os.path.join(out_dir, "config.json"), meta, sort_keys=False)
-    return meta

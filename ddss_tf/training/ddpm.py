@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf import data, denoisers, files, schedules, summaries
+from ddss_tf import data, denoisers, files, interrupt, schedules, summaries
 from ddss_tf.nets import unet
 from ddss_tf.training import loop
 
@@ -224,13 +224,17 @@ def _train(cfg, workdir, log):
              stop_message="stopped by {signal} at step {step}; checkpoint saved, rerun to resume")
     for e, v in zip(ema, model.trainable_variables):
         v.assign(e)
-    held_images, held_labels = data.load_labeled(cfg.dataset, "heldout")
-    held = heldout_loss(model, sched, held_images,
-                        labels=held_labels if num_classes(cfg) else None)
+    with interrupt.phase("the held-out loss"):
+        held_images, held_labels = data.load_labeled(cfg.dataset, "heldout")
+        held = heldout_loss(model, sched, held_images,
+                            labels=held_labels if num_classes(cfg) else None)
     log(f"held-out {'velocity MSE' if prediction(sched) == 'flow' else 'L_simple'} of the EMA "
         f"weights: {held:.5f}")
-    return export_model(model, cfg, os.path.join(workdir, "model"),
-                        extra=dict(heldout_loss=held, heldout_loss_seed=0, heldout_loss_repeats=8))
+    out_dir = os.path.join(workdir, "model")
+    with interrupt.phase(f"the export of the model to {out_dir}"):
+        return export_model(model, cfg, out_dir, extra=dict(heldout_loss=held,
+                                                            heldout_loss_seed=0,
+                                                            heldout_loss_repeats=8))
 
 
 def _summaries(cfg, optimizer):
@@ -278,8 +282,8 @@ def heldout_loss(model, sched, images, seed=0, repeats=8, batch_size=512, labels
 
 def export_model(model, cfg, out_dir, extra=None):
     """Write out_dir/config.json + out_dir/model.weights.h5 (what `pretrained` loads)."""
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_weights(os.path.join(out_dir, "model.weights.h5"))
+    with files.atomic_path(os.path.join(out_dir, "model.weights.h5")) as tmp:
+        model.save_weights(tmp)  # then config.json, which marks the model complete
     meta = dict(kind="ddpm", prediction=prediction(schedules.from_config(cfg.schedule)),
                 net=dict(cfg.net, image_shape=list(model.input_shape[0][1:])),
                 schedule=cfg.schedule, dataset=cfg.dataset, train_config=dataclasses.asdict(cfg),

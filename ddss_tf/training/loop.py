@@ -18,8 +18,8 @@ saves every `checkpoint_every` steps and once more where it ends. What it guards
 - a non-finite step: a FloatingPointError from `step_fn` (a trainer that checks before it
   updates anything) or a non-finite metric it returns (one that checks after) ends the run
   with a FloatingPointError naming the last good checkpoint; nothing is saved after it;
-- a signal: SIGINT / SIGTERM (`ddss_tf.interrupt.Catch`) stop the loop between two steps,
-  after the step's checkpoint is saved; `run` then raises `interrupt.Interrupted`. Workers
+- a signal: SIGINT / SIGTERM / SIGHUP (`ddss_tf.interrupt.Catch`) stop the loop between two
+  steps, after the step's checkpoint is saved; `run` then raises `interrupt.Interrupted`. Workers
   that must stop at the same step agree on it through `agree_stop`, which every worker calls
   the same number of times (once before the first step, once after each step, and once more
   after the final save unless they had already agreed to stop).
@@ -64,7 +64,7 @@ def run(ckpt, step, total_steps, step_fn, checkpoint_dir, checkpoint_every, *,
         (and its checkpoint) inside the summary writer: summaries, periodic evaluation. The
         fields it returns stay on the progress bar until it returns them again.
       agree_stop: agree_stop(received) -> signal name or None: whether all workers stop now,
-        given this process's signal ("SIGINT", "SIGTERM" or None). Default: the local signal.
+        given this process's signal ("SIGINT", "SIGTERM", "SIGHUP" or None). Default: the local signal.
       summary_dir: the tf.summary file writer's directory; None: a no-op writer.
       desc: the progress bar's label.
       bar_metrics: names of step_fn's metrics the bar shows (default: all).
@@ -81,6 +81,16 @@ def run(ckpt, step, total_steps, step_fn, checkpoint_dir, checkpoint_every, *,
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    # A signal while restoring, or a second one during a step, stops it here (Signalled).
+    with interrupt.phase("training"):
+        return _run(ckpt, step, total_steps, step_fn, checkpoint_dir, checkpoint_every,
+                    restore_from, log, after_restore, after_step, agree_stop, summary_dir, desc,
+                    bar_metrics, check_finite, stop_message)
+
+
+def _run(ckpt, step, total_steps, step_fn, checkpoint_dir, checkpoint_every, restore_from, log,
+         after_restore, after_step, agree_stop, summary_dir, desc, bar_metrics, check_finite,
+         stop_message):
     manager, latest = checkpoints.open_manager(ckpt, checkpoint_dir, log=log,
                                                restore_from=restore_from)
     if latest:
@@ -98,12 +108,12 @@ def run(ckpt, step, total_steps, step_fn, checkpoint_dir, checkpoint_every, *,
             metrics = _one_step(step_fn, step, manager, check_finite)
             s = int(step)
             if s % checkpoint_every == 0:
-                manager.save(checkpoint_number=s)
+                checkpoints.save(manager, s)
             shown.update((after_step(s, metrics) if after_step else None) or {})
             names = metrics if bar_metrics is None else bar_metrics
             bar.update(s, **{**{k: metrics[k] for k in names}, **shown})
             stopped = agree(stop.received)
-        manager.save(checkpoint_number=int(step))
+        checkpoints.save(manager, int(step))
         stopped = stopped or agree(stop.received)  # a signal during the last save counts too
     bar.close()
     if stopped:

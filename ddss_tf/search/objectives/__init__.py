@@ -12,10 +12,18 @@ model), `ld3` (LD3's soft teacher), `kid_teacher` (KID plus the teacher distance
 from ddss_tf.search.objectives import kid, kid_teacher, ld3
 from ddss_tf.search.objectives.base import FEW_STEPS, Loss, Objective
 
-__all__ = ["names", "get", "find", "all_objectives", "Objective", "Loss", "FEW_STEPS"]
+__all__ = ["names", "get", "find", "all_objectives", "default_name", "Objective", "Loss",
+           "FEW_STEPS"]
 
 # The registry: one line per objective, in --objective's order.
 _REGISTRY = {o.name: o for o in (kid.KID(), ld3.LD3(), kid_teacher.KIDTeacher())}
+
+
+def default_name(guided=False):
+    """The objective of a search that names none: KID plus the teacher term (the best at every
+    K measured: docs/ddss_search.md); KID alone for a search under classifier-free guidance
+    (the one a guided search takes)."""
+    return "kid" if guided else "kid_teacher"
 
 
 def names():

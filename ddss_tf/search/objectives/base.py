@@ -18,7 +18,7 @@ and one line in `objectives/__init__.py`'s registry (design.md, "Adding an objec
 
 from ddss_tf import samplers
 
-__all__ = ["Objective", "Loss", "FEW_STEPS"]
+__all__ = ["Objective", "Loss", "FEW_STEPS", "ddss_recipe"]
 
 # A KID search at few steps (K <= FEW_STEPS) trains twice as long at twice the learning rate:
 # on the bundled model at K = 5 this took FID on 10,000 samples from 3.5x the 1000-step DDPM's
@@ -28,19 +28,30 @@ __all__ = ["Objective", "Loss", "FEW_STEPS"]
 FEW_STEPS = 5
 
 
+def ddss_recipe(num_steps):
+    """The recipe of a DDSS search (KID, KID + teacher) at K = num_steps: start from the best
+    training-free sampler (init "auto": search.start), keep a candidate only when it beats
+    that start on 2,000 paired validation samples (select "paired": search.select), batch 128;
+    at K <= FEW_STEPS 400 steps at 1e-2 validated every 50, above 200 steps at 3e-3 every 25
+    (half the network evaluations of the recipe before it at K = 10). What each measured:
+    docs/ddss_search.md, "How the defaults were chosen"."""
+    few = num_steps <= FEW_STEPS
+    return dict(init="auto", select="paired", batch_size=128, eval_samples=2000,
+                train_steps=400 if few else 200, learning_rate=1e-2 if few else 3e-3,
+                eval_every=50 if few else 25)
+
+
 class Objective:
     """A search objective (stateless: one instance serves every search).
 
     Class attributes:
       name: the --objective value ("" for the base class, which only gives defaults).
       summary: what it minimises, one line (--objective's help).
-      run_prefix: whether ddss_search's work directory names start with the name.
       guided: whether it can search a class-conditional model under guidance.
     """
 
     name = ""
     summary = ""
-    run_prefix = True
     guided = False
 
     # ---- what a search with this objective is ----
@@ -48,9 +59,14 @@ class Objective:
         """The sampler families it learns."""
         return samplers.learnable_names()
 
-    def default_optimisation(self, num_steps):
-        """(train_steps, learning_rate) of a search that gives neither, at K = num_steps."""
-        return (800, 2e-2) if num_steps <= FEW_STEPS else (400, 1e-2)
+    def recipe(self, num_steps):
+        """{setting: value} of a search with this objective at K = num_steps that leaves them
+        unset (None): its start (init), batch_size, train_steps, learning_rate, which
+        coefficients it keeps (select) and how it validates them (eval_every, eval_samples).
+        SearchConfig resolves its RECIPE_FIELDS from here and prints them at the start."""
+        steps, lr = (800, 2e-2) if num_steps <= FEW_STEPS else (400, 1e-2)
+        return dict(init="ddim", batch_size=128, train_steps=steps, learning_rate=lr,
+                    select=self.default_select(), eval_every=100, eval_samples=512)
 
     def default_select(self):
         """Which coefficients a search that does not say keeps (SearchConfig.select): the best

@@ -30,8 +30,10 @@ def kid_term(features, real, kernel, replicas):
 class KID(base.Objective):
     name = "kid"
     summary = "DDSS: KID to the data, through the chain"
-    run_prefix = False
     guided = True
+
+    def recipe(self, num_steps):
+        return base.ddss_recipe(num_steps)
 
     def loss(self, cfg, evaluator, replicas, log):
         if evaluator.guidance is not None:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from ddss_tf.metrics import mmd
 from ddss_tf.search import teacher as teacher_lib
-from ddss_tf.search.objectives import kid, teacher_base
+from ddss_tf.search.objectives import base, kid, teacher_base
 
 __all__ = ["KIDTeacher", "KIDTeacherLoss"]
 
@@ -27,6 +27,9 @@ class KIDTeacher(teacher_base.TeacherObjective):
         if not cfg.teacher_weight >= 0:
             raise ValueError(f"teacher_weight must be >= 0 (0: the KID loss alone, on the "
                              f"pairs' x_T), got {cfg.teacher_weight}")
+
+    def recipe(self, num_steps):
+        return base.ddss_recipe(num_steps)
 
     def label(self, cfg, sampler_label):
         return sampler_label + " (KID + teacher)"

@@ -42,8 +42,8 @@ class LD3(teacher_base.TeacherObjective):
     def families(self):
         return samplers.solver_names()
 
-    def default_optimisation(self, num_steps):
-        return 400, 1e-2
+    def recipe(self, num_steps):
+        return dict(super().recipe(num_steps), train_steps=400, learning_rate=1e-2)
 
     def default_select(self):
         """The last step's coefficients, as published."""
