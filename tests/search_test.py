@@ -268,6 +268,35 @@ def test_the_optimisation_defaults_depend_on_k(settings, want):
     assert SearchConfig.from_dict(saved) == cfg
 
 
+@pytest.mark.parametrize("k,want", [
+    (3, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
+             eval_every=50)),
+    (5, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
+             eval_every=50)),
+    (10, dict(objective="kid", batch_size=256, train_steps=200, learning_rate=3e-3,
+              eval_every=25)),
+    (20, dict(objective="kid", batch_size=256, train_steps=200, learning_rate=3e-3,
+              eval_every=25)),
+])
+def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want):
+    want = dict(want, init="auto", select="paired", eval_samples=2000)
+    cfg = SearchConfig(num_steps=k)
+    assert {name: getattr(cfg, name) for name in want} == want
+    assert cfg.resolved() == want  # all of them came from the recipe
+    line = cfg.recipe_line()
+    for name, value in want.items():
+        assert f"{name}={value}" in line
+    saved = json.loads(cfg.to_json())  # config.json holds the values, not None
+    assert {name: saved[name] for name in want} == want
+    assert SearchConfig.from_dict(saved) == cfg and SearchConfig.from_dict(saved).resolved() == {}
+    # A flag given overrides its recipe value and is not reported as resolved.
+    given = SearchConfig(num_steps=k, batch_size=64, objective="kid")
+    assert given.batch_size == 64 and "batch_size" not in given.resolved()
+    assert "objective" not in given.resolved() and "batch_size=" not in given.recipe_line()
+    # Under guidance the objective is KID at every K (the per-class loss).
+    assert SearchConfig(num_steps=k, guidance_scale=2.0).objective == "kid"
+
+
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     sigint_at(monkeypatch, 1)
