@@ -295,7 +295,7 @@ def test_learned_rows_search_with_ddss_searchs_defaults_at_their_k(row, k):
     newcomer = SearchConfig(**settings)
     assert (scfg.train_steps, scfg.learning_rate) == (newcomer.train_steps, newcomer.learning_rate)
     few = k <= 5 or scfg.objective == "ld3"
-    assert (scfg.train_steps, scfg.learning_rate) == ((400, 1e-2) if few else (200, 3e-3))
+    assert (scfg.train_steps, scfg.learning_rate) == ((400, 1e-2) if few else (100, 3e-3))
     assert scfg.reference == ("ddpm" if row.startswith("ld3") else "ode")
     if row == "ddss_s0":
         assert scfg == newcomer  # every setting, so the work directory is shared

@@ -250,8 +250,8 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
 
 
 @pytest.mark.parametrize("settings,want", [
-    (dict(), (200, 3e-3)),                                       # the main job, K = 10
-    (dict(num_steps=6), (200, 3e-3)),
+    (dict(), (100, 3e-3)),                                       # the main job, K = 10
+    (dict(num_steps=6), (100, 3e-3)),
     (dict(num_steps=5), (400, 1e-2)),                            # few steps: longer, larger steps
     (dict(num_steps=3), (400, 1e-2)),
     (dict(num_steps=5, train_steps=50), (50, 1e-2)),             # a given value is kept
@@ -273,9 +273,9 @@ def test_the_optimisation_defaults_depend_on_k(settings, want):
              eval_every=50)),
     (5, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
              eval_every=50)),
-    (10, dict(objective="kid", batch_size=256, train_steps=200, learning_rate=3e-3,
+    (10, dict(objective="kid", batch_size=256, train_steps=100, learning_rate=3e-3,
               eval_every=25)),
-    (20, dict(objective="kid", batch_size=256, train_steps=200, learning_rate=3e-3,
+    (20, dict(objective="kid", batch_size=256, train_steps=100, learning_rate=3e-3,
               eval_every=25)),
 ])
 def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want):
