@@ -93,7 +93,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     objective: Optional[str] = _(
         None, "The loss: " + "; ".join(f"{o.name}: {o.summary}"
                                        for o in objectives.all_objectives())
-        + ". Default: kid_teacher to K = 5, kid above and for a guided search.",
+        + f". Default: kid_teacher to K = {FEW_STEPS}, kid above and for a guided search.",
         choices=objectives.names)
     teacher_steps: int = _(100, "--objective=ld3|kid_teacher: the teacher's steps "
                            "(DPM-Solver++(2M)).", lower=1)
