@@ -297,6 +297,16 @@ def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want
     assert SearchConfig(num_steps=k, guidance_scale=2.0).objective == "kid"
 
 
+@pytest.mark.parametrize("reference,steps,want", [("ode", None, 50), ("ddpm", None, 50),
+                                                   ("ode", 20, 20)])
+def test_the_reference_takes_at_most_the_models_t_steps(isolated_cache, reference, steps, want):
+    """On a model of T = 50 the default references (ODE 100 steps, DDPM 1000) take its 50."""
+    cfg = tiny_config(num_timesteps=50, reference=reference, reference_steps=steps)
+    ev = evaluation.Evaluator(cfg, QUIET)
+    assert ev.reference_steps == want
+    assert ev.reference_label() == ev.reference_label(want)
+
+
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     sigint_at(monkeypatch, 1)
