@@ -137,11 +137,11 @@ def _disk_full(e):
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         text = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) \
-                and e.filename is not None:
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full and e.filename is not None:
             return True, _final_path(str(e.filename))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or isinstance(
-                e, (OSError, tf.errors.OpError)) and any(s in text for s in _DISK_FULL):
+        if full or isinstance(e, (OSError, tf.errors.OpError)) and any(
+                s in text for s in _DISK_FULL):
             found = _PATH.search(text.split(";")[0] if ";" in text else text)
             return True, found and _final_path(found.group(1))
         e = e.__cause__ or e.__context__

@@ -250,8 +250,8 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, messa
 
 
 @pytest.mark.parametrize("settings,want", [
-    (dict(), (200, 3e-3)),                                       # the main job, K = 10
-    (dict(num_steps=6), (200, 3e-3)),
+    (dict(), (100, 3e-3)),                                       # the main job, K = 10
+    (dict(num_steps=6), (100, 3e-3)),
     (dict(num_steps=5), (400, 1e-2)),                            # few steps: longer, larger steps
     (dict(num_steps=3), (400, 1e-2)),
     (dict(num_steps=5, train_steps=50), (50, 1e-2)),             # a given value is kept
@@ -266,6 +266,45 @@ def test_the_optimisation_defaults_depend_on_k(settings, want):
     saved = json.loads(cfg.to_json())
     assert (saved["train_steps"], saved["learning_rate"]) == want
     assert SearchConfig.from_dict(saved) == cfg
+
+
+@pytest.mark.parametrize("k,want", [
+    (3, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
+             eval_every=50)),
+    (5, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
+             eval_every=50)),
+    (10, dict(objective="kid", batch_size=256, train_steps=100, learning_rate=3e-3,
+              eval_every=25)),
+    (20, dict(objective="kid", batch_size=256, train_steps=100, learning_rate=3e-3,
+              eval_every=25)),
+])
+def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want):
+    want = dict(want, init="auto", select="paired", eval_samples=2000)
+    cfg = SearchConfig(num_steps=k)
+    assert {name: getattr(cfg, name) for name in want} == want
+    assert cfg.resolved() == want  # all of them came from the recipe
+    line = cfg.recipe_line()
+    for name, value in want.items():
+        assert f"{name}={value}" in line
+    saved = json.loads(cfg.to_json())  # config.json holds the values, not None
+    assert {name: saved[name] for name in want} == want
+    assert SearchConfig.from_dict(saved) == cfg and SearchConfig.from_dict(saved).resolved() == {}
+    # A flag given overrides its recipe value and is not reported as resolved.
+    given = SearchConfig(num_steps=k, batch_size=64, objective="kid")
+    assert given.batch_size == 64 and "batch_size" not in given.resolved()
+    assert "objective" not in given.resolved() and "batch_size=" not in given.recipe_line()
+    # Under guidance the objective is KID at every K (the per-class loss).
+    assert SearchConfig(num_steps=k, guidance_scale=2.0).objective == "kid"
+
+
+@pytest.mark.parametrize("reference,steps,want", [("ode", None, 50), ("ddpm", None, 50),
+                                                   ("ode", 20, 20)])
+def test_the_reference_takes_at_most_the_models_t_steps(isolated_cache, reference, steps, want):
+    """On a model of T = 50 the default references (ODE 100 steps, DDPM 1000) take its 50."""
+    cfg = tiny_config(num_timesteps=50, reference=reference, reference_steps=steps)
+    ev = evaluation.Evaluator(cfg, QUIET)
+    assert ev.reference_steps == want
+    assert ev.reference_label() == ev.reference_label(want)
 
 
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):

@@ -132,9 +132,11 @@ class LearnedRow(Row):
                                            learning_rate=cfg.learning_rate,
                                            batch_size=cfg.batch_size).items() if v is not None}
         given.update(cfg.row_settings)
+        # The template's objective too, when it took the default of its own K.
+        unset = dict.fromkeys(RECIPE_FIELDS + (("objective",) if "objective" in
+                                               cfg.search.resolved() else ()))
         return dataclasses.replace(
-            cfg.search, **{**dict.fromkeys(RECIPE_FIELDS), **self.settings, **tune, **given},
-            num_steps=int(k))
+            cfg.search, **{**unset, **self.settings, **tune, **given}, num_steps=int(k))
 
     def directory(self, bench, k):
         """Its search work directory at K = k (named as ddss_search names it)."""

@@ -92,9 +92,8 @@ class Evaluator:
             if k > T:
                 raise ValueError(f"num_steps {k} exceeds the model's T = {T}")
         self.reference_kind = getattr(cfg, "reference", "ddpm")
-        self.reference_steps = getattr(cfg, "reference_steps", T)
-        if self.reference_kind == "ddpm":
-            self.reference_steps = min(self.reference_steps, T)
+        # Either reference takes at most the model's T steps (a model of T < 100 gets its T).
+        self.reference_steps = min(getattr(cfg, "reference_steps", T), T)
         self.model_fingerprint = models.fingerprint(self.net)
         # The real data are fitted to the model's image shape (channels, centre crop, resize).
         self.image_shape = models.image_shape(self.net)

@@ -94,7 +94,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     objective: Optional[str] = _(
         None, "The loss: " + "; ".join(f"{o.name}: {o.summary}"
                                        for o in objectives.all_objectives())
-        + ". Default: kid_teacher (kid for a guided search).", choices=objectives.names)
+        + f". Default: kid_teacher to K = {FEW_STEPS}, kid above and for a guided search.",
+        choices=objectives.names)
     teacher_steps: int = _(100, "--objective=ld3|kid_teacher: the teacher's steps "
                            "(DPM-Solver++(2M)).", lower=1)
     ld3_pairs: int = _(512, "--objective=ld3|kid_teacher: the (x_T, teacher) pairs trained on.",
@@ -190,12 +191,18 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
 
     def default_objective(self):
         """The objective of this search when it names none (objectives.default_name)."""
-        return objectives.default_name(guided=self.guidance_scale is not None)
+        return objectives.default_name(self.num_steps, guided=self.guidance_scale is not None)
 
     def resolved(self):
         """{name: value} of the settings this config took from its objective's recipe (those
         it was given as None), for the log."""
         return {name: getattr(self, name) for name in getattr(self, "_resolved", ())}
+
+    def recipe_line(self):
+        """The line a search prints at its start: every setting it resolved from K."""
+        return (f"{self.objective} recipe at K={self.num_steps}: " + ", ".join(
+            f"{name}={value}" for name, value in self.resolved().items())
+            + " (any of them can be given as a flag)")
 
     def validate(self, num_replicas=1):
         """Raise ValueError naming the bad field and what is accepted (before any model is

@@ -325,9 +325,7 @@ def run_search(cfg, workdir, log=print):
     if finished:  # every worker returns at once; a collective would hang
         return _finished(workdir, finished, log) if chief else None
     if cfg.resolved():
-        log(f"{cfg.objective} recipe at K={cfg.num_steps}: " + ", ".join(
-            f"{name}={value}" for name, value in cfg.resolved().items())
-            + " (any of them can be given as a flag)")
+        log(cfg.recipe_line())
     run = Run(cfg, workdir, log, chief=chief)  # validates the settings against the model
     if not chief:  # a non-chief worker only contributes its replicas' gradients
         os.makedirs(workdir, exist_ok=True)

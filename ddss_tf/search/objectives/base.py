@@ -28,16 +28,17 @@ __all__ = ["Objective", "Loss", "FEW_STEPS", "ddss_recipe"]
 FEW_STEPS = 5
 
 
-def ddss_recipe(num_steps):
+def ddss_recipe(num_steps, batch_size=128):
     """The recipe of a DDSS search (KID, KID + teacher) at K = num_steps: start from the best
     training-free sampler (init "auto": search.start), keep a candidate only when it beats
-    that start on 2,000 paired validation samples (select "paired": search.select), batch 128;
-    at K <= FEW_STEPS 400 steps at 1e-2 validated every 50, above 200 steps at 3e-3 every 25
-    (half the network evaluations of the recipe before it at K = 10). What each measured:
-    docs/ddss_search.md, "How the defaults were chosen"."""
+    that start on 2,000 paired validation samples (select "paired": search.select); at
+    K <= FEW_STEPS 400 steps at 1e-2 validated every 50, above 100 steps at 3e-3 every 25 (a
+    fine-tune of a start that is already good; with KID's batch of 256 there, half the network
+    evaluations of the recipe before issue 34). What each measured: docs/ddss_search.md,
+    "How the defaults were chosen"."""
     few = num_steps <= FEW_STEPS
-    return dict(init="auto", select="paired", batch_size=128, eval_samples=2000,
-                train_steps=400 if few else 200, learning_rate=1e-2 if few else 3e-3,
+    return dict(init="auto", select="paired", batch_size=batch_size, eval_samples=2000,
+                train_steps=400 if few else 100, learning_rate=1e-2 if few else 3e-3,
                 eval_every=50 if few else 25)
 
 
