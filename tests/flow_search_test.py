@@ -4,6 +4,7 @@ class-conditional flow model trained with label dropout, searched with classifie
 guidance."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import tensorflow as tf
 import search_helpers
 import testing
 import toy_networks
-from ddss_tf import denoisers, evaluation, export, models, noise, sampling, schedules
+from ddss_tf import (denoisers, evaluation, export, models, noise, pretrained, sampling,
+                     schedules)
 from ddss_tf.search import SearchConfig, objectives, plan, run_search, start
 from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.training import ddpm
@@ -116,16 +118,39 @@ def test_the_start_screen_and_its_plan_try_the_flow_grids_on_a_flow_model_only(t
     assert screen(flow) - screen(vp) == cfg.num_steps * first * (len(on_flow) - len(on_vp))
 
 
+def _redraw_zero_kernels(path, seed=0):
+    """Give a briefly trained UNet in `path` a visible dependence on its label.
+
+    The UNet starts with zero residual-branch and output kernels (Ho et al.'s initialisation),
+    and after a few steps they are still about 1e-6: the network's answer for a label and for
+    the null class then differ by 1e-10, and guidance changes nothing a test can see. Those
+    kernels are redrawn from N(0, 1 / fan_in) and the weights written back, so that the label
+    (through the class embedding in every residual block) moves the output by about 0.1."""
+    net, _ = pretrained.load_ddpm(path)
+    rng = np.random.default_rng(seed)
+    for v in net.weights:
+        w = v.numpy()
+        if w.ndim >= 2 and np.abs(w).max() < 1e-3:
+            v.assign(rng.normal(0, 1 / np.sqrt(np.prod(w.shape[:-1])), w.shape).astype(np.float32))
+    net.save_weights(os.path.join(path, "model.weights.h5"))
+    return net
+
+
 def test_a_guided_search_on_a_class_conditional_flow_model(tmp_path):
     """A class-conditional flow model trained with label dropout (ddss_train_model's library,
-    a tiny UNet, a few steps) searched with classifier-free guidance through the existing
-    machinery, from its directory alone (it carries its schedule and prediction); the export
-    takes labels and the scale and equals the learned sampler on the guided model."""
+    a tiny UNet, a few steps; its zero-initialised kernels then redrawn so that the label
+    matters) searched with classifier-free guidance through the existing machinery, from its
+    directory alone (it carries its schedule and prediction); the export takes labels and the
+    scale and equals the learned sampler on the guided model."""
     net = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0,
                norm_groups=4, num_classes=10)
     path = ddpm.train(ddpm.TrainConfig(net=net, schedule=schedules.rectified_flow(
         1000, 3.0, 1000.0).get_config(), batch_size=16, train_steps=4, warmup_steps=1,
         xla=False, label_dropout=0.1), str(tmp_path / "train"), log=search_helpers.QUIET)
+    net = _redraw_zero_kernels(path)
+    x, t = tf.random.stateless_normal([2, 8, 8, 1], [0, 1]), tf.constant([500.0, 500.0])
+    null = tf.fill([2], 10)
+    assert np.abs(net([x, t, tf.constant([3, 1])]) - net([x, t, null])).max() > 1e-2
     cfg = SearchConfig(model=path, guidance_scale=W, num_steps=2, batch_size=8, train_steps=2,
                        xla=False, checkpoint_every=1, eval_every=1000, eval_samples=20,
                        final_samples=20, reference_steps=10)
