@@ -38,7 +38,8 @@ def phases(cfg, objective, screen=True, reference=True, schedule=None):
     baselines = evaluation.BASELINES if schedule is None else evaluation.baselines_for(schedule)
     out.append(("baselines", len(baselines) * cfg.eval_samples * k, False))
     out.append(("training", cfg.train_steps * cfg.batch_size * k
-                * (2 if max(cfg.guidance_scales() or (0,)) > 0 else 1), True))
+                * (2 if max(cfg.guidance_scales() or (0,)) > 0 else 1)
+                * objective.chains_per_sample(cfg), True))
     if cfg.select != "last":
         evaluations = cfg.train_steps // cfg.eval_every + (cfg.train_steps % cfg.eval_every > 0)
         out.append(("validation and periodic evaluation",

@@ -188,14 +188,15 @@ class Run:
     def network_evaluations(self):
         """Network evaluations of the search: train_steps x batch_size x K forward passes in
         its loss, each also differentiated (and, with remat, recomputed once in the backward
-        pass), plus what the objective spends before training (a teacher's ld3_pairs x
-        teacher_steps: `Objective.network_evaluations`); the periodic evaluations' samples
-        are not counted. Classifier-free guidance at a scale > 0 (or across scales)
+        pass), times the objective's chains per sample (`Objective.chains_per_sample`: a
+        control variate's start chain, forward only), plus what it spends before training (a
+        teacher's ld3_pairs x teacher_steps: `Objective.network_evaluations`); the periodic
+        evaluations' samples are not counted. Classifier-free guidance at a scale > 0 (or across scales)
         evaluates the network on each sample twice, with and without its label."""
         cfg = self.cfg
         per_sample = 2 if _guided_calls(cfg) else 1
         return (cfg.train_steps * cfg.batch_size * cfg.num_steps * per_sample
-                + self.objective.network_evaluations(cfg))
+                * self.objective.chains_per_sample(cfg) + self.objective.network_evaluations(cfg))
 
     def evaluate_during_training(self, step):
         """Scores of the learned sampler on cfg.eval_samples, to TensorBoard and samples/."""

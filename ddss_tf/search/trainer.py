@@ -9,6 +9,9 @@ One step (Watson et al. 2022, Sec. 3), on every replica of a tf.distribute strat
     L = loss(features, x_T, inputs) / num_replicas,  features(x) = phi(sampler(x, z))
     g = all-reduce-sum(dL/dtheta)           # theta: the sampler's variables and the loss's
 
+`features(x, frozen=other)` runs another sampler on the same z, outside the gradient (a
+loss's control variate: search.objectives.kid_cv).
+
 The loss is the search objective's (search.objectives: KID, per-class KID on a guided model,
 LD3, KID + teacher); the trainer does not know which. Each K-step chain makes K
 rematerialised network calls.
@@ -128,8 +131,13 @@ class Trainer:
         ctx = tf.distribute.get_replica_context()
         variables = self.variables
 
-        def features(x):
-            return self.extractor(self.layer(x, noise))
+        def features(x, frozen=None):
+            if frozen is None:
+                return self.extractor(self.layer(x, noise))
+            # Another sampler on the same noise (a loss's control variate), not differentiated:
+            # nothing of its chain is recorded.
+            with tape.stop_recording(), self._frozen_contexts(frozen):
+                return tf.stop_gradient(self.extractor(frozen(x, noise)))
 
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
             loss = self.loss(features, x_T, inputs)
@@ -140,6 +148,17 @@ class Trainer:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
         return loss, tf.linalg.global_norm(grads), grads
+
+    @contextlib.contextmanager
+    def _frozen_contexts(self, frozen):
+        """The searched layer's precision and compilation, for another sampler `frozen`."""
+        step_denoiser = precision.denoiser(frozen.denoiser, self.cfg.precision)
+        with contextlib.ExitStack() as stack:
+            if step_denoiser is not frozen.denoiser:
+                stack.enter_context(frozen.using_denoiser(step_denoiser))
+            if self.compiles_network_alone:
+                stack.enter_context(frozen.compiling_network())
+            yield
 
     def _apply_fn(self, grads, norm):
         def apply(grads):

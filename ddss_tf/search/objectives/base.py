@@ -104,6 +104,11 @@ class Objective:
         """Step counts the search samples besides its K (checked against the model's T)."""
         return ()
 
+    def chains_per_sample(self, cfg):
+        """K-step chains the loss runs per sample of a training step (1: the searched one;
+        a control variate adds the start's, forward only)."""
+        return 1
+
     def network_evaluations(self, cfg):
         """Network evaluations before training (beyond the chain's in the loss)."""
         return 0
