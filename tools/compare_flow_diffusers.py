@@ -42,6 +42,8 @@ import diffusers
 
 from ddss_tf import denoisers, samplers, schedules
 
+from compare_diffusers import _KeepFloat64  # tools/, beside this script
+
 M, S = 0.3, 0.5                     # the data: N(M, S^2) per pixel
 T = 1000
 KS = (3, 5, 10, 20)
@@ -59,15 +61,6 @@ def _denoiser(schedule):
     def fn(x, t_net):
         return _velocity(x, denoisers.append_dims(t_net / schedule.time_scale, x))
     return denoisers.from_fn(fn, schedule, prediction="flow")
-
-
-class _KeepFloat64(torch.Tensor):
-    """A sample whose .to(torch.float32) stays float64 (the schedulers' upcast in step)."""
-
-    def to(self, *args, **kwargs):
-        if torch.float32 in args or kwargs.get("dtype") is torch.float32:
-            return self
-        return super().to(*args, **kwargs)
 
 
 def ddss_tf_sample(schedule, name, stride, k, x_T):
