@@ -43,20 +43,11 @@ def coefficients(marg):
             "coef_x0_prev": base.with_final(coef_d * w_prev, 0.0)}
 
 
-class DPMSolverPP2M(base.Sampler):
+class DPMSolverPP2M(base.Solver):
     """Multistep second-order DPM-Solver++ (deterministic; ignores noise)."""
 
     family = "dpm_solver_pp_2m"
     default_stride = "logsnr_uniform"
     flow_stride = "flow_sigmas"
-    loopable = False  # steps read earlier data predictions (m_{i-1}) by a Python index
-
-    @property
-    def stochastic(self):
-        return False
-
-    def _coefficients_from_marginals(self, marg):
-        return coefficients(marg)
-
-    def _step(self, i, chain, z, coefs):
-        return step(i, chain, z, coefs)
+    coefficients_fn = staticmethod(coefficients)
+    step_fn = staticmethod(step)

@@ -70,20 +70,11 @@ def coefficients(marg):
             "coef_x0_prev2": join(tf.zeros([2], h.dtype), third[2], 0.0)}
 
 
-class DPMSolverPP3M(base.Sampler):
+class DPMSolverPP3M(base.Solver):
     """Multistep third-order DPM-Solver++ (deterministic; ignores noise)."""
 
     family = "dpm_solver_pp_3m"
     default_stride = "logsnr_uniform"
     flow_stride = "flow_sigmas"
-    loopable = False  # steps read earlier data predictions (m_{i-1}, m_{i-2}) by a Python index
-
-    @property
-    def stochastic(self):
-        return False
-
-    def _coefficients_from_marginals(self, marg):
-        return coefficients(marg)
-
-    def _step(self, i, chain, z, coefs):
-        return step(i, chain, z, coefs)
+    coefficients_fn = staticmethod(coefficients)
+    step_fn = staticmethod(step)

@@ -64,20 +64,11 @@ def coefficients(marg):
     return coefs
 
 
-class IPNDM(base.Sampler):
+class IPNDM(base.Solver):
     """iPNDM, Adams-Bashforth up to fourth order on eps (deterministic; ignores noise)."""
 
     family = "ipndm"
     default_stride = "edm"
     flow_stride = "edm"
-    loopable = False  # steps read earlier noise predictions (eps_{i-j}) by a Python index
-
-    @property
-    def stochastic(self):
-        return False
-
-    def _coefficients_from_marginals(self, marg):
-        return coefficients(marg)
-
-    def _step(self, i, chain, z, coefs):
-        return step(i, chain, z, coefs)
+    coefficients_fn = staticmethod(coefficients)
+    step_fn = staticmethod(step)

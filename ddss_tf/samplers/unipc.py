@@ -68,20 +68,13 @@ def coefficients(marg):
             "corr_x0_next": base.with_final(corr_x0_next, 0.0)}
 
 
-class UniPC(base.Sampler):
+class UniPC(base.Solver):
     """UniPC-2 (bh2) predictor-corrector multistep solver (deterministic; ignores noise)."""
 
     family = "unipc"
     default_stride = "logsnr_uniform"
     flow_stride = "flow_sigmas"
-    loopable = False  # steps read earlier data predictions (m_{i-1}) by a Python index
-
-    @property
-    def stochastic(self):
-        return False
-
-    def _coefficients_from_marginals(self, marg):
-        return coefficients(marg)
+    coefficients_fn = staticmethod(coefficients)
 
     def _correct(self, i, chain, coefs):
         """UniC: x_i from the corrected x_{i-1}, m_{i-1}, m_{i-2} and the new m_i."""

@@ -89,9 +89,7 @@ class UniPC3(unipc.UniPC):
     """UniPC-3 (bh2) predictor-corrector multistep solver (deterministic; ignores noise)."""
 
     family = "unipc_3"
-
-    def _coefficients_from_marginals(self, marg):
-        return coefficients(marg)
+    coefficients_fn = staticmethod(coefficients)
 
     def _correct(self, i, chain, coefs):
         """UniC: `unipc`'s corrector plus corr_x0_prev2[i-1] m_{i-3}."""
