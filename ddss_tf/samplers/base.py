@@ -64,7 +64,7 @@ from ddss_tf.samplers import scales
 from ddss_tf.samplers import times as times_lib
 from ddss_tf.samplers.chain import Chain, Current
 
-__all__ = ["Sampler", "Solver", "Chain"]
+__all__ = ["Sampler", "Chain"]
 
 
 def _constant(value):
@@ -532,24 +532,3 @@ def transitions(marg):
     cur = times_lib.Marginals(*(m[:-1] for m in marg))
     nxt = times_lib.Marginals(*(m[1:] for m in marg))
     return cur, nxt
-
-
-
-class Solver(Sampler):
-    """A deterministic training-free solver (it ignores the noise) whose coefficients and step
-    are its module's functions: `coefficients_fn(marginals)` and `step_fn(i, chain, z, coefs)`
-    (each subclass sets them with staticmethod). Multistep: steps read earlier predictions by a
-    Python index, so the chain is not looped."""
-
-    loopable = False
-    coefficients_fn = step_fn = None
-
-    @property
-    def stochastic(self):
-        return False
-
-    def _coefficients_from_marginals(self, marg):
-        return self.coefficients_fn(marg)
-
-    def _step(self, i, chain, z, coefs):
-        return self.step_fn(i, chain, z, coefs)

@@ -16,7 +16,7 @@ Coefficients [K]: x_s = coef_xt x_t + coef_x0 m_i + coef_x0_prev m_{i-1}.
 
 import tensorflow as tf
 
-from ddss_tf.samplers import base
+from ddss_tf.samplers import base, solver
 
 __all__ = ["DPMSolverPP2M", "step"]
 
@@ -43,7 +43,7 @@ def coefficients(marg):
             "coef_x0_prev": base.with_final(coef_d * w_prev, 0.0)}
 
 
-class DPMSolverPP2M(base.Solver):
+class DPMSolverPP2M(solver.Solver):
     """Multistep second-order DPM-Solver++ (deterministic; ignores noise)."""
 
     family = "dpm_solver_pp_2m"

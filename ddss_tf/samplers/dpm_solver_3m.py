@@ -26,7 +26,7 @@ weighs m_i, m_{i-1}, m_{i-2} by alpha_s times
 
 import tensorflow as tf
 
-from ddss_tf.samplers import base
+from ddss_tf.samplers import base, solver
 from ddss_tf.samplers import dpm_solver
 
 __all__ = ["DPMSolverPP3M", "coefficients", "step"]
@@ -70,7 +70,7 @@ def coefficients(marg):
             "coef_x0_prev2": join(tf.zeros([2], h.dtype), third[2], 0.0)}
 
 
-class DPMSolverPP3M(base.Solver):
+class DPMSolverPP3M(solver.Solver):
     """Multistep third-order DPM-Solver++ (deterministic; ignores noise)."""
 
     family = "dpm_solver_pp_3m"

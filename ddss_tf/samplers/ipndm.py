@@ -25,7 +25,7 @@ Coefficients [K]: x_s = coef_xt x_t + coef_eps eps_i + coef_eps_prev eps_{i-1}
 import numpy as np
 import tensorflow as tf
 
-from ddss_tf.samplers import base
+from ddss_tf.samplers import base, solver
 
 __all__ = ["IPNDM", "coefficients", "step", "MAX_ORDER", "ADAMS_BASHFORTH"]
 
@@ -64,7 +64,7 @@ def coefficients(marg):
     return coefs
 
 
-class IPNDM(base.Solver):
+class IPNDM(solver.Solver):
     """iPNDM, Adams-Bashforth up to fourth order on eps (deterministic; ignores noise)."""
 
     family = "ipndm"

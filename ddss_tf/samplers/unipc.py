@@ -24,7 +24,7 @@ Coefficients [K] (index i = the transition from tau_i):
 
 import tensorflow as tf
 
-from ddss_tf.samplers import base
+from ddss_tf.samplers import base, solver
 
 __all__ = ["UniPC", "coefficients"]
 
@@ -68,7 +68,7 @@ def coefficients(marg):
             "corr_x0_next": base.with_final(corr_x0_next, 0.0)}
 
 
-class UniPC(base.Solver):
+class UniPC(solver.Solver):
     """UniPC-2 (bh2) predictor-corrector multistep solver (deterministic; ignores noise)."""
 
     family = "unipc"
