@@ -36,7 +36,8 @@ def _cfg(path, scale, **kw):
     return benchmark.BenchmarkConfig(**dict(dict(samplers=_ROWS, num_steps=(2,), num_samples=_N,
                                                  train_steps=2, batch_size=8,
                                                  row_settings=dict(eval_every=1000,
-                                                                   eval_samples=16),
+                                                                   eval_samples=16,
+                                                                   validation_samples=16),
                                                  guidance_anchors=(0.0, 2.0),
                                                  search=search), **kw))
 

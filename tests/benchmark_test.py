@@ -33,7 +33,7 @@ def _cfg(**kw):
                           checkpoint_every=1, final_samples=16, reference_steps=10)
     base = dict(samplers=("ddim_quadratic", "unipc", "ggdm_pred_time"), num_steps=(3,),
                 num_samples=_N, train_steps=2, batch_size=8, search=search,
-                row_settings=dict(eval_every=1000, eval_samples=16))
+                row_settings=dict(eval_every=1000, eval_samples=16, validation_samples=16))
     base.update(kw)
     return benchmark.BenchmarkConfig(**base)
 
@@ -330,9 +330,9 @@ def test_above_few_steps_the_row_that_starts_from_unipc_fine_tunes():
     cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
     assert cfg.rows_search("ggdm_pred_time_unipc", 10) == _issue14(
         10, init="unipc", batch_size=256, learning_rate=3e-3, train_steps=200,
-        eval_samples=2000, eval_every=50)
-    # KID is the default objective above K = 5: not named there.
-    assert cfg.rows_search("ggdm_pred_time_unipc", 10).run_name() == "ggdm_pred_time_unipc_k10"
+        eval_samples=2000, validation_samples=2000, eval_every=50)
+    # kid_cv is the default objective above K = 5: KID is named there.
+    assert cfg.rows_search("ggdm_pred_time_unipc", 10).run_name() == "kid_ggdm_pred_time_unipc_k10"
     assert cfg.rows_search("ggdm_pred_time_unipc", 5) == _issue14(5, init="unipc")
     assert cfg.rows_search("ggdm_pred_time", 10) == _issue14(10)
     fixed = benchmark.BenchmarkConfig(train_steps=7, learning_rate=1e-4)

@@ -104,7 +104,7 @@ def _disk_full_line(proc, under):
 def test_a_search_on_a_full_disk_stops_cleanly_and_resumes_once_there_is_space(tmp_path):
     disk = tmp_path / "disk"
     flags = [f"--model={toy_model()}", "--schedule=linear_beta", "--num_steps=2",
-             "--batch_size=8", "--noxla", "--eval_every=1000", "--eval_samples=16",
+             "--batch_size=8", "--noxla", "--eval_every=1000", "--eval_samples=16", "--validation_samples=16",
              "--final_samples=16", "--reference_steps=10", "--train_steps=2",
              f"--workdir={disk}/run"]
     with _small_disk(disk, "200k") as remount:  # room for the checkpoints, not the export

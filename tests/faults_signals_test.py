@@ -25,7 +25,7 @@ _CODES = {signal.SIGHUP: 129, signal.SIGINT: 130, signal.SIGTERM: 143}
 def _tiny():
     """ddss_search's flags for a search of seconds (as tests/faults_test.py's)."""
     return [f"--model={toy_model()}", "--schedule=linear_beta", "--num_steps=2", "--batch_size=8",
-            "--noxla", "--eval_every=1000", "--eval_samples=16", "--final_samples=16",
+            "--noxla", "--eval_every=1000", "--eval_samples=16", "--validation_samples=16", "--final_samples=16",
             "--reference_steps=10", "--train_steps=2", "--checkpoint_every=1"]
 
 

@@ -32,7 +32,7 @@ def _tiny():
     """ddss_search's flags for a search of seconds: K = 2, batch 8, on the few-op toy network
     (search_helpers.toy_model; a process on the bundled UNet took 4x longer, mostly tracing)."""
     return [f"--model={toy_model()}", "--schedule=linear_beta", "--num_steps=2", "--batch_size=8",
-            "--noxla", "--eval_every=1000", "--eval_samples=16", "--final_samples=16",
+            "--noxla", "--eval_every=1000", "--eval_samples=16", "--validation_samples=16", "--final_samples=16",
             "--reference_steps=10"]
 
 

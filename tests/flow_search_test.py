@@ -152,7 +152,7 @@ def test_a_guided_search_on_a_class_conditional_flow_model(tmp_path):
     null = tf.fill([2], 10)
     assert np.abs(net([x, t, tf.constant([3, 1])]) - net([x, t, null])).max() > 1e-2
     cfg = SearchConfig(model=path, guidance_scale=W, num_steps=2, batch_size=8, train_steps=2,
-                       xla=False, checkpoint_every=1, eval_every=1000, eval_samples=20,
+                       xla=False, checkpoint_every=1, eval_every=1000, eval_samples=20, validation_samples=20,
                        final_samples=20, reference_steps=10)
     # The default recipe starts from the screen (init auto), which picks the grid: the flow
     # grids are among those it tries on a flow model.

@@ -138,7 +138,7 @@ def test_a_guided_search_on_a_conditional_keras_file_end_to_end(setup, tmp_path)
     cond.network.save(path)
     cfg = SearchConfig(model=path, schedule="linear_beta", guidance_scale=[0.0, W], num_steps=2,
                        batch_size=8, train_steps=2, xla=False, checkpoint_every=1, eval_every=1,
-                       eval_samples=40, final_samples=40, reference_steps=10)
+                       eval_samples=40, validation_samples=40, final_samples=40, reference_steps=10)
     assert cfg.run_name() == "ggdm_pred_time_k2_w0-1.5"
     assert SearchConfig(guidance_scale=W, num_steps=2).run_name() == "ggdm_pred_time_k2_w1.5"
     results = run_search(cfg, str(tmp_path / "run"), log=lambda *a: None)

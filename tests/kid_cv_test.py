@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from search_helpers import QUIET, sigint_at, tiny_config, values
 from ddss_tf import interrupt, samplers
-from ddss_tf.search import objectives, run_search
+from ddss_tf.search import objectives, plan, run_search
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -110,3 +110,16 @@ def test_kid_cv_refuses_the_cubic_kernel_and_guidance():
     with pytest.raises(ValueError, match="linear kernel compares"):
         objectives.get("kid_cv").validate(_cfg(kernel="cubic"))
     assert "kid_cv" in objectives.names() and not objectives.get("kid_cv").guided
+
+
+def test_the_plan_counts_the_start_chain_as_forward_evaluations():
+    """The plan prints the start's chain beside the training's, at the forward rate: it is not
+    differentiated."""
+    cfg = _cfg(train_steps=4)
+    steps = {name: (n, training) for name, n, training in plan.phases(
+        cfg, objectives.get("kid_cv"), screen=False, reference=False)}
+    chain = 4 * cfg.batch_size * cfg.num_steps
+    assert steps["training"] == (chain, True)
+    assert steps["training: the other chains (forward only)"] == (chain, False)
+    kid = {name for name, _, _ in plan.phases(tiny_config(), objectives.get("kid"))}
+    assert "training: the other chains (forward only)" not in kid

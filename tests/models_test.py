@@ -104,7 +104,7 @@ def test_a_saved_model_is_a_frozen_keras_network_with_the_module_outputs(byo):
 
 def _search(byo, model, **kw):
     cfg = SearchConfig(model=model, num_steps=2, batch_size=8, train_steps=2, xla=False,
-                       checkpoint_every=1, eval_every=1000, eval_samples=16, final_samples=16,
+                       checkpoint_every=1, eval_every=1000, eval_samples=16, validation_samples=16, final_samples=16,
                        reference_steps=10, **kw)
     workdir = str(byo["root"] / f"run_{os.path.basename(model)}")
     return run_search(cfg, workdir, log=_QUIET), workdir

@@ -20,6 +20,7 @@ from nbclient import NotebookClient
 
 from ddss_tf import sampling
 from ddss_tf.search import SearchConfig
+from ddss_tf.search.config import RECIPE_FIELDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "ddss_colab_tpu.ipynb")
@@ -27,12 +28,14 @@ KERNEL = "ddss-tf-notebook-test"
 # Small enough for about a minute on 2 CPU cores; evaluations at steps 2 and 4 make a curve, and
 # REFERENCE_STEPS = 5 keeps the many-step reference row cheap (an ODE solve of 5 steps).
 TINY = dict(INSTALL=False, NUM_STEPS=3, INIT="ddim", TRAIN_STEPS=4, BATCH_SIZE=8, EVAL_EVERY=2,
-            EVAL_SAMPLES=16, FINAL_SAMPLES=32, REFERENCE_STEPS=5, XLA=False, NUM_SHOW=12, SEED=3)
+            EVAL_SAMPLES=16, VALIDATION_SAMPLES=16, FINAL_SAMPLES=32, REFERENCE_STEPS=5,
+            XLA=False, NUM_SHOW=12, SEED=3)
 EVAL_STEPS = [2, 4]
 # Parameter-cell knobs that are SearchConfig fields.
 _KNOBS = dict(FAMILY="family", PRED="pred", TIME="time", NUM_STEPS="num_steps", INIT="init",
               TRAIN_STEPS="train_steps", BATCH_SIZE="batch_size", LEARNING_RATE="learning_rate",
-              EVAL_EVERY="eval_every", EVAL_SAMPLES="eval_samples", FINAL_SAMPLES="final_samples",
+              EVAL_EVERY="eval_every", EVAL_SAMPLES="eval_samples",
+              VALIDATION_SAMPLES="validation_samples", FINAL_SAMPLES="final_samples",
               REFERENCE_STEPS="reference_steps", XLA="xla")
 
 
@@ -119,8 +122,8 @@ def test_notebook_is_committed_clean_with_the_main_job_as_defaults():
     # The defaults are the main job: SearchConfig() (GGDM +PRED +TIME, K = 10, ...); the
     # recipe and the reference's steps are left to SearchConfig (None), whose values depend on K.
     main_job = SearchConfig()
-    by_k = {"INIT", "TRAIN_STEPS", "LEARNING_RATE", "BATCH_SIZE", "EVAL_EVERY", "EVAL_SAMPLES",
-            "REFERENCE_STEPS"}
+    by_k = {knob for knob, field in _KNOBS.items() if field in RECIPE_FIELDS} | {
+        "REFERENCE_STEPS"}
     for knob, field in _KNOBS.items():
         want = None if knob in by_k else getattr(main_job, field)
         assert params[knob] == want, (knob, params[knob], want)

@@ -34,7 +34,7 @@ def tiny_config(**kw):
     screen), keeping the best validation FID."""
     base = dict(model=toy_model(), schedule="linear_beta", num_steps=2, batch_size=8,
                 train_steps=3, learning_rate=1e-2, xla=False, checkpoint_every=1,
-                eval_every=1000, eval_samples=16, final_samples=16, reference_steps=10,
+                eval_every=1000, eval_samples=16, validation_samples=16, final_samples=16, reference_steps=10,
                 objective="kid", init="ddim", select="best")
     base.update(kw)
     return SearchConfig(**base)

@@ -4,6 +4,7 @@ directories as select=last. The kept step follows a scripted validation sequence
 validation FID is recomputed independently on the validation seed. --select=paired keeps the
 start unless a candidate beats it in the paired resamples (their fraction against scipy's FID)."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -15,7 +16,7 @@ import tensorflow as tf
 
 from ddss_tf import evaluation, export, interrupt, metrics
 from ddss_tf.noise import VALIDATION_SEED
-from ddss_tf.search import SearchConfig, run_search
+from ddss_tf.search import SearchConfig, objectives, plan, run_search
 from ddss_tf.search import select as select_lib
 from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import Run
@@ -45,12 +46,13 @@ def _coefficients(workdir):
 
 def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_path,
                                                                            monkeypatch):
-    cfg = tiny_config(train_steps=4, eval_every=1, select="best", learning_rate=5e-2)
+    cfg = tiny_config(train_steps=4, eval_every=1, select="best", learning_rate=5e-2,
+                      validation_samples=24)  # not eval_samples (16): validated on 24
     seen = _scripted_validation(monkeypatch, {0: 4.0, 1: 3.0, 2: 1.0, 3: 2.0, 4: 5.0})
     results = run_search(cfg, str(tmp_path / "best"), log=QUIET)
     assert sorted(seen) == [0, 1, 2, 3, 4]  # the untrained sampler is a candidate too
     assert results["selected"] == dict(step=2, validation_fid=1.0,
-                                       validation_samples=cfg.eval_samples)
+                                       validation_samples=cfg.validation_samples)
     assert "step 2's" in (tmp_path / "best" / "results.md").read_text()
     # The kept coefficients are step 2's, not the last step's.
     setup = Run(cfg, tempfile.gettempdir(), QUIET)
@@ -60,9 +62,9 @@ def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_p
     for got, want in zip(values(export_layer.trainable_variables), seen[2][1]):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     assert any(not np.allclose(a, b) for a, b in zip(seen[2][1], seen[4][1]))
-    # The validation FID is the scorer's on eval_samples samples of the validation seed, which
-    # are not the evaluation's.
-    imgs = evaluation.sample(export_layer, cfg.eval_samples, (8, 8, 1),
+    # The validation FID is the scorer's on validation_samples samples of the validation seed,
+    # which are not the evaluation's.
+    imgs = evaluation.sample(export_layer, cfg.validation_samples, (8, 8, 1),
                              seed=VALIDATION_SEED)
     np.testing.assert_allclose(seen[2][0], setup.evaluator.scorer(imgs)["fid"], rtol=1e-5)
     first = evaluation.sample(export_layer, 4, (8, 8, 1))
@@ -117,8 +119,8 @@ def test_select_best_makes_the_periodic_evaluation_part_of_the_search(tmp_path, 
     sigint_at(monkeypatch, 1)
     with pytest.raises(interrupt.Interrupted):
         run_search(tiny_config(select="best"), workdir, log=QUIET)
-    with pytest.raises(ValueError, match="different eval_samples"):
-        run_search(tiny_config(select="best", eval_samples=32), workdir, log=QUIET)
+    with pytest.raises(ValueError, match="different validation_samples"):
+        run_search(tiny_config(select="best", validation_samples=32), workdir, log=QUIET)
     with pytest.raises(ValueError, match="different select"):
         run_search(tiny_config(select="last"), workdir, log=QUIET)
 
@@ -131,6 +133,32 @@ def test_select_defaults_and_work_directories_from_before_it(tmp_path):
     del old["select"]
     assert workdir_lib.differing_settings(old, SearchConfig(select="last")) == []
     assert workdir_lib.differing_settings(old, SearchConfig()) == ["select"]
+
+
+def test_validation_samples_choose_what_is_kept_and_eval_samples_only_draw_the_curve():
+    """With a selection, the validation's sample count is part of the search (another count may
+    keep other coefficients); the periodic evaluation's is bookkeeping. A work directory from
+    before `validation_samples` validated on its eval_samples, and reads so."""
+    cfg = SearchConfig(num_steps=10, eval_samples=2000, validation_samples=5000)
+    saved = json.loads(cfg.to_json())
+    assert workdir_lib.differing_settings(dict(saved, eval_samples=512), cfg) == []
+    assert workdir_lib.differing_settings(dict(saved, validation_samples=2000), cfg) == [
+        "validation_samples"]
+    old = dict(saved, eval_samples=2000)
+    del old["validation_samples"]
+    assert workdir_lib.differing_settings(old, cfg) == ["validation_samples"]
+    assert workdir_lib.differing_settings(
+        old, dataclasses.replace(cfg, validation_samples=2000)) == []
+    last = SearchConfig(num_steps=10, select="last", validation_samples=5000)
+    assert workdir_lib.differing_settings(
+        dict(json.loads(last.to_json()), validation_samples=16), last) == []
+    # The plan: one validation at the start and one per evaluated step, on validation_samples;
+    # the periodic evaluation on eval_samples.
+    steps = {name: n for name, n, _ in plan.phases(cfg, objectives.get(cfg.objective),
+                                                    screen=False, reference=False)}
+    evaluations = -(-cfg.train_steps // cfg.eval_every)
+    assert steps["validation"] == (evaluations + 1) * 5000 * cfg.num_steps
+    assert steps["periodic evaluation"] == evaluations * 2000 * cfg.num_steps
 
 
 # ---- select=paired: a candidate must beat the start with confidence --------------------------

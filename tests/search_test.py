@@ -270,16 +270,16 @@ def test_the_optimisation_defaults_depend_on_k(settings, want):
 
 @pytest.mark.parametrize("k,want", [
     (3, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
-             eval_every=50)),
+             validation_samples=2000)),
     (5, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
-             eval_every=50)),
-    (10, dict(objective="kid", batch_size=256, train_steps=100, learning_rate=3e-3,
-              eval_every=25)),
-    (20, dict(objective="kid", batch_size=256, train_steps=100, learning_rate=3e-3,
-              eval_every=25)),
+             validation_samples=2000)),
+    (10, dict(objective="kid_cv", batch_size=128, train_steps=100, learning_rate=3e-3,
+              validation_samples=5000)),
+    (20, dict(objective="kid_cv", batch_size=128, train_steps=100, learning_rate=3e-3,
+              validation_samples=5000)),
 ])
 def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want):
-    want = dict(want, init="auto", select="paired", eval_samples=2000)
+    want = dict(want, init="auto", select="paired", eval_samples=2000, eval_every=50)
     cfg = SearchConfig(num_steps=k)
     assert {name: getattr(cfg, name) for name in want} == want
     assert cfg.resolved() == want  # all of them came from the recipe
@@ -293,8 +293,12 @@ def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want
     given = SearchConfig(num_steps=k, batch_size=64, objective="kid")
     assert given.batch_size == 64 and "batch_size" not in given.resolved()
     assert "objective" not in given.resolved() and "batch_size=" not in given.recipe_line()
-    # Under guidance the objective is KID at every K (the per-class loss).
+    # Under guidance the objective is KID at every K (the per-class loss); above K = 5 also
+    # with the cubic kernel, whose higher moments kid_cv's correction of the mean leaves out.
     assert SearchConfig(num_steps=k, guidance_scale=2.0).objective == "kid"
+    cubic = SearchConfig(num_steps=k, kernel="cubic")
+    assert cubic.objective == ("kid_teacher" if k <= 5 else "kid")
+    cubic.validate()
 
 
 @pytest.mark.parametrize("reference,steps,want", [("ode", None, 50), ("ddpm", None, 50),

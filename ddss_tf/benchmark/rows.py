@@ -27,7 +27,7 @@ WARM_TUNE = dict(train_steps=200, learning_rate=2e-3, eval_every=50)
 # and 400 at 1e-2 above, batch 128, the best of 512 validation samples every 100 steps, the DDPM
 # reference): the issue-14 rows' stored searches were made with it, and their rows keep it.
 ISSUE14 = dict(objective="kid", init="ddim", batch_size=128, select="best", eval_every=100,
-               eval_samples=512, reference="ddpm", reference_steps=1000)
+               eval_samples=512, validation_samples=512, reference="ddpm", reference_steps=1000)
 ISSUE14_FEW = dict(train_steps=800, learning_rate=2e-2)
 ISSUE14_MANY = dict(train_steps=400, learning_rate=1e-2)
 # Above FEW_STEPS a search started from the best solver starts near the best this model does
@@ -38,7 +38,7 @@ ISSUE14_MANY = dict(train_steps=400, learning_rate=1e-2)
 # defaults kept the start; a second training seed improved as much at its checkpoints, but its
 # 2,000-sample selection kept the start (docs/ddss_search.md, "Few steps").
 SOLVER_FINE_TUNE = dict(batch_size=256, learning_rate=3e-3, train_steps=200, eval_samples=2000,
-                        eval_every=50)
+                        validation_samples=2000, eval_every=50)
 # Images per cell kept for the sample grid (the first ones of the first evaluation batch); a
 # conditional model's cells keep one per class (sample i asks for label i mod C).
 GRID_IMAGES = 6

@@ -32,7 +32,7 @@ MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int6
 # The settings a search resolves from its K and objective when it leaves them unset (None):
 # the objective's recipe (`objectives.Objective.recipe`), printed at the start of a search.
 RECIPE_FIELDS = ("init", "batch_size", "train_steps", "learning_rate", "select", "eval_every",
-                 "eval_samples")
+                 "eval_samples", "validation_samples")
 
 
 def _objective(name):
@@ -147,9 +147,14 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
     checkpoint_every: int = _(50, "Steps between checkpoints.", lower=1)
     eval_every: Optional[int] = _(None, "Steps between FID / KID evaluations; default: the "
                                   "objective's recipe at this K.", lower=1)
-    eval_samples: Optional[int] = _(None, "Samples per periodic evaluation (and validation); "
+    eval_samples: Optional[int] = _(None, "Samples per periodic evaluation (the evaluation "
+                                    "seed's FID curve) and of the baselines beside it; "
                                     "default: the objective's recipe at this K.",
                                     lower=MIN_EVAL_SAMPLES)
+    validation_samples: Optional[int] = _(
+        None, "Samples of each validation that --select=best|paired chooses the kept "
+        "coefficients on (noise.VALIDATION_SEED); default: the objective's recipe at this K.",
+        lower=MIN_EVAL_SAMPLES)
     final_samples: int = _(2000, "Samples of the final comparison.", lower=MIN_EVAL_SAMPLES)
     reference: str = _("ode", "The reference row of the final comparison, the quality a fast "
                        "sampler aims for (computed once per model): ode, DPM-Solver++(2M) with "
@@ -191,7 +196,8 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
 
     def default_objective(self):
         """The objective of this search when it names none (objectives.default_name)."""
-        return objectives.default_name(self.num_steps, guided=self.guidance_scale is not None)
+        return objectives.default_name(self.num_steps, guided=self.guidance_scale is not None,
+                                       kernel=self.kernel)
 
     def resolved(self):
         """{name: value} of the settings this config took from its objective's recipe (those
@@ -237,7 +243,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
             raise ValueError(
                 f"unknown strategy {self.strategy!r}; accepted: {', '.join(strategies.names())}")
         positive = ("num_steps", "batch_size", "train_steps", "checkpoint_every", "eval_every",
-                    "eval_samples", "final_samples", "reference_steps")
+                    "eval_samples", "validation_samples", "final_samples", "reference_steps")
         if self.reference not in ("ode", "ddpm"):
             raise ValueError(f"unknown reference {self.reference!r}; accepted: ode, ddpm")
         for name in positive:
@@ -255,7 +261,7 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of the {num_replicas} replica(s) "
                 "with at least 2 samples per replica")
-        for name in ("eval_samples", "final_samples"):
+        for name in ("eval_samples", "validation_samples", "final_samples"):
             if getattr(self, name) < MIN_EVAL_SAMPLES:
                 raise ValueError(f"{name} must be >= {MIN_EVAL_SAMPLES} (the Inception Score "
                                  f"splits its samples in 10), got {getattr(self, name)}")

@@ -37,13 +37,16 @@ def phases(cfg, objective, screen=True, reference=True, schedule=None):
         out.append(("teacher pairs", objective.network_evaluations(cfg), False))
     baselines = evaluation.BASELINES if schedule is None else evaluation.baselines_for(schedule)
     out.append(("baselines", len(baselines) * cfg.eval_samples * k, False))
-    out.append(("training", cfg.train_steps * cfg.batch_size * k
-                * (2 if max(cfg.guidance_scales() or (0,)) > 0 else 1)
-                * objective.chains_per_sample(cfg), True))
-    if cfg.select != "last":
-        evaluations = cfg.train_steps // cfg.eval_every + (cfg.train_steps % cfg.eval_every > 0)
-        out.append(("validation and periodic evaluation",
-                    (2 * evaluations + 1) * cfg.eval_samples * k, False))
+    chain = cfg.train_steps * cfg.batch_size * k * (
+        2 if max(cfg.guidance_scales() or (0,)) > 0 else 1)
+    out.append(("training", chain, True))
+    if objective.chains_per_sample(cfg) > 1:  # e.g. a control variate's start: forward only
+        out.append(("training: the other chains (forward only)",
+                    chain * (objective.chains_per_sample(cfg) - 1), False))
+    evaluations = cfg.train_steps // cfg.eval_every + (cfg.train_steps % cfg.eval_every > 0)
+    out.append(("periodic evaluation", evaluations * cfg.eval_samples * k, False))
+    if cfg.select != "last":  # the start's validation and each evaluated step's
+        out.append(("validation", (evaluations + 1) * cfg.validation_samples * k, False))
     out.append(("final comparison", 6 * cfg.final_samples * k, False))
     if reference:
         out.append((f"reference row ({cfg.reference}, {cfg.reference_steps} steps; once per "

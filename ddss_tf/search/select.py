@@ -2,7 +2,7 @@
 
     last     the last step's (the paper's)
     best     those of the start or of a periodic evaluation (every eval_every steps and the
-             last) with the lowest FID on eval_samples validation samples
+             last) with the lowest FID on validation_samples validation samples
     paired   as best, but a candidate is kept only when it beats the *start* with confidence:
              the start and every candidate are sampled on the same validation x_T and noise,
              and in at least CONFIDENCE of the paired bootstrap resamples of those samples
@@ -67,7 +67,7 @@ class Selection:
     """A search's choice of coefficients (select "best" or "paired"; None is made for "last").
 
     Args:
-      cfg: the SearchConfig (select, eval_samples).
+      cfg: the SearchConfig (select, validation_samples).
       layer: the sampler searched.
       evaluators: the evaluation.Evaluators it is validated with (one, or one per validation
         scale of a sampler across guidance scales).
@@ -80,7 +80,7 @@ class Selection:
         if cfg.select == "paired":
             ev = self.evaluators[0]
             width = int(ev.extractor(np.zeros([2, *ev.image_shape], np.float32)).shape[-1])
-            shape = [len(self.evaluators), cfg.eval_samples, width]
+            shape = [len(self.evaluators), cfg.validation_samples, width]
         self.kept = Kept(layer, shape)
 
     def validate(self, step):
@@ -110,7 +110,7 @@ class Selection:
         a sample is not finite)."""
         fids, features = [], []
         for ev in self.evaluators:
-            imgs = ev.sample(self.layer, self.cfg.eval_samples, seed=noise.VALIDATION_SEED)
+            imgs = ev.sample(self.layer, self.cfg.validation_samples, seed=noise.VALIDATION_SEED)
             if not np.all(np.isfinite(imgs)):
                 fids.append(np.nan)
                 continue
@@ -141,5 +141,5 @@ class Selection:
         self.kept.restore_into(self.layer)
         fid = float(self.kept.fid)
         self.log(f"select={self.cfg.select}: keeping the coefficients of step {step} "
-                 f"(validation FID {fid:.4f} on {self.cfg.eval_samples} samples)")
-        return dict(step=step, validation_fid=fid, validation_samples=self.cfg.eval_samples)
+                 f"(validation FID {fid:.4f} on {self.cfg.validation_samples} samples)")
+        return dict(step=step, validation_fid=fid, validation_samples=self.cfg.validation_samples)

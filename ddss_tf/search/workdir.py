@@ -58,6 +58,9 @@ def _with_defaults(saved):
     # Runs from before `select` kept their last step's coefficients, and runs from before
     # `reference` compared with DDPM, whatever the defaults now.
     saved = dict(dict(select="last", reference="ddpm"), **saved)
+    # Runs from before `validation_samples` validated on their eval_samples.
+    if "validation_samples" not in saved and "eval_samples" in saved:
+        saved["validation_samples"] = saved["eval_samples"]
     values = dict(json.loads(SearchConfig().to_json()), **saved)
     try:
         return json.loads(SearchConfig.from_dict(values).to_json())
@@ -66,7 +69,8 @@ def _with_defaults(saved):
 
 
 # Settings that change how a run is watched, not the sampler it learns.
-_BOOKKEEPING = {"eval_every", "checkpoint_every", "final_samples", "eval_samples", "worker_timeout"}
+_BOOKKEEPING = {"eval_every", "checkpoint_every", "final_samples", "eval_samples",
+                "validation_samples", "worker_timeout"}
 
 
 def differing_settings(saved, cfg, resume=False):
@@ -75,8 +79,8 @@ def differing_settings(saved, cfg, resume=False):
     sees it (with a constant learning rate, more train_steps continue the same run)."""
     saved = _with_defaults(saved) or {}
     ignore = set(_BOOKKEEPING)
-    if cfg.select != "last":  # the periodic evaluation chooses the coefficients kept
-        ignore -= {"eval_every", "eval_samples"}
+    if cfg.select != "last":  # the periodic validation chooses the coefficients kept
+        ignore -= {"eval_every", "validation_samples"}
     if resume and cfg.lr_decay == "constant":  # a cosine schedule's length is part of the trajectory
         ignore.add("train_steps")
     return sorted(k for k, v in json.loads(cfg.to_json()).items()

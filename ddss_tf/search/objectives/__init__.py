@@ -21,15 +21,21 @@ _REGISTRY = {o.name: o for o in (kid.KID(), ld3.LD3(), kid_teacher.KIDTeacher(),
                                   kid_cv.KIDControlVariate())}
 
 
-def default_name(num_steps, guided=False):
-    """The objective of a search that names none: KID plus the teacher term to K = FEW_STEPS,
-    KID alone above and under classifier-free guidance. At K <= 5 the teacher's distance
-    steers the few-step chain towards the ODE's solution, which there is far better than any
-    few-step sampler; above, a start screened from the solvers is already better than that
-    solution (UniPC at K = 10 beats the 1000-step DDPM on the bundled model) and the teacher
-    pulls it back: at K = 10 no KID + teacher candidate beat its start in 200 steps, where
-    KID alone improved it (docs/ddss_search.md, "How the defaults were chosen")."""
-    return "kid" if guided or num_steps > FEW_STEPS else "kid_teacher"
+def default_name(num_steps, guided=False, kernel="linear"):
+    """The objective of a search that names none: KID plus the teacher term to K = FEW_STEPS;
+    above, KID with the start as a control variate (kid_cv), or KID alone under
+    classifier-free guidance or with another kernel than the linear one (which kid_cv
+    refuses). At K <= 5 the teacher's distance steers the few-step chain towards the ODE's
+    solution, which there is far better than any few-step sampler. Above, a start screened
+    from the solvers is already better than that solution (UniPC at K = 10 beats the
+    1000-step DDPM on the bundled model): the teacher pulls it back (at K = 10 no KID +
+    teacher candidate beat its start in 200 steps), and KID's batch gradient is mostly noise
+    there (its loss stayed flat over 100 steps and it kept its start), where kid_cv took FID
+    on 10,000 samples from the start's 0.403 to 0.350 (docs/ddss_search.md, "How the defaults
+    were chosen")."""
+    if num_steps <= FEW_STEPS and not guided:
+        return "kid_teacher"
+    return "kid_cv" if not guided and kernel == "linear" else "kid"
 
 
 def names():
