@@ -16,14 +16,11 @@ bundled model). Writes <workdir>/table.md, results.json, fid_vs_k.png and sample
 
 from ddss_tf import cli  # noqa: F401  (sets TF log level before TensorFlow loads)
 
-import dataclasses
-
 from absl import flags
 
 from ddss_tf import benchmark
 from ddss_tf.search import SearchConfig
 
-_D = SearchConfig()
 _B = benchmark.BenchmarkConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "ddss_runs/benchmark", "Where the cells cache and the outputs go.")
@@ -67,9 +64,11 @@ def _config():
     except ValueError:
         raise cli.UsageError(f"--guidance_anchors must be numbers, got "
                              f"{FLAGS.guidance_anchors}") from None
-    search = dataclasses.replace(_D, **cli.model_options(), **cli.data_options(),
-                                 **cli.flag_settings(SearchConfig, _TEMPLATE),
-                                 guidance_scale=FLAGS.guidance_scale)
+    # Built here (not copied from a resolved SearchConfig): the objective and recipe stay
+    # unresolved, for each row to resolve at its own K and guidance as `ddss_search` does.
+    search = SearchConfig(**cli.model_options(), **cli.data_options(),
+                          **cli.flag_settings(SearchConfig, _TEMPLATE),
+                          guidance_scale=FLAGS.guidance_scale)
     rows = FLAGS.samplers if FLAGS["samplers"].present else benchmark.default_samplers(
         conditional=FLAGS.guidance_scale is not None, flow=search.prediction == "flow")
     return benchmark.BenchmarkConfig(samplers=tuple(rows), num_steps=ks, guidance_anchors=anchors,

@@ -272,6 +272,20 @@ def test_binary_reports_bad_flags_in_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "w")
 
 
+def test_binarys_default_rows_are_ddss_search_at_each_k(tmp_path):
+    """The binary's template leaves the objective to each K: its default rows' work directories
+    are `ddss_search --num_steps=K --seed=s`'s (kid_teacher at K = 3 and kid_cv at K = 10, each
+    the default there, so neither is named)."""
+    proc = testing.run_binary("ddss_benchmark", f"--workdir={tmp_path}/w", "--num_steps=3,10",
+                              "--samplers=ddss_s0,ddss_s1", "--only_searched",
+                              f"--searches={tmp_path}/s", "--num_samples=16",
+                              env=testing.binary_env(tmp_path))
+    out = proc.stdout + proc.stderr
+    for name in ("ggdm_pred_time_k3", "ggdm_pred_time_k10", "ggdm_pred_time_k3_s1",
+                 "ggdm_pred_time_k10_s1"):
+        assert f"no finished search in {tmp_path}/s/{name}\n" in out, out[-2000:]
+
+
 def test_search_template_fields_reach_the_learned_rows():
     cfg = _cfg()
     scfg = benchmark.LearnedRow("ggdm_pred", pred=True, time=False).search_config(cfg, 7)
