@@ -369,6 +369,8 @@ def test_seeded_rows_get_each_seed_and_their_mean_and_standard_deviation():
     rows = [benchmark_rows.ROWS[f"ddss_s{s}"] for s in benchmark_rows.DEFAULT_SEEDS]
     assert [r.seed for r in rows] == [0, 1, 2] and len({r.group for r in rows}) == 1
     assert all(r.label == f"{rows[0].group} (seed {r.seed})" for r in rows)
+    # One label at every K, whose objective differs (kid_teacher to K = 5, kid_cv above).
+    assert rows[0].group == "DDSS GGDM +PRED +TIME, ddss_search's defaults"
     cfg = benchmark.BenchmarkConfig(train_steps=None, learning_rate=None)
     for r in rows:  # each is `ddss_search --num_steps=K --seed=s` and nothing else
         assert cfg.rows_search(r.name, 5) == SearchConfig(num_steps=5, seed=r.seed)

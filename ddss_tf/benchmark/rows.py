@@ -112,10 +112,13 @@ class LearnedRow(Row):
     first when it is missing or unfinished): the template search with `settings` (SearchConfig
     fields, e.g. family, pred, time, objective) at each K, with `few_steps` at K <= FEW_STEPS
     and `many_steps` at K > FEW_STEPS (SearchConfig fields); the rest of the recipe is
-    ddss_search's at that K, and what the BenchmarkConfig sets for every row wins."""
+    ddss_search's at that K, and what the BenchmarkConfig sets for every row wins. `label`:
+    the row's name in tables, by default its search's label (for a row whose objective is
+    ddss_search's default, which depends on K, give one)."""
 
-    def __init__(self, name, few_steps=None, many_steps=None, seeded=False, **settings):
-        super().__init__(name, SearchConfig(**settings).label(), "learned")
+    def __init__(self, name, few_steps=None, many_steps=None, seeded=False, label=None,
+                 **settings):
+        super().__init__(name, label or SearchConfig(**settings).label(), "learned")
         self.settings = settings
         self.few_steps, self.many_steps = dict(few_steps or {}), dict(many_steps or {})
         if seeded:  # one of several training seeds of the same search
@@ -299,6 +302,8 @@ FLOW_ROWS = ("ddpm_flow_euler", "euler_flow_euler", "dpm_solver_pp_2m_flow_sigma
              "unipc_flow_sigmas")
 # The training seeds of the default row, `ddss_search --num_steps=K --seed=s` and nothing else.
 DEFAULT_SEEDS = (0, 1, 2)
+# Its label: the objective it resolves differs by K (objectives.default_name).
+DEFAULT_LABEL = "DDSS GGDM +PRED +TIME, ddss_search's defaults"
 
 
 def _catalogue():
@@ -319,7 +324,8 @@ def _catalogue():
         rows.append(FixedRow(name, label, family, options))
         rows[-1].flow_only = True
     # ddss_search --num_steps=K (--seed=s): the sampler a user gets with no other flag.
-    rows += [LearnedRow(f"ddss_s{seed}", seeded=True, seed=seed) for seed in DEFAULT_SEEDS]
+    rows += [LearnedRow(f"ddss_s{seed}", seeded=True, seed=seed, label=DEFAULT_LABEL)
+             for seed in DEFAULT_SEEDS]
     old = dict(few_steps=ISSUE14_FEW, many_steps=ISSUE14_MANY, **ISSUE14)
     per_scale = LearnedRow("ggdm_pred_time", family="ggdm", pred=True, time=True, **old)
     rows += [LearnedRow("ggdm", family="ggdm", pred=False, time=False, **old), per_scale]
