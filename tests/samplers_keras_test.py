@@ -106,3 +106,21 @@ def test_remat_saves_memory_in_graph_mode(jit_compile):
         grads(x_T, noise)
         peaks[remat] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - start
     assert peaks[True] < peaks[False] / 3, peaks
+
+
+def test_forward_copy_samples_the_same_and_keeps_its_values(setup):
+    """samplers.forward_copy: the same sampler (its config bar remat, its variables' values)
+    whose values stay put when the original trains on."""
+    _, den = setup
+    layer = samplers.create("ggdm", den, num_steps=K, pred=True, time=True, remat=True)
+    for v in layer.trainable_variables:  # away from the init, so a copy of the init fails
+        v.assign(v + 0.1 * tf.random.stateless_normal(v.shape, [1, 2]))
+    copy = samplers.forward_copy(layer)
+    assert copy.get_config() == dict(layer.get_config(), remat=False)
+    x_T, noise = noise_lib.draw(3, K, SHAPE)
+    np.testing.assert_array_equal(copy(x_T, noise).numpy(), layer(x_T, noise).numpy())
+    before = copy(x_T, noise).numpy()
+    for v in layer.trainable_variables:
+        v.assign_add(tf.ones_like(v))
+    np.testing.assert_array_equal(copy(x_T, noise).numpy(), before)
+    assert not np.allclose(layer(x_T, noise).numpy(), before)

@@ -108,21 +108,15 @@ def export_sampler(layer, base_dir, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, ima
     signature_inputs = {k: list(v) + (list(GUIDED_INPUTS) if guidance and v else [])
                         for k, v in SIGNATURES.items()}
     doc["export"] = {"max_num_samples": int(max_num_samples), "signatures": signature_inputs}
-    module, signatures = _build_module(_inference_copy(layer), image_shape, int(max_num_samples),
-                                       guidance)
+    # A SavedModel never takes gradients: the copy is not rematerialised.
+    module, signatures = _build_module(samplers.forward_copy(layer), image_shape,
+                                       int(max_num_samples), guidance)
     with interrupt.phase(f"the export to {base_dir}"), \
             files.atomic_dir(base_dir, lambda: str(next_version(base_dir))) as out:
         tf.saved_model.save(module, out.tmp, signatures=signatures)
         files.write_bytes(os.path.join(out.tmp, METADATA_PATH),
                            coefficients_lib.dumps(doc).encode())
     return out.path
-
-
-def _inference_copy(layer):
-    """The same sampler without rematerialisation (a SavedModel never takes gradients)."""
-    copy = samplers.from_config(dict(layer.get_config(), remat=False), layer.denoiser)
-    copy.set_weights(layer.get_weights())
-    return copy
 
 
 def _build_module(layer, image_shape, max_num_samples, guidance=None):

@@ -10,6 +10,7 @@
                                     # a family's own options; samplers.label(name): its table name
     samplers.solver_names()         # the training-free multistep solvers (GGDM's solver inits)
     samplers.from_config(layer.get_config(), denoiser)   # the denoiser is not config
+    samplers.forward_copy(layer)    # the same sampler and values, not rematerialised
 
 Training-free: "ddpm", "ddim", and the multistep ODE solvers "dpm_solver_pp_2m",
 "dpm_solver_pp_3m", "unipc", "unipc_3", "ipndm". Learnable (DDSS,
@@ -20,11 +21,11 @@ and untracked.
 """
 
 from ddss_tf.samplers.base import Sampler
-from ddss_tf.samplers.registry import (create, default_stride, family, from_config, inits,
-                                       label, learnable_names, loopable, names, options,
-                                       solver_names)
+from ddss_tf.samplers.registry import (create, default_stride, family, forward_copy,
+                                       from_config, inits, label, learnable_names, loopable,
+                                       names, options, solver_names)
 from ddss_tf.samplers.times import stride_names
 
-__all__ = ["Sampler", "create", "default_stride", "family", "from_config", "inits",
-           "label",
+__all__ = ["Sampler", "create", "default_stride", "family", "forward_copy", "from_config",
+           "inits", "label",
            "learnable_names", "loopable", "names", "options", "solver_names", "stride_names"]

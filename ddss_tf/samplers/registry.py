@@ -153,3 +153,11 @@ def from_config(config, denoiser):
     if not isinstance(config, dict) or "family" not in config:
         raise ValueError("config must be a dict from Sampler.get_config() with a 'family' key")
     return family(config["family"]).from_config(config, denoiser)
+
+
+def forward_copy(layer):
+    """The same sampler with its variables' current values, without rematerialisation: for
+    forward passes only (an export, a frozen start); later changes to `layer` do not reach it."""
+    copy = from_config(dict(layer.get_config(), remat=False), layer.denoiser)
+    copy.set_weights(layer.get_weights())
+    return copy

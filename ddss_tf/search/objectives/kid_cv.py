@@ -72,8 +72,7 @@ class ControlVariateKIDLoss(base.Loss):
 
     def build(self, layer, seed):
         # The start: built before any checkpoint is restored, so a resumed search keeps it.
-        self.start = samplers.from_config(dict(layer.get_config(), remat=False), layer.denoiser)
-        self.start.set_weights(layer.get_weights())
+        self.start = samplers.forward_copy(layer)
         self.start.trainable = False
         dim = int(self.real.shape[0])
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica adds the same
