@@ -159,6 +159,7 @@ def test_a_stopped_search_saves_and_exits_non_zero(tmp_path, sig, code):
 @pytest.mark.parametrize("binary,flags,phrases", [
     ("ddss_search", ["--final_samples=8"], ["--final_samples=8", "8 is not integer >= 10"]),
     ("ddss_search", ["--eval_samples=8"], ["--eval_samples=8"]),
+    ("ddss_search", ["--validation_samples=8"], ["--validation_samples=8"]),
     ("ddss_search", [f"--seed={2 ** 70}"], ["--seed"]),
     ("ddss_search", ["--schedule=linear_beta", "--num_timesteps=2000000000"],
      ["--num_timesteps"]),
