@@ -31,8 +31,8 @@ def default_name(num_steps, guided=False, kernel="linear"):
     1000-step DDPM on the bundled model): the teacher pulls it back (at K = 10 no KID +
     teacher candidate beat its start in 200 steps), and KID's batch gradient is mostly noise
     there (its loss stayed flat over 100 steps and it kept its start), where kid_cv took FID
-    on 10,000 samples from the start's 0.403 to 0.350 (docs/ddss_search.md, "How the defaults
-    were chosen")."""
+    on 10,000 samples from the start's 0.403 to 0.340 +- 0.010 over three training seeds
+    (docs/ddss_search.md, "How the defaults were chosen")."""
     if num_steps <= FEW_STEPS and not guided:
         return "kid_teacher"
     return "kid_cv" if not guided and kernel == "linear" else "kid"

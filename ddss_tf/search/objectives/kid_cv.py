@@ -40,10 +40,11 @@ class KIDControlVariate(kid.KID):
     def recipe(self, num_steps):
         # The DDSS recipe with KID's batch of 128 at every K: the control variate takes out
         # most of the batch mean's scatter, which KID doubled its batch against above K = 5.
-        # At K = 10 (seed 0) batch 128 took UniPC quadratic's 0.403 / 0.113 (FID / held-out FID,
-        # 10,000 samples) to 0.338 / 0.096, kept at step 100 by paired selection on 5,000
-        # validation samples; batch 256 reached 0.350 / 0.110 at its last step, at twice the
-        # network evaluations (docs/ddss_search.md, "How the defaults were chosen").
+        # At K = 10 batch 128 took UniPC quadratic's 0.403 / 0.113 (FID / held-out FID, 10,000
+        # samples) to 0.340 +- 0.010 / 0.097 +- 0.003 over three training seeds, each kept by
+        # paired selection on 5,000 validation samples; batch 256 (seed 0) reached 0.350 /
+        # 0.110 at its last step, at twice the network evaluations (docs/ddss_search.md, "How
+        # the defaults were chosen").
         return base.ddss_recipe(num_steps)
 
     def validate(self, cfg):
