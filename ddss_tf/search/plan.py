@@ -32,7 +32,7 @@ def phases(cfg, objective, screen=True, reference=True, schedule=None):
         n = len(start_lib.candidates(cfg.family, cfg.pred, cfg.stride, schedule))
         first = min(start_lib.SCREEN_SAMPLES, cfg.eval_samples)
         out.append(("start: screen of the training-free samplers",
-                     k * (n * first + start_lib.FINALISTS * cfg.eval_samples), False))
+                     k * (n * first + min(n, start_lib.MAX_FINALISTS) * cfg.eval_samples), False))
     if objective.network_evaluations(cfg):
         out.append(("teacher pairs", objective.network_evaluations(cfg), False))
     baselines = evaluation.BASELINES if schedule is None else evaluation.baselines_for(schedule)
