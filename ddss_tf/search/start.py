@@ -26,7 +26,7 @@ with Spearman 0.98-1.0 at K = 5, 10 and 20 (docs/ddss_search.md, "The start's sc
 An untrained layer built from the result reproduces that sampler (to float rounding), so the
 search starts no worse than the best training-free sampler the project has at that K. Each
 candidate costs K network evaluations per sample, forward only: at K = 10 with 6 families on 6
-grids, about 260,000, a fraction of a training run's. The result is cached in the work directory
+grids, at most 340,000, a fraction of a training run's. The result is cached in the work directory
 (`workdir.START`), so a resumed search reuses it.
 """
 
