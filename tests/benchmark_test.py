@@ -382,6 +382,13 @@ def test_seeded_rows_get_each_seed_and_their_mean_and_standard_deviation():
     assert summary["fid"] == pytest.approx(np.mean(fids))
     assert summary["fid_std"] == pytest.approx(np.std(fids, ddof=1))
     assert summary["heldout_std"] == pytest.approx(np.std(held, ddof=1))
-    assert summary["seeds"] == [0, 1, 2] and summary["sampler"].endswith("(mean of 3 seeds)")
+    assert summary["seeds"] == [0, 1, 2] and summary["sampler"].endswith("(mean over seeds)")
     table = benchmark.paper_table(recs + [summary], [5])
     assert f"| {summary['sampler']} | {np.mean(fids):.3f} ± {np.std(fids, ddof=1):.3f} /" in table
+    assert "(3 seeds) |" in table
+    # Another K with fewer seeds shares the summary's row, and its cell says how many.
+    (one,) = benchmark.seed_summaries([dict(recs[0], num_steps=10)])
+    table = benchmark.paper_table(recs + [summary, one], [5, 10])
+    assert one["sampler"] == summary["sampler"] and one["fid_std"] is None
+    assert table.count(summary["sampler"]) == 1 and f"{fids[0]:.3f} / held-out" in table
+    assert "(1 seed) |" in table

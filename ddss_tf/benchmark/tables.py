@@ -21,7 +21,8 @@ SEED_KEYS = ("seed", "group")
 def seed_summaries(records):
     """One record per group of seeded rows and K: the mean and (sample) standard deviation
     over its seeds of FID and held-out FID (fid, fid_std, heldout, heldout_std, seeds), labelled
-    "<group> (mean of N seeds)"."""
+    "<group> (mean over seeds)": one row at every K, however many seeds each K has (its cell
+    says how many)."""
     groups = {}
     for r in records:
         if r.get("group") is not None:
@@ -29,7 +30,7 @@ def seed_summaries(records):
     out = []
     for (group, k), rs in groups.items():
         fids, held = (np.array([r[key] for r in rs], np.float64) for key in ("fid", "heldout"))
-        out.append(dict(sampler=f"{group} (mean of {len(rs)} seeds)", num_steps=k,
+        out.append(dict(sampler=f"{group} (mean over seeds)", num_steps=k,
                         fid=float(fids.mean()), fid_std=_std(fids), heldout=float(held.mean()),
                         heldout_std=_std(held), seeds=sorted(r["seed"] for r in rs),
                         num_samples=rs[0]["num_samples"], role="learned", summary=True))
@@ -47,13 +48,15 @@ def _pm(value, std):
 
 def paper_table(records, ks):
     """The paper's Table 1 shape: rows samplers, columns K, "FID / IS" cells ("FID ± std /
-    held-out FID ± std" for the mean of several seeds); the all-steps DDPM row and the
+    held-out FID ± std (N seeds)" for the mean of several seeds); the all-steps DDPM row and the
     resampled training data (K = 0, column "data") fill their own columns."""
     cols = records_lib.columns(records, ks)
     rows = {}
     for r in records:
         if r.get("summary"):
-            cell = f"{_pm(r['fid'], r['fid_std'])} / held-out {_pm(r['heldout'], r['heldout_std'])}"
+            n = len(r["seeds"])
+            cell = (f"{_pm(r['fid'], r['fid_std'])} / held-out {_pm(r['heldout'], r['heldout_std'])}"
+                    f" ({n} seed{'s' if n > 1 else ''})")
         else:
             is_ = "n/a" if r["is"] is None else f"{r['is']:.2f}"  # no IS without classifier logits
             cell = f"{r['fid']:.3f} / {is_}"
