@@ -42,8 +42,8 @@ __all__ = ["AUTO", "SCREEN_SAMPLES", "FINALISTS", "MAX_FINALISTS", "Start", "can
 AUTO = "auto"
 SCREEN_SAMPLES = 500
 FINALISTS = 4
-MAX_FINALISTS = 2 * FINALISTS
 RANKING = ("fid", "kid")  # round 1's statistics (`finalists`)
+MAX_FINALISTS = len(RANKING) * FINALISTS
 
 
 def candidates(family, pred, stride="", schedule=None):
