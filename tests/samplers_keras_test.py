@@ -124,3 +124,21 @@ def test_forward_copy_samples_the_same_and_keeps_its_values(setup):
         v.assign_add(tf.ones_like(v))
     np.testing.assert_array_equal(copy(x_T, noise).numpy(), before)
     assert not np.allclose(layer(x_T, noise).numpy(), before)
+
+
+def test_samplers_on_one_denoiser_share_one_network_trace():
+    """Every sampler on a denoiser calls the same network function (samplers.frozen), so the
+    start's screen of 36 samplers traces the network once per input shape, not 36 times; and
+    each sampler still samples what it sampled alone."""
+    from ddss_tf.samplers import frozen
+    sched = schedules.linear_beta(1000)
+    den = denoisers.from_keras_model(toy_networks.sinusoidal_eps_model(SHAPE[1:], seed=0), sched)
+    x_T, _ = noise_lib.draw(2, K, SHAPE)
+    families = ("ddim", "dpm_solver_pp_2m", "unipc")
+    together = [samplers.create(f, den, num_steps=K, remat=False)(x_T) for f in families]
+    assert frozen.network_function(den).experimental_get_tracing_count() == 1
+    for family, shared in zip(families, together):
+        alone = denoisers.from_keras_model(toy_networks.sinusoidal_eps_model(SHAPE[1:], seed=0),
+                                           sched)
+        np.testing.assert_array_equal(
+            samplers.create(family, alone, num_steps=K, remat=False)(x_T), shared)

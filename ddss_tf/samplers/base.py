@@ -125,7 +125,6 @@ class Sampler(keras.layers.Layer):
                              "earlier predictions by a Python index); use loop=False")
         self.guidance_scales = scales.check_anchors(guidance_scales)
         self._fixed = None
-        self._network_fns = {}    # jit_compile -> the network as one tf.function
         self._jit_network = False
         self.build()
 
@@ -235,12 +234,11 @@ class Sampler(keras.layers.Layer):
         the same model in another form, e.g. its network in bfloat16 (ddss_tf.precision)."""
         if denoiser.schedule.get_config() != self.schedule.get_config():
             raise ValueError("using_denoiser needs a denoiser on the layer's schedule")
-        saved = self._denoiser, self._network_fns
-        self._denoiser, self._network_fns = denoiser, {}
+        saved, self._denoiser = self._denoiser, denoiser
         try:
             yield self
         finally:
-            self._denoiser, self._network_fns = saved
+            self._denoiser = saved
 
     @contextlib.contextmanager
     def compiling_network(self):
@@ -425,7 +423,8 @@ class Sampler(keras.layers.Layer):
         return denoise
 
     def _network_call(self):
-        """The frozen network as one tf.function (x, t, weight values) -> prediction, cached.
+        """The frozen network as one tf.function (x, t, weight values) -> prediction, shared
+        by every sampler on the same denoiser (`frozen.network_function`).
 
         The weights come in as arguments and reach the Keras model through
         `keras.StatelessScope`, so no network variable is watched or tracked. Being
@@ -436,12 +435,7 @@ class Sampler(keras.layers.Layer):
         (`frozen.in_xla_context`): called through a nested function there, XLA recompiled
         the chain whenever the input values changed.
         """
-        jit = self._jit_network
-        if jit not in self._network_fns:
-            den = self._denoiser
-            call = frozen.stateless_call(den.fn, den.network.weights)
-            self._network_fns[jit] = tf.function(call, autograph=False, jit_compile=jit or None)
-        return self._network_fns[jit]
+        return frozen.network_function(self._denoiser, self._jit_network)
 
     def _check_inputs(self, x_T, noise):
         x_T = tf.convert_to_tensor(x_T)
