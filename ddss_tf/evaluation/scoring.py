@@ -62,24 +62,19 @@ class Scorer:
         class_fid and class_kid (each class against the reference images of that class,
         averaged over the classes) and heldout_accuracy (how often the held-out classifier
         sees the requested label)."""
-        images = np.clip(images, *self.extractor.data_range)
-        ext = metrics.extract(self.extractor, images, progress=False)
+        images, ext = self._extract(images)
         # Up to 10 blocks (each with >= 2 samples of the smaller set), so the standard
         # error is an estimate over subsets rather than over one or two blocks.
         n, m = len(images), len(self.reference.features)
         block = -(-max(n, m) // max(1, min(10, min(n, m) // 2)))
         kid, kid_se = metrics.kid(_in_canonical_random_order(ext.features), self._kid_reference,
                                   kernel="cubic", block_size=block)
-        fid = metrics.fid_from_statistics(*metrics.feature_statistics(ext.features),
-                                          self.reference.mean, self.reference.cov)
-        result = dict(fid=float(fid), kid=float(kid), kid_se=float(kid_se), num_samples=len(images))
+        result = dict(fid=_fid(ext.features, self.reference), kid=float(kid), kid_se=float(kid_se), num_samples=len(images))
         if ext.logits is not None:
             result["is"] = float(metrics.inception_score(ext.logits, splits=10)[0])
         if self.heldout_extractor is not None:
             held = metrics.extract(self.heldout_extractor, images, progress=False)
-            result["heldout_fid"] = float(metrics.fid_from_statistics(
-                *metrics.feature_statistics(held.features),
-                self.heldout_reference.mean, self.heldout_reference.cov))
+            result["heldout_fid"] = _fid(held.features, self.heldout_reference)
         if labels is not None:
             result.update(self._conditional(ext.features, labels,
                                             held if self.heldout_extractor else None))
@@ -90,13 +85,15 @@ class Scorer:
         hundred samples: FID, and KID as the unbiased squared MMD (cubic kernel) of all the
         samples in one block. `__call__` cuts KID into blocks for a standard error, which
         costs the estimate accuracy; a ranking needs no error bar."""
-        images = np.clip(images, *self.extractor.data_range)
-        feats = metrics.extract(self.extractor, images, progress=False).features
+        feats = self._extract(images)[1].features
         n = max(len(feats), len(self.reference.features))
         kid, _ = metrics.kid(feats, self.reference.features, kernel="cubic", block_size=n)
-        fid = metrics.fid_from_statistics(*metrics.feature_statistics(feats),
-                                          self.reference.mean, self.reference.cov)
-        return dict(fid=float(fid), kid=float(kid))
+        return dict(fid=_fid(feats, self.reference), kid=float(kid))
+
+    def _extract(self, images):
+        """(images clipped to the extractor's data range, their metrics.extract result)."""
+        images = np.clip(images, *self.extractor.data_range)
+        return images, metrics.extract(self.extractor, images, progress=False)
 
     def _conditional(self, features, labels, held):
         if self.real_labels is None:
@@ -115,6 +112,12 @@ class Scorer:
             out.update(class_fid=conditional.per_class_fid(f, lab, ref, self.real_labels)[0],
                        class_kid=conditional.per_class_kid(f, lab, ref, self.real_labels)[0])
         return out
+
+
+def _fid(features, reference):
+    """FID of features [N, d] against a metrics.Statistics."""
+    return float(metrics.fid_from_statistics(*metrics.feature_statistics(features),
+                                             reference.mean, reference.cov))
 
 
 def checked_scores(scores, label):
