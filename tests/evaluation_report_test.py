@@ -73,6 +73,16 @@ def test_results_md_says_what_the_records_and_the_search_hold():
     assert "at each anchor scale" not in text
     plain = report.search_markdown(dict(_results(selected=False), search_seconds=None), "b", "c")
     assert "an unknown time of training" in plain and "coefficients kept" not in plain
+    # Paired selection says the rule it kept by: a step that beat the start, or the start.
+    paired = dict(_results(), selected=dict(step=200, validation_fid=2.5, validation_samples=16,
+                                            select="paired", confidence=0.95))
+    assert ("the coefficients kept are step 200's, the lowest FID on 16 validation samples "
+            "(2.5000) among the steps that beat the start in 95% of the paired resamples."
+            ) in report.search_markdown(paired, "b", "c")
+    paired["selected"]["step"] = 0
+    assert ("no step beat the start in 95% of the paired resamples of 16 validation samples, "
+            "so the coefficients kept are the start's (validation FID 2.5000).") in \
+        report.search_markdown(paired, "b", "c")
     across = report.search_markdown(_results(across=True), "b", "c")
     assert "### w = 1 (FID ratio learned / best baseline 0.250)" in across
 

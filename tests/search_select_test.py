@@ -52,7 +52,7 @@ def test_select_best_keeps_the_coefficients_with_the_lowest_validation_fid(tmp_p
     results = run_search(cfg, str(tmp_path / "best"), log=QUIET)
     assert sorted(seen) == [0, 1, 2, 3, 4]  # the untrained sampler is a candidate too
     assert results["selected"] == dict(step=2, validation_fid=1.0,
-                                       validation_samples=cfg.validation_samples)
+                                       validation_samples=cfg.validation_samples, select="best")
     assert "step 2's" in (tmp_path / "best" / "results.md").read_text()
     # The kept coefficients are step 2's, not the last step's.
     setup = Run(cfg, tempfile.gettempdir(), QUIET)
@@ -186,6 +186,8 @@ def test_select_paired_keeps_the_start_when_no_candidate_beats_it_with_confidenc
     _scripted_pairs(monkeypatch, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0}, {1: 0.5, 2: 0.6, 3: 0.94})
     results = run_search(cfg, str(tmp_path / "coin"), log=QUIET)
     assert results["selected"]["step"] == 0
+    assert "no step beat the start in 95% of the paired resamples" in (
+        tmp_path / "coin" / "results.md").read_text()
     start = Run(cfg, tempfile.gettempdir(), QUIET).layer
     got = export.load_coefficients(str(tmp_path / "coin" / "coefficients.json"),
                                    start.denoiser, remat=False)

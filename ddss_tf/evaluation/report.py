@@ -50,9 +50,7 @@ def search_markdown(results, breakdown, redraw_command, compare_images=COMPARE_I
             f"{results['fid_ratio_to_best_baseline']:.3f}.\n\n"
             f"The search: {_seconds_text(results['search_seconds'])} of training, "
             f"{results['search_network_evaluations']:,} network evaluations ({breakdown})"
-            + (f"; the coefficients kept are step {selected['step']}'s, whose FID on "
-               f"{selected['validation_samples']} validation samples was the lowest "
-               f"({selected['validation_fid']:.4f})" if selected else "") + ".\n\n"
+            + (f"; {kept_text(selected)}" if selected else "") + ".\n\n"
             f"FID's floor at {n} samples: {n} reference images drawn with replacement "
             f"score FID {floor['fid']:.4f}, held-out FID {floor['heldout']:.4f} (what a model "
             f"reproducing its data exactly would get).\n\n"
@@ -62,6 +60,23 @@ def search_markdown(results, breakdown, redraw_command, compare_images=COMPARE_I
     if results.get("across_scales"):
         text += across_scales_markdown(results["across_scales"], label)
     return text
+
+
+def kept_text(selected):
+    """What results.md says of the kept coefficients (results.json's "selected"): by the rule
+    that kept them (search.select; a record without "select" was written by "best")."""
+    step, n = selected["step"], selected["validation_samples"]
+    fid = f"{selected['validation_fid']:.4f}"
+    if selected.get("select") != "paired":  # "best"
+        return (f"the coefficients kept are step {step}'s, whose FID on {n} validation samples "
+                f"was the lowest ({fid})")
+    if step == 0:
+        return (f"no step beat the start in {selected['confidence']:.0%} of the paired resamples "
+                f"of {n} validation samples, so the coefficients kept are the start's "
+                f"(validation FID {fid})")
+    return (f"the coefficients kept are step {step}'s, the lowest FID on {n} validation "
+            f"samples ({fid}) among the steps that beat the start in "
+            f"{selected['confidence']:.0%} of the paired resamples")
 
 
 def across_scales_markdown(across, label):

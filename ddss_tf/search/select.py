@@ -131,8 +131,8 @@ class Selection:
 
     def restore(self):
         """Put the kept coefficients in the layer. Returns {step, validation_fid,
-        validation_samples} of the kept ones, or None (no finite validation FID: the last
-        step's are kept)."""
+        validation_samples, select (and confidence, for paired)} of the kept ones, or None (no
+        finite validation FID: the last step's are kept)."""
         step = int(self.kept.step)
         if step < 0:
             self.log(f"select={self.cfg.select}: no evaluation had a finite validation FID; "
@@ -142,4 +142,8 @@ class Selection:
         fid = float(self.kept.fid)
         self.log(f"select={self.cfg.select}: keeping the coefficients of step {step} "
                  f"(validation FID {fid:.4f} on {self.cfg.validation_samples} samples)")
-        return dict(step=step, validation_fid=fid, validation_samples=self.cfg.validation_samples)
+        kept = dict(step=step, validation_fid=fid, validation_samples=self.cfg.validation_samples,
+                    select=self.cfg.select)
+        if self.cfg.select == "paired":
+            kept["confidence"] = CONFIDENCE
+        return kept
