@@ -4,9 +4,11 @@ Each phase is counted in network evaluations (forward passes of the diffusion ne
 unit of the cost records) and turned into minutes with the rate measured on this machine at
 the start: a few forward passes of one evaluation batch. A training step's network evaluation
 (forward, rematerialised forward and backward, in the training batch) costs TRAIN_COST
-evaluation ones: measured on the bundled digits model on 2 CPU cores (the K = 10 search step
-against the evaluation's sampling), so the training estimate is the roughest; the progress bar
-gives the real rate once training runs.
+forward ones: each run's training loop against the rate its own plan measured, on the bundled
+digits model on 2 CPU cores shared with one other search (K = 3 and 4, 2026-12-07: 1.8-2.9;
+the loop's periodic evaluations and validations taken out at the forward rate). The load of
+the machine moves both, so the training estimate is the roughest; the progress bar gives the
+real rate once training runs.
 """
 
 import math
@@ -19,7 +21,7 @@ from ddss_tf.search import start as start_lib
 
 __all__ = ["TRAIN_COST", "phases", "forward_rate", "lines"]
 
-TRAIN_COST = 12.0
+TRAIN_COST = 3.0
 
 
 def phases(cfg, objective, screen=True, reference=True, schedule=None):
