@@ -69,7 +69,8 @@ class Scorer:
         block = -(-max(n, m) // max(1, min(10, min(n, m) // 2)))
         kid, kid_se = metrics.kid(_in_canonical_random_order(ext.features), self._kid_reference,
                                   kernel="cubic", block_size=block)
-        result = dict(fid=_fid(ext.features, self.reference), kid=float(kid), kid_se=float(kid_se), num_samples=len(images))
+        result = dict(fid=_fid(ext.features, self.reference), kid=float(kid),
+                      kid_se=float(kid_se), num_samples=len(images))
         if ext.logits is not None:
             result["is"] = float(metrics.inception_score(ext.logits, splits=10)[0])
         if self.heldout_extractor is not None:
