@@ -66,6 +66,10 @@ def _pixels_pipeline(dataset, split, image_shape, want, cache_dir):
     scores = evaluation.Scorer(pixels, ref)(want.astype(np.float32) + 0.01)
     np.testing.assert_allclose(scores["fid"], flat.shape[1] * 0.01 ** 2, rtol=1e-3)
     assert evaluation.Scorer(pixels, ref)(want.astype(np.float32))["fid"] < 1e-6
+    # The paired selection's scoring: the same FID, and the features it was computed from.
+    fid, features = evaluation.Scorer(pixels, ref).fid(want.astype(np.float32) + 0.01)
+    np.testing.assert_allclose(fid, flat.shape[1] * 0.01 ** 2, rtol=1e-3)
+    np.testing.assert_allclose(features, flat + 0.01, rtol=0, atol=1e-5)
     return ref
 
 

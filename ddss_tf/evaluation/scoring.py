@@ -91,6 +91,12 @@ class Scorer:
         kid, _ = metrics.kid(feats, self.reference.features, kernel="cubic", block_size=n)
         return dict(fid=_fid(feats, self.reference), kid=float(kid))
 
+    def fid(self, images):
+        """(FID, features [N, d]) of float images under the extractor: what a paired
+        comparison of two samplers on the same noise needs (metrics.paired_fid_confidence)."""
+        features = self._extract(images)[1].features
+        return _fid(features, self.reference), features
+
     def _extract(self, images):
         """(images clipped to the extractor's data range, their metrics.extract result)."""
         images = np.clip(images, *self.extractor.data_range)

@@ -114,12 +114,9 @@ class Selection:
             if not np.all(np.isfinite(imgs)):
                 fids.append(np.nan)
                 continue
-            ext = metrics.extract(ev.extractor, np.clip(imgs, *ev.extractor.data_range),
-                                  progress=False)
-            features.append(ext.features)
-            ref = ev.reference
-            fids.append(float(metrics.fid_from_statistics(
-                *metrics.feature_statistics(ext.features), ref.mean, ref.cov)))
+            fid, feats = ev.scorer.fid(imgs)
+            fids.append(fid)
+            features.append(feats)
             if len(self.evaluators) > 1:
                 summaries.scalar(f"validation/fid_w{ev.guidance.scale:g}", fids[-1], step)
         return float(np.mean(fids)), features if len(features) == len(self.evaluators) else None
