@@ -17,7 +17,7 @@ from ddss_tf.metrics import _checks
 from ddss_tf.metrics import mmd
 
 __all__ = ["kid", "fid", "fid_from_statistics", "feature_statistics", "inception_score",
-           "paired_fid_confidence"]
+           "paired_fid_confidence", "psd_sqrt"]
 
 
 def _block_bounds(count, num_blocks):
@@ -82,7 +82,7 @@ def feature_statistics(feats, name="features"):
     return arr.mean(axis=0), np.cov(arr, rowvar=False, ddof=1).reshape(arr.shape[1], arr.shape[1])
 
 
-def _psd_sqrt(mat):
+def psd_sqrt(mat):
     """Symmetric PSD square root by eigendecomposition; eigenvalues below 0 (rounding) -> 0."""
     sym = 0.5 * (mat + mat.T)
     eigvals, eigvecs = np.linalg.eigh(sym)
@@ -100,7 +100,7 @@ def _trace_sqrt_product(sigma1, sigma2):
     or NaN output of a general sqrtm. (tensorflow-gan's trace_sqrt_product uses
     the same identity.)
     """
-    root = _psd_sqrt(sigma1)
+    root = psd_sqrt(sigma1)
     inner = root @ sigma2 @ root
     eigvals = np.linalg.eigvalsh(0.5 * (inner + inner.T))
     return float(np.sum(np.sqrt(np.clip(eigvals, 0.0, None))))

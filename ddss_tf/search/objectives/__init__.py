@@ -1,16 +1,16 @@
 """Search objectives: what DDSS backpropagates through the chain, each in a module of its own,
 and the registry `--objective` and `SearchConfig.objective` read.
 
-    objectives.names()            # every objective's name: kid, ld3, kid_teacher, kid_cv
+    objectives.names()            # every objective's name: kid, ld3, kid_teacher, kid_cv, fid_cv
     objectives.get("ld3")         # its Objective: validation, defaults, label, cost, loss
 
 Modules: `base` (the Objective and Loss interfaces), `kid` (DDSS's KID, per class on a guided
 model), `ld3` (LD3's soft teacher), `kid_teacher` (KID plus the teacher distance), `kid_cv`
-(KID with the start as a control variate) and `teacher_base` (what the teacher-matching
-objectives share; the pairs: search.teacher).
+(KID with the start as a control variate), `fid_cv` (FID with the same control variate) and
+`teacher_base` (what the teacher-matching objectives share; the pairs: search.teacher).
 """
 
-from ddss_tf.search.objectives import kid, kid_cv, kid_teacher, ld3
+from ddss_tf.search.objectives import fid_cv, kid, kid_cv, kid_teacher, ld3
 from ddss_tf.search.objectives.base import FEW_STEPS, Loss, Objective
 
 __all__ = ["names", "get", "find", "all_objectives", "default_name", "Objective", "Loss",
@@ -18,7 +18,7 @@ __all__ = ["names", "get", "find", "all_objectives", "default_name", "Objective"
 
 # The registry: one line per objective, in --objective's order.
 _REGISTRY = {o.name: o for o in (kid.KID(), ld3.LD3(), kid_teacher.KIDTeacher(),
-                                  kid_cv.KIDControlVariate())}
+                                  kid_cv.KIDControlVariate(), fid_cv.FIDControlVariate())}
 
 
 def default_name(num_steps, guided=False, kernel="linear"):
