@@ -13,8 +13,9 @@ import tensorflow as tf
 import search_helpers
 import testing
 import toy_networks
-from ddss_tf import (denoisers, evaluation, export, models, noise, pretrained, sampling,
-                     schedules)
+from ddss_tf import (benchmark, denoisers, evaluation, export, models, noise, pretrained,
+                     sampling, schedules)
+from ddss_tf.benchmark import rows as benchmark_rows
 from ddss_tf.search import SearchConfig, objectives, plan, run_search, start
 from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.training import ddpm
@@ -116,6 +117,21 @@ def test_the_start_screen_and_its_plan_try_the_flow_grids_on_a_flow_model_only(t
 
     first = min(start.SCREEN_SAMPLES, cfg.eval_samples)
     assert screen(flow) - screen(vp) == cfg.num_steps * first * (len(on_flow) - len(on_vp))
+
+
+def test_a_flow_models_benchmark_has_every_solver_the_screen_tries_on_the_flow_sigmas():
+    """The best training-free row of a flow model's table is the best over what a search's
+    screen can start from on the flow sigmas: every solver has its row there, on flow models
+    only."""
+    flow = schedules.rectified_flow(1000, 1.0, 1000.0)
+    screened = {(init, stride) for init, stride in start.candidates("ggdm", True, "", flow)
+                if stride == "flow_sigmas"}
+    rows = [benchmark_rows.ROWS[name] for name in benchmark.FLOW_ROWS]
+    tabled = {(row.family, row.options.get("stride")) for row in rows}
+    assert screened and screened <= tabled
+    assert set(benchmark.FLOW_ROWS) <= set(benchmark.default_samplers(flow=True))
+    assert not set(benchmark.FLOW_ROWS) & set(benchmark.default_samplers())
+    assert benchmark_rows.ROWS["ipndm_flow_sigmas"].label == "iPNDM flow_sigmas"
 
 
 def _redraw_zero_kernels(path, seed=0):

@@ -297,9 +297,8 @@ class DataRow(Row):
         return scores, imgs[:_grid_images(bench)]
 
 
-# The names of the rows of evaluation.FLOW_BASELINES (rectified-flow models only).
-FLOW_ROWS = ("ddpm_flow_euler", "euler_flow_euler", "dpm_solver_pp_2m_flow_sigmas",
-             "unipc_flow_sigmas")
+# A rectified-flow model's own grid for the solvers: diffusers' flow sigmas.
+FLOW_GRID = "flow_sigmas"
 # The training seeds of the default row, `ddss_search --num_steps=K --seed=s` and nothing else.
 DEFAULT_SEEDS = (0, 1, 2)
 # Its label: the objective it resolves differs by K (objectives.default_name).
@@ -318,11 +317,20 @@ def _catalogue():
         rows += [FixedRow(name, samplers.label(name), name, {})]
         rows += [FixedRow(f"{name}_{grid}", f"{samplers.label(name)} {grid}", name,
                           dict(stride=grid)) for grid in SOLVER_GRIDS]
-    # A rectified-flow model's training-free rows (evaluation.FLOW_BASELINES): Euler on
-    # KerasHub's / FlowMatchEulerDiscreteScheduler's grid, the solvers on diffusers' flow sigmas.
-    for name, (label, family, options) in zip(FLOW_ROWS, evaluation.FLOW_BASELINES):
-        rows.append(FixedRow(name, label, family, options))
-        rows[-1].flow_only = True
+    # The rows of a rectified-flow model only (FLOW_ROWS): Euler and DDPM on KerasHub's /
+    # diffusers' FlowMatchEulerDiscreteScheduler grid (evaluation.FLOW_BASELINES), and Euler
+    # and every training-free solver on the flow sigmas, where a search's screen tries them
+    # (on digits_flow at K = 5 it ranked UniPC-3 and iPNDM there first).
+    flow = [FixedRow(label.lower().replace(" ", "_"), label, family, options)
+            for label, family, options in evaluation.FLOW_BASELINES
+            if family not in samplers.solver_names()]
+    flow += [FixedRow(f"euler_{FLOW_GRID}", f"Euler {FLOW_GRID}", "ddim",
+                      dict(stride=FLOW_GRID, eta=0.0))]
+    flow += [FixedRow(f"{name}_{FLOW_GRID}", f"{samplers.label(name)} {FLOW_GRID}", name,
+                      dict(stride=FLOW_GRID)) for name in samplers.solver_names()]
+    for row in flow:
+        row.flow_only = True
+    rows += flow
     # ddss_search --num_steps=K (--seed=s): the sampler a user gets with no other flag.
     rows += [LearnedRow(f"ddss_s{seed}", seeded=True, seed=seed, label=DEFAULT_LABEL)
              for seed in DEFAULT_SEEDS]
@@ -352,6 +360,8 @@ def _catalogue():
 
 
 ROWS = _catalogue()
+# The names of the rectified-flow rows, in table order.
+FLOW_ROWS = tuple(name for name, row in ROWS.items() if getattr(row, "flow_only", False))
 # A conditional model's default rows (issue 17's table): the training-free solvers and the
 # learned samplers, at one scale and across scales.
 CONDITIONAL_DEFAULT = ("ddim_quadratic", "dpm_solver_pp_2m", "unipc", "dpm_solver_pp_2m_quadratic",
