@@ -183,6 +183,24 @@ def test_all_steps_row_has_its_own_column_and_reuses_the_cached_reference(tmp_pa
     assert again == records
 
 
+def test_the_ode_reference_row_is_the_searches_ode_reference_and_a_flow_tables_default(tmp_path):
+    # T = 50: the row's 100 steps are capped at the model's T, as a search's reference is.
+    search = dataclasses.replace(_cfg().search, num_timesteps=50)
+    cfg = _cfg(samplers=("ode_100",), num_steps=(2,), num_samples=16, search=search)
+    (record,) = benchmark.run(cfg, str(tmp_path), log=_QUIET)
+    assert (record["num_steps"], record["role"]) == (50, "reference")
+    ev = evaluation.Evaluator(dataclasses.replace(search, reference="ode", reference_steps=100),
+                              _QUIET, num_steps=(2,))
+    assert ev.reference_steps == 50
+    layer = ev.baseline_layer("dpm_solver_pp_2m", 50)
+    want, _ = ev.sample_and_score(layer, 16, "ode")
+    assert record["fid"] == pytest.approx(want["fid"], rel=1e-6)
+    # Each kind of model's default table has its own reference.
+    vp, flow = benchmark.default_samplers(), benchmark.default_samplers(flow=True)
+    assert "ddpm_all" in vp and "ode_100" not in vp
+    assert "ode_100" in flow and "ddpm_all" not in flow
+
+
 def test_training_data_row_scores_resampled_real_images_in_the_last_column(tmp_path):
     cfg = _cfg(samplers=("ddim_linear", "training_data"), num_steps=(2,), num_samples=40)
     records = benchmark.run(cfg, str(tmp_path), log=_QUIET)

@@ -17,7 +17,7 @@ from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import run_search
 
 __all__ = ["Row", "FixedRow", "LearnedRow", "AcrossScalesRow", "WarmAcrossScalesRow",
-           "AllStepsRow", "DataRow", "ROWS", "FLOW_ROWS", "WARM_TUNE", "sampler_names",
+           "ReferenceRow", "DataRow", "ROWS", "FLOW_ROWS", "WARM_TUNE", "sampler_names",
            "default_samplers"]
 
 # The tuning across guidance scales of the row ggdm_pred_time_across_warm, which starts from
@@ -256,22 +256,27 @@ class WarmAcrossScalesRow(AcrossScalesRow):
         return bench.learned[directory]
 
 
-class AllStepsRow(Row):
-    """DDPM with every step of the model: the quality a fast sampler aims for."""
+class ReferenceRow(Row):
+    """A many-step reference (evaluation.REFERENCES[kind]) with `steps` steps (at most the
+    model's T), or every step of the model (None): the quality a fast sampler aims for, in a column of its own. Its
+    scores are the reference cache's, which searches share."""
 
-    def __init__(self):
-        super().__init__("ddpm_all", "DDPM all T steps", "reference")
+    def __init__(self, name, label, kind, steps=None, default_for=None):
+        super().__init__(name, label, "reference")
+        self.kind, self.num_steps = kind, steps
+        self.default_for = default_for
 
     def steps(self, ks, num_timesteps):
-        return [num_timesteps]
+        return [num_timesteps if self.num_steps is None else min(self.num_steps, num_timesteps)]
 
     def layer(self, bench, k):
-        return bench.evaluator.baseline_layer("ddpm", k, stride="linear")
+        family, options, _ = evaluation.REFERENCES[self.kind]
+        return bench.evaluator.baseline_layer(family, k, **options)
 
     def score(self, bench, k):
         ev = bench.evaluator
         scores, imgs = ev.reference_scores(bench.cfg.num_samples, steps=k, return_images=True,
-                                           kind="ddpm")
+                                           kind=self.kind)
         evaluation.log_scores(self.label, scores, bench.log, " (cached)" if imgs is None else "")
         # Cached scores come without images: draw just the grid's.
         count = _grid_images(bench)
@@ -355,7 +360,13 @@ def _catalogue():
     rows += [AcrossScalesRow("ggdm_pred_time_across", family="ggdm", pred=True, time=True, **old),
              WarmAcrossScalesRow("ggdm_pred_time_across_warm", per_scale, WARM_TUNE,
                                  family="ggdm", pred=True, time=True, **old)]
-    rows += [AllStepsRow(), DataRow()]
+    # The many-step references, each in the default table of one kind of model: DDPM with
+    # all T steps (the papers') on a variance-preserving model, the probability-flow ODE's
+    # solution (DPM-Solver++(2M), 100 steps: a tenth of the cost; a flow search's reference)
+    # on a rectified flow, which is sampled along that ODE.
+    rows += [ReferenceRow("ddpm_all", "DDPM all T steps", "ddpm", default_for="vp"),
+             ReferenceRow("ode_100", "ODE reference (DPM-Solver++(2M))", "ode", steps=100,
+                          default_for="flow"), DataRow()]
     return {row.name: row for row in rows}
 
 
@@ -377,8 +388,11 @@ def sampler_names():
 def default_samplers(conditional=False, flow=False):
     """The rows a benchmark evaluates when none are named: every row of an unconditional
     model's table, or a conditional model's (the solvers and the learned samplers); the
-    rectified-flow rows (FLOW_ROWS) for a flow model only."""
+    rectified-flow rows (FLOW_ROWS) for a flow model only; its kind's many-step reference
+    (ReferenceRow.default_for)."""
     if conditional:
         return CONDITIONAL_DEFAULT + (FLOW_ROWS if flow else ())
+    kind = "flow" if flow else "vp"
     return tuple(n for n in sampler_names() if not getattr(ROWS[n], "conditional_only", False)
-                 and (flow or not getattr(ROWS[n], "flow_only", False)))
+                 and (flow or not getattr(ROWS[n], "flow_only", False))
+                 and getattr(ROWS[n], "default_for", None) in (None, kind))

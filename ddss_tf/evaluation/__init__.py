@@ -16,11 +16,11 @@ tagged by role, and their tables) and `plots` (FID against K, sample grids).
 """
 
 from ddss_tf.evaluation.draws import BATCH_SIZE, EVAL_SEED, grid_images, sample
-from ddss_tf.evaluation.evaluator import (BASELINES, FLOW_BASELINES, Evaluator, baselines_for,
-                                         read_cache)
+from ddss_tf.evaluation.evaluator import (BASELINES, FLOW_BASELINES, REFERENCES, Evaluator,
+                                         baselines_for, read_cache)
 from ddss_tf.evaluation.records import ROLES, log_scores, markdown_table, record
 from ddss_tf.evaluation.scoring import SCORER_VERSION, Scorer, checked_scores, load_extractor
 
 __all__ = ["BATCH_SIZE", "EVAL_SEED", "grid_images", "sample", "BASELINES", "FLOW_BASELINES",
-           "baselines_for", "Evaluator", "read_cache", "ROLES", "log_scores", "markdown_table",
+           "REFERENCES", "baselines_for", "Evaluator", "read_cache", "ROLES", "log_scores", "markdown_table",
            "record", "SCORER_VERSION", "Scorer", "checked_scores", "load_extractor"]
