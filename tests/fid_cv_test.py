@@ -2,7 +2,6 @@
 sqrtm, its gradient against a second TensorFlow computation (the nuclear norm of the centred
 features), its running statistics of the start, its cost, its resume and its refusals."""
 
-import json
 import tempfile
 
 import numpy as np
@@ -10,9 +9,9 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 
-from search_helpers import QUIET, sigint_at, tiny_config
-from ddss_tf import interrupt, samplers
-from ddss_tf.search import objectives, run_search
+from search_helpers import QUIET, full_and_resumed, tiny_config
+from ddss_tf import samplers
+from ddss_tf.search import objectives
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -91,21 +90,10 @@ def test_a_fid_cv_search_counts_both_chains_and_resumes_exactly(tmp_path, monkey
     cfg = _cfg(train_steps=4)
     assert cfg.run_name() == "fid_cv_ggdm_pred_time_ddpm_k3"
     assert cfg.label().endswith("(FID, control variate)")
-    full = run_search(cfg, str(tmp_path / "full"), log=QUIET)
+    full, coefficients, resumed = full_and_resumed(cfg, str(tmp_path), monkeypatch)
     assert full["search_network_evaluations"] == 2 * 4 * cfg.batch_size * cfg.num_steps
-
-    sent = sigint_at(monkeypatch, 2)
-    with pytest.raises(interrupt.Interrupted):
-        run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
-    assert sent == [2]
-    run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
-
-    def coefficients(d):
-        with open(tmp_path / d / "coefficients.json") as f:
-            return json.load(f)["variables"]
-
     # The start's running statistics are checkpointed: without them the resumed steps differ.
-    assert coefficients("full") == coefficients("resumed")
+    assert coefficients == resumed
 
 
 def test_fid_cv_refuses_several_replicas_and_a_kernel():

@@ -2,16 +2,15 @@
 and a second TensorFlow computation, its start frozen while the sampler trains, its running
 mean of the start's features over every batch drawn, its cost, and its resume."""
 
-import json
 import tempfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from search_helpers import QUIET, sigint_at, tiny_config, values
-from ddss_tf import interrupt, samplers
-from ddss_tf.search import objectives, plan, run_search
+from search_helpers import QUIET, full_and_resumed, tiny_config, values
+from ddss_tf import samplers
+from ddss_tf.search import objectives, plan
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -89,21 +88,10 @@ def test_a_kid_cv_search_counts_both_chains_and_resumes_exactly(tmp_path, monkey
     cfg = _cfg(train_steps=4)
     assert cfg.run_name() == "kid_cv_ggdm_pred_time_ddpm_k3"
     assert cfg.label().endswith("(KID, control variate)")
-    full = run_search(cfg, str(tmp_path / "full"), log=QUIET)
+    full, coefficients, resumed = full_and_resumed(cfg, str(tmp_path), monkeypatch)
     assert full["search_network_evaluations"] == 2 * 4 * cfg.batch_size * cfg.num_steps
-
-    sent = sigint_at(monkeypatch, 2)
-    with pytest.raises(interrupt.Interrupted):
-        run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
-    assert sent == [2]
-    run_search(cfg, str(tmp_path / "resumed"), log=QUIET)
-
-    def coefficients(d):
-        with open(tmp_path / d / "coefficients.json") as f:
-            return json.load(f)["variables"]
-
     # The start's running mean is checkpointed: without it the resumed steps' gradients differ.
-    assert coefficients("full") == coefficients("resumed")
+    assert coefficients == resumed
 
 
 def test_kid_cv_refuses_the_cubic_kernel_and_guidance():

@@ -1,13 +1,16 @@
-"""Shared by the search tests: a tiny search config, a SIGINT at a chosen step, values."""
+"""Shared by the search tests: a tiny search config, a SIGINT at a chosen step, values, a
+search interrupted and resumed."""
 
+import json
 import os
 import signal
 import tempfile
 
 import numpy as np
+import pytest
 
-from ddss_tf import progress
-from ddss_tf.search import SearchConfig
+from ddss_tf import interrupt, progress
+from ddss_tf.search import SearchConfig, run_search
 
 import toy_networks
 
@@ -57,3 +60,20 @@ def sigint_at(monkeypatch, at_step):
 
     monkeypatch.setattr(progress.Progress, "update", update)
     return sent
+
+
+def full_and_resumed(cfg, directory, monkeypatch, at_step=2):
+    """(results of `cfg` searched in one go, its coefficients.json variables, those of the same
+    search stopped by a real SIGINT at at_step and resumed), in directory/full and /resumed."""
+    full = run_search(cfg, os.path.join(directory, "full"), log=QUIET)
+    sent = sigint_at(monkeypatch, at_step)
+    with pytest.raises(interrupt.Interrupted):
+        run_search(cfg, os.path.join(directory, "resumed"), log=QUIET)
+    assert sent == [at_step]
+    run_search(cfg, os.path.join(directory, "resumed"), log=QUIET)
+
+    def coefficients(name):
+        with open(os.path.join(directory, name, "coefficients.json")) as f:
+            return json.load(f)["variables"]
+
+    return full, coefficients("full"), coefficients("resumed")
