@@ -128,6 +128,10 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         "recipe at this K.",
         choices=SELECTS)
     grad_clip: float = _(1.0, "Global-norm gradient clipping; 0 disables.", lower=0)
+    clip_samples: bool = _(False, "The loss scores the chain's samples (and the teacher's) "
+                           "clipped to the feature network's data range, as the evaluation "
+                           "and an export do; default: as they come out of the chain, "
+                           "overshoots included.")
     seed: int = _(0, "Seed of every training batch's noise.", lower=0, upper=MAX_SEED)
     xla: bool = _(True, "XLA-compile the search step.")
     remat: bool = _(True, "Rematerialise network calls (memory flat in K).")

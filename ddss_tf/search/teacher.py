@@ -31,11 +31,14 @@ it, and phi(x0) [N, d], float32 numpy."""
 
 
 def teacher_pairs(denoiser, extractor, num_pairs, teacher_steps, image_shape,
-                  seed=TEACHER_SEED):
+                  seed=TEACHER_SEED, clip=False):
     """TeacherPairs of `num_pairs` x_T (noise.draw_batch(seed, b), in evaluation-sized
-    batches) and the teacher's samples from them."""
+    batches) and the teacher's samples from them (clipped to the extractor's data range with
+    `clip`, as a search with clip_samples scores its own)."""
     teacher = samplers.create(TEACHER_FAMILY, denoiser, num_steps=teacher_steps, remat=False)
     x0 = draws.sample(teacher, num_pairs, image_shape, seed=seed)
+    if clip:
+        x0 = np.clip(x0, *extractor.data_range)
     batch = min(draws.BATCH_SIZE, num_pairs)
     x_T = np.concatenate([noise.draw_batch(seed, b, 1, [batch, *image_shape])[0].numpy()
                           for b in range(-(-num_pairs // batch))])[:num_pairs]

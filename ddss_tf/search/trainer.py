@@ -133,11 +133,11 @@ class Trainer:
 
         def features(x, frozen=None):
             if frozen is None:
-                return self.extractor(self.layer(x, noise))
+                return self.extractor(self._scored(self.layer(x, noise)))
             # Another sampler on the same noise (a loss's control variate), not differentiated:
             # nothing of its chain is recorded.
             with tape.stop_recording(), self._frozen_contexts(frozen):
-                return tf.stop_gradient(self.extractor(frozen(x, noise)))
+                return tf.stop_gradient(self.extractor(self._scored(frozen(x, noise))))
 
         with tf.GradientTape() as tape, self._denoising(), self._compiling():
             loss = self.loss(features, x_T, inputs)
@@ -159,6 +159,14 @@ class Trainer:
             if self.compiles_network_alone:
                 stack.enter_context(frozen.compiling_network())
             yield
+
+    def _scored(self, images):
+        """The chain's samples as the loss scores them: clipped to the feature network's data
+        range with cfg.clip_samples (as the evaluation scores them; no gradient flows through
+        a clipped pixel), else as they are."""
+        if not self.cfg.clip_samples:
+            return images
+        return tf.clip_by_value(images, *self.extractor.data_range)
 
     def _apply_fn(self, grads, norm):
         def apply(grads):

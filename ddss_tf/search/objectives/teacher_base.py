@@ -33,7 +33,7 @@ class TeacherObjective(base.Objective):
             "x_T ...")
         return teacher_lib.teacher_pairs(evaluator.denoiser, evaluator.extractor,
                                          cfg.ld3_pairs, cfg.teacher_steps,
-                                         evaluator.image_shape)
+                                         evaluator.image_shape, clip=cfg.clip_samples)
 
 
 def draw_pairs(key, n, pairs):
