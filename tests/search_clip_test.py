@@ -3,6 +3,7 @@ the feature network's data range, as the evaluation scores them (at K = 3 on the
 model 39% of the start's pixels lie outside [-1, 1], and a loss of the raw samples moves away
 from what FID on the clipped ones rewards: docs/ddss_search.md, "K = 3, seed 0")."""
 
+import json
 import tempfile
 
 import numpy as np
@@ -11,6 +12,8 @@ import tensorflow as tf
 
 from search_helpers import QUIET, tiny_config
 from ddss_tf.metrics import mmd
+from ddss_tf.search import SearchConfig, objectives
+from ddss_tf.search import workdir as workdir_lib
 from ddss_tf.search.run import Run
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -58,3 +61,21 @@ def test_the_teacher_pairs_are_clipped_with_the_samples():
     unclipped = Run(raw, tempfile.gettempdir(), QUIET).trainer.loss.pairs.x0
     assert np.abs(unclipped).max() > high
     np.testing.assert_allclose(pairs.x0, np.clip(unclipped, low, high), rtol=0, atol=1e-6)
+
+
+def test_the_recipe_clips_at_few_steps_and_a_work_directory_from_before_it_did_not():
+    clipped = objectives.base.CLIPPED_STEPS
+    for k in (clipped, clipped + 1, 10):
+        cfg = SearchConfig(num_steps=k)
+        assert cfg.clip_samples is (k <= clipped) and "clip_samples" in cfg.resolved()
+    assert SearchConfig(num_steps=clipped, clip_samples=False).clip_samples is False
+    # The paper's recipe (KID from DDIM, no start screen) and LD3's score the raw samples.
+    assert objectives.get("ld3").recipe(clipped)["clip_samples"] is False
+    # A work directory from before clip_samples scored the raw samples: it reads so, and is
+    # not resumed by a search that clips.
+    old = json.loads(SearchConfig(num_steps=clipped, clip_samples=False).to_json())
+    del old["clip_samples"]
+    raw = SearchConfig(num_steps=clipped, clip_samples=False)
+    assert workdir_lib.differing_settings(old, raw) == []
+    assert workdir_lib.differing_settings(old, SearchConfig(num_steps=clipped)) == [
+        "clip_samples"]

@@ -34,11 +34,11 @@ def toy_model():
 def tiny_config(**kw):
     """A search small enough for a unit test (K = 2, batch 8, 3 steps) on `toy_model()`
     with Ho et al.'s linear schedule: the KID objective from DDIM (no teacher pairs, no start
-    screen), keeping the best validation FID."""
+    screen) on the raw samples, keeping the best validation FID."""
     base = dict(model=toy_model(), schedule="linear_beta", num_steps=2, batch_size=8,
                 train_steps=3, learning_rate=1e-2, xla=False, checkpoint_every=1,
                 eval_every=1000, eval_samples=16, validation_samples=16, final_samples=16, reference_steps=10,
-                objective="kid", init="ddim", select="best")
+                objective="kid", init="ddim", select="best", clip_samples=False)
     base.update(kw)
     return SearchConfig(**base)
 

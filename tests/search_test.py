@@ -270,13 +270,13 @@ def test_the_optimisation_defaults_depend_on_k(settings, want):
 
 @pytest.mark.parametrize("k,want", [
     (3, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
-             validation_samples=2000)),
+             validation_samples=2000, clip_samples=True)),
     (5, dict(objective="kid_teacher", batch_size=128, train_steps=400, learning_rate=1e-2,
-             validation_samples=2000)),
+             validation_samples=2000, clip_samples=False)),
     (10, dict(objective="kid_cv", batch_size=128, train_steps=100, learning_rate=3e-3,
-              validation_samples=5000)),
+              validation_samples=5000, clip_samples=False)),
     (20, dict(objective="kid_cv", batch_size=128, train_steps=100, learning_rate=3e-3,
-              validation_samples=5000)),
+              validation_samples=5000, clip_samples=False)),
 ])
 def test_the_recipe_is_resolved_from_k_printed_and_saved_and_a_flag_wins(k, want):
     want = dict(want, init="auto", select="paired", eval_samples=2000, eval_every=50)

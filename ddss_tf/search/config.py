@@ -32,7 +32,7 @@ MAX_SEED = noise.MAX_SEED  # the training noise is keyed on (seed, step) as int6
 # The settings a search resolves from its K and objective when it leaves them unset (None):
 # the objective's recipe (`objectives.Objective.recipe`), printed at the start of a search.
 RECIPE_FIELDS = ("init", "batch_size", "train_steps", "learning_rate", "select", "eval_every",
-                 "eval_samples", "validation_samples")
+                 "eval_samples", "validation_samples", "clip_samples")
 
 
 def _objective(name):
@@ -128,10 +128,11 @@ class SearchConfig(models.ModelSpec, data.DataSpec):
         "recipe at this K.",
         choices=SELECTS)
     grad_clip: float = _(1.0, "Global-norm gradient clipping; 0 disables.", lower=0)
-    clip_samples: bool = _(False, "The loss scores the chain's samples (and the teacher's) "
-                           "clipped to the feature network's data range, as the evaluation "
-                           "and an export do; default: as they come out of the chain, "
-                           "overshoots included.")
+    clip_samples: Optional[bool] = _(
+        None, "The loss scores the chain's samples (and the teacher's) clipped to the feature "
+        "network's data range, as the evaluation and an export do (--noclip_samples: as they "
+        "come out of the chain, overshoots included). Default: the objective's recipe at this "
+        "K.")
     seed: int = _(0, "Seed of every training batch's noise.", lower=0, upper=MAX_SEED)
     xla: bool = _(True, "XLA-compile the search step.")
     remat: bool = _(True, "Rematerialise network calls (memory flat in K).")

@@ -55,9 +55,10 @@ def _with_defaults(saved):
     SearchConfig normalises itself (a +PRED saved for a family without it reads False)."""
     if saved is None:
         return None
-    # Runs from before `select` kept their last step's coefficients, and runs from before
-    # `reference` compared with DDPM, whatever the defaults now.
-    saved = dict(dict(select="last", reference="ddpm"), **saved)
+    # Runs from before `select` kept their last step's coefficients, runs from before
+    # `reference` compared with DDPM, and runs from before `clip_samples` scored the raw
+    # samples, whatever the defaults now.
+    saved = dict(dict(select="last", reference="ddpm", clip_samples=False), **saved)
     # Runs from before `validation_samples` validated on their eval_samples.
     if "validation_samples" not in saved and "eval_samples" in saved:
         saved["validation_samples"] = saved["eval_samples"]

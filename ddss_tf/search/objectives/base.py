@@ -28,6 +28,15 @@ __all__ = ["Objective", "Loss", "FEW_STEPS", "ddss_recipe"]
 FEW_STEPS = 5
 
 
+# At K <= CLIPPED_STEPS a DDSS search's loss scores the samples clipped to the data range, as
+# the evaluation does (SearchConfig.clip_samples). At K = 3 on the bundled model 39% of the
+# start's pixels overshoot [-1, 1] (by up to 2.6), and a loss of the raw samples pulled them in
+# at the clipped samples' cost: from DPM-Solver++(2M) linear (3.035 / 0.675, FID / held-out FID
+# on 10,000 samples) the clipped loss reached 1.714 / 0.448, where the raw one kept its start
+# in every variant tried (seed 0; docs/ddss_search.md, "K = 3, seed 0").
+CLIPPED_STEPS = 3
+
+
 def ddss_recipe(num_steps, batch_size=128):
     """The recipe of a DDSS search (KID, KID + teacher, KID with a control variate) at
     K = num_steps: start from the best training-free sampler (init "auto": search.start) and
@@ -37,13 +46,14 @@ def ddss_recipe(num_steps, batch_size=128):
     at steps 50 and 100 on 5,000 samples: there a good candidate improves on the start by about
     10%, which 2,000 paired samples do not resolve (the kid_cv search at K = 10 whose last step
     scored 0.350 against the start's 0.403 on 10,000 samples beat the start in 42% of paired
-    resamples of 2,000 validation samples, in 97% of 5,000). What each measured:
-    docs/ddss_search.md, "How the defaults were chosen"."""
+    resamples of 2,000 validation samples, in 97% of 5,000). At K <= CLIPPED_STEPS the loss
+    scores the clipped samples. What each measured: docs/ddss_search.md, "How the defaults
+    were chosen"."""
     few = num_steps <= FEW_STEPS
     return dict(init="auto", select="paired", batch_size=batch_size, eval_samples=2000,
                 validation_samples=2000 if few else 5000,
                 train_steps=400 if few else 100, learning_rate=1e-2 if few else 3e-3,
-                eval_every=50)
+                eval_every=50, clip_samples=num_steps <= CLIPPED_STEPS)
 
 
 class Objective:
@@ -67,13 +77,13 @@ class Objective:
     def recipe(self, num_steps):
         """{setting: value} of a search with this objective at K = num_steps that leaves them
         unset (None): its start (init), batch_size, train_steps, learning_rate, which
-        coefficients it keeps (select), how often it evaluates (eval_every, eval_samples) and on
-        how many samples it validates what it keeps (validation_samples).
-        SearchConfig resolves its RECIPE_FIELDS from here and prints them at the start."""
+        coefficients it keeps (select), how often it evaluates (eval_every, eval_samples), on
+        how many samples it validates what it keeps (validation_samples) and whether its loss
+        scores the samples clipped to the data range (clip_samples). SearchConfig resolves its RECIPE_FIELDS from here and prints them at the start."""
         steps, lr = (800, 2e-2) if num_steps <= FEW_STEPS else (400, 1e-2)
         return dict(init="ddim", batch_size=128, train_steps=steps, learning_rate=lr,
                     select=self.default_select(), eval_every=100, eval_samples=512,
-                    validation_samples=512)
+                    validation_samples=512, clip_samples=False)
 
     def default_select(self):
         """Which coefficients a search that does not say keeps (SearchConfig.select): the best
