@@ -259,8 +259,8 @@ class WarmAcrossScalesRow(AcrossScalesRow):
 
 class ReferenceRow(Row):
     """A many-step reference (evaluation.REFERENCES[kind]) with `steps` steps (at most the
-    model's T), or every step of the model (None): the quality a fast sampler aims for, in a column of its own. Its
-    scores are the reference cache's, which searches share."""
+    model's T), or every step of the model (None): the quality a fast sampler aims for, in a
+    column of its own. Its scores are the reference cache's, which searches share."""
 
     def __init__(self, name, label, kind, steps=None, default_for=None):
         super().__init__(name, label, "reference")

@@ -22,5 +22,6 @@ from ddss_tf.evaluation.records import ROLES, log_scores, markdown_table, record
 from ddss_tf.evaluation.scoring import SCORER_VERSION, Scorer, checked_scores, load_extractor
 
 __all__ = ["BATCH_SIZE", "EVAL_SEED", "grid_images", "sample", "BASELINES", "FLOW_BASELINES",
-           "REFERENCES", "baselines_for", "Evaluator", "read_cache", "ROLES", "log_scores", "markdown_table",
-           "record", "SCORER_VERSION", "Scorer", "checked_scores", "load_extractor"]
+           "REFERENCES", "baselines_for", "Evaluator", "read_cache", "ROLES", "log_scores",
+           "markdown_table", "record", "SCORER_VERSION", "Scorer", "checked_scores",
+           "load_extractor"]

@@ -79,7 +79,8 @@ class Objective:
         unset (None): its start (init), batch_size, train_steps, learning_rate, which
         coefficients it keeps (select), how often it evaluates (eval_every, eval_samples), on
         how many samples it validates what it keeps (validation_samples) and whether its loss
-        scores the samples clipped to the data range (clip_samples). SearchConfig resolves its RECIPE_FIELDS from here and prints them at the start."""
+        scores the samples clipped to the data range (clip_samples). SearchConfig resolves
+        its RECIPE_FIELDS from here and prints them at the start."""
         steps, lr = (800, 2e-2) if num_steps <= FEW_STEPS else (400, 1e-2)
         return dict(init="ddim", batch_size=128, train_steps=steps, learning_rate=lr,
                     select=self.default_select(), eval_every=100, eval_samples=512,

@@ -12,8 +12,8 @@ difference of batch covariances, and its negative directions would let L fall by
 them). At the first step C_hat is the batch's covariance and L the batch's FID.
 
 The linear KID that kid_cv minimises compares the means only; FID compares the covariances
-too, which at few steps (where the chain's samples are blurred, their features less spread
-than the data's) is where most of the distance is. Tr sqrt(R C_hat R) is the sum of the
+too, and at few steps most of the distance is there (at K = 3 on the bundled model, 2.86 of
+the start's FID of 3.33 on 2,000 samples). Tr sqrt(R C_hat R) is the sum of the
 square roots of the eigenvalues of R C_hat R; each gets a floor eps (a bounded gradient where
 C_hat is near singular) that is subtracted again, so L never falls below the FID of C_hat.
 
