@@ -39,8 +39,9 @@ def setup():
 
 
 def _cfg(**kw):
+    # The raw samples: _reference computes the loss without the clip (search_clip_test has it).
     return SearchConfig(**dict(dict(num_steps=3, batch_size=8, xla=False, train_steps=10,
-                                    init="ddpm", learning_rate=1e-3), **kw))
+                                    init="ddpm", learning_rate=1e-3, clip_samples=False), **kw))
 
 
 def _reference(cfg, cond, layer, ext, real, real_labels, replicas):

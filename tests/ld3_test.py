@@ -22,7 +22,8 @@ def _cfg(**kw):
     base = dict(family="dpm_solver_pp_2m", objective="ld3", time=True, num_steps=3,
                 teacher_steps=10, ld3_pairs=12, ld3_radius=0.1, batch_size=4, train_steps=2,
                 learning_rate=1e-2, xla=False, checkpoint_every=1, eval_every=1000,
-                eval_samples=10, validation_samples=10, final_samples=10, reference_steps=10)
+                eval_samples=10, validation_samples=10, final_samples=10, reference_steps=10,
+                clip_samples=False)  # the raw samples, as the references below compute them
     base.update(kw)
     return SearchConfig(**base)
 
